@@ -1,0 +1,172 @@
+"""`xact-pipeline`: one entry point for the jobs and the local tooling.
+
+    xact-pipeline kafka start|stop|status|topics|reset     the local single-node broker
+    xact-pipeline tables create                            create the Delta tables (never replaces one)
+    xact-pipeline ingest [--available-now]                 a streaming job (one subcommand per job)
+    xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
+    xact-pipeline tail xact.downloads.pending              print messages of a topic
+    xact-pipeline config show                              the resolved settings (secrets never shown)
+    xact-pipeline demo                                     everything above, end to end, with a summary
+
+Every subcommand takes --env (local, fabric, databricks or an overlay path), --conf-dir and
+--set key.path=value. Known failures print one `error:` line that says what to do, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from pipeline_lib.config import ConfigError, Settings, load_settings
+from pipeline_lib.logs import get_logger, setup_logging
+
+log = get_logger("cli")
+STREAMING_JOBS = ("ingest",)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env", default="local", help="local | fabric | databricks | path/to/overlay.yaml")
+    common.add_argument("--conf-dir", help="folder with base.yaml and the overlays (default: the project's conf/)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set kafka.bootstrap_servers=127.0.0.1:9092")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="xact-pipeline", description=__doc__.split("\n\n")[0], parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", parents=[common], help="run the local single-node Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status", "topics", "reset"])
+
+    tables = sub.add_parser("tables", parents=[common], help="Delta table administration")
+    tables.add_argument("action", choices=["create"])
+
+    for job in STREAMING_JOBS:
+        p = sub.add_parser(job, parents=[common], help=f"run the {job} streaming job")
+        p.add_argument("--available-now", action="store_true", help="process what is in Kafka now, then stop")
+        p.add_argument("--timeout", type=float, help="stop after this many seconds")
+
+    samples = sub.add_parser("produce-samples", parents=[common], help="produce sample claim events")
+    samples.add_argument("--count", type=int, default=10)
+    samples.add_argument("--base-url", default="http://127.0.0.1:8765", help="where the sample attachments are served")
+
+    tail = sub.add_parser("tail", parents=[common], help="print the messages of a topic")
+    tail.add_argument("topic")
+    tail.add_argument("--max", type=int, default=20, help="stop after this many messages")
+    tail.add_argument("--timeout", type=float, default=5.0, help="stop after this many idle seconds")
+
+    config = sub.add_parser("config", parents=[common], help="show the resolved settings")
+    config.add_argument("action", choices=["show"])
+
+    sub.add_parser("demo", parents=[common], help="run the pipeline end to end on sample data")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(args.env, conf_dir=args.conf_dir, overrides=args.overrides)
+
+
+def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline_lib.kafka_options import librdkafka_config
+    from pipeline_lib.local_kafka import LocalKafka, create_topics, list_topics
+
+    broker = LocalKafka.from_settings(settings)
+    if args.action == "start":
+        print(broker.start().describe())
+        created = create_topics(settings.kafka.bootstrap_servers, settings.topic_partitions())
+        print(f"topics: {len(settings.topic_partitions())} configured, {len(created)} created")
+    elif args.action == "stop":
+        print(broker.stop().describe())
+    elif args.action == "status":
+        status = broker.status()
+        print(status.describe())
+        return 0 if status.state == "running" else 3
+    elif args.action == "reset":
+        broker.reset()
+        print(f"broker stopped and its data in {broker.data_dir} deleted")
+    else:
+        topics = list_topics(settings.kafka.bootstrap_servers, librdkafka_config(settings.kafka))
+        wanted = settings.topic_partitions()
+        for name in sorted(set(topics) | set(wanted)):
+            have = topics.get(name)
+            note = "" if name not in wanted else (" MISSING" if have is None else "")
+            print(f"{name:45s} {have if have is not None else '-':>3} partitions{note}")
+    return 0
+
+
+def _config_show(settings: Settings) -> int:
+    data = settings.model_dump(mode="json")
+    data["derived"] = {
+        "retry_topics": list(settings.retry_topics),
+        "max_attempts": settings.retry.max_attempts,
+        "tables": {t: settings.table_path(t) for t in ("events", "attachments", "dlq")},
+        "checkpoint_root": settings.storage.resolve(settings.storage.checkpoint_root),
+    }
+    # Settings hold only the *names* of secret variables, never values, so this is safe to print.
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.logging.level, settings.logging.format)
+    try:
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - known failure classes get one clear line
+        from pipeline_lib.jvm import ArtifactResolutionError, JavaError
+        from pipeline_lib.local_kafka import BrokerError
+
+        if isinstance(exc, (BrokerError, JavaError, ArtifactResolutionError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "kafka":
+        return _kafka(args, settings)
+    if args.command == "config":
+        return _config_show(settings)
+    if args.command == "produce-samples":
+        from pipeline_lib.samples import produce_sample_events
+
+        sent = produce_sample_events(settings, args.count, args.base_url)
+        print(f"produced {sent} events to {settings.topics.events_raw.name}")
+        return 0
+    if args.command == "tail":
+        from pipeline_lib.kafka_tools import tail_topic
+
+        for line in tail_topic(settings, args.topic, max_messages=args.max, idle_timeout=args.timeout):
+            print(line)
+        return 0
+    if args.command == "demo":
+        from pipeline_lib.demo import run_demo
+
+        return run_demo(settings)
+    # Spark-backed commands: only these import pyspark.
+    from pipeline_lib.spark import job
+
+    if args.command == "tables":
+        job.create_tables(settings)
+        return 0
+    return job.run_streaming_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

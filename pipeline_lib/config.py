@@ -1,0 +1,384 @@
+"""The one config loader: committed base settings, one overlay per environment, command-line
+overrides, secrets from the environment only.
+
+    settings = load_settings("local")                      # conf/base.yaml + conf/local.yaml
+    settings = load_settings("local", overrides=["kafka.bootstrap_servers=127.0.0.1:39092"])
+
+Every error is a ConfigError that names the key, the file that set it (or should have), and the
+expected form.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENVIRONMENTS = ("local", "fabric", "databricks")
+CONF_DIR_ENV = "XACT_CONF_DIR"
+_PLACEHOLDER = re.compile(r"<[a-z][a-z0-9_-]*>")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or unsafe; the message says which key, where, and how to fix it."""
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them by name.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OAuthSettings(_Model):
+    token_endpoint_url: str | None = None
+    scope: str | None = None
+    client_id_env: str = "AZURE_CLIENT_ID"
+    client_secret_env: str = "AZURE_CLIENT_SECRET"
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = Field(min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "OAUTHBEARER"] | None = None
+    connection_string_env: str = "EVENTHUBS_CONNECTION_STRING"
+    oauth: OAuthSettings = OAuthSettings()
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int = Field(default=10000, gt=0)
+    fail_on_data_loss: bool = True
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaSettings:
+        if self.security_protocol == "SASL_SSL" and self.sasl_mechanism is None:
+            raise ValueError("security_protocol SASL_SSL needs sasl_mechanism: PLAIN or OAUTHBEARER")
+        if self.sasl_mechanism == "OAUTHBEARER" and not (
+            self.oauth.token_endpoint_url and self.oauth.scope
+        ):
+            raise ValueError("sasl_mechanism OAUTHBEARER needs oauth.token_endpoint_url and oauth.scope")
+        return self
+
+
+class TopicSpec(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(gt=0)
+
+
+class TopicSettings(_Model):
+    events_raw: TopicSpec
+    pending: TopicSpec
+    cached: TopicSpec
+    results: TopicSpec
+    dlq: TopicSpec
+    retry_partitions: int = Field(default=3, gt=0)
+
+
+def delay_label(seconds: int) -> str:
+    """Short label of a delay used in retry topic names: 300 -> '5m', 3600 -> '1h', 2 -> '2s'."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+class RetrySettings(_Model):
+    delays_seconds: tuple[int, ...] = Field(min_length=1)
+
+    @field_validator("delays_seconds")
+    @classmethod
+    def _increasing_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d <= 0 for d in value):
+            raise ValueError("every delay must be a positive number of seconds")
+        if list(value) != sorted(set(value)):
+            raise ValueError("delays must be strictly increasing, e.g. [300, 600, 1200, 2400]")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        """The first try plus one per retry tier: derived, so it cannot disagree with the delays."""
+        return len(self.delays_seconds) + 1
+
+
+class DownloadSettings(_Model):
+    concurrency: int = Field(default=8, ge=1, le=256)
+    cache_dir: str = Field(min_length=1)
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    read_timeout_seconds: float = Field(default=60, gt=0)
+    total_timeout_seconds: float = Field(default=900, gt=0)
+    max_redirects: int = Field(default=5, ge=0)
+    max_bytes: int = Field(default=2 * 1024**3, gt=0)
+
+
+class UrlPolicySettings(_Model):
+    allowed_schemes: tuple[Literal["http", "https"], ...] = ("https",)
+    allowed_hosts: tuple[str, ...] = ()
+    allow_private_addresses: bool = False
+
+
+class OneLakeSettings(_Model):
+    account_url: str = "https://onelake.dfs.fabric.microsoft.com"
+    workspace: str | None = None
+    lakehouse: str | None = None
+
+
+class LakeSettings(_Model):
+    backend: Literal["local", "onelake"] = "local"
+    local_root: str = "lake/Files"
+    files_prefix: str = "xact/attachments"
+    onelake: OneLakeSettings = OneLakeSettings()
+
+    @model_validator(mode="after")
+    def _onelake_needs_names(self) -> LakeSettings:
+        if self.backend == "onelake" and not (self.onelake.workspace and self.onelake.lakehouse):
+            raise ValueError("backend onelake needs onelake.workspace and onelake.lakehouse")
+        return self
+
+
+class TableSettings(_Model):
+    events: str
+    attachments: str
+    dlq: str
+
+
+class StorageSettings(_Model):
+    root: str = Field(min_length=1)
+    lake: LakeSettings = LakeSettings()
+    tables: TableSettings
+    checkpoint_root: str = "checkpoints"
+
+    def resolve(self, path: str) -> str:
+        """An absolute path or URI as is; a relative path under `root`."""
+        if "://" in path or path.startswith("/"):
+            return path
+        root = self.root
+        if "://" not in root:
+            root = str(Path(root).expanduser().resolve())
+        return f"{root.rstrip('/')}/{path}"
+
+
+class StreamingSettings(_Model):
+    trigger_interval_seconds: float = Field(default=10, gt=0)
+
+
+class SparkSettings(_Model):
+    app_name: str = "xact-pipeline"
+    master: str | None = None
+    shuffle_partitions: int = Field(default=8, gt=0)
+    extra_conf: dict[str, str] = {}
+
+
+class LoggingSettings(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class LocalKafkaSettings(_Model):
+    home: str = "~/.cache/xact-pipeline/broker"
+    port: int = Field(default=9092, gt=0, lt=65536)
+    controller_port: int = Field(default=9093, gt=0, lt=65536)
+    heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
+    start_timeout_seconds: float = Field(default=90, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> LocalKafkaSettings:
+        if self.port == self.controller_port:
+            raise ValueError("port and controller_port must differ")
+        return self
+
+
+class Settings(_Model):
+    environment: str = "local"
+    kafka: KafkaSettings
+    topics: TopicSettings
+    retry: RetrySettings
+    download: DownloadSettings
+    url_policy: UrlPolicySettings = UrlPolicySettings()
+    storage: StorageSettings
+    streaming: StreamingSettings = StreamingSettings()
+    spark: SparkSettings = SparkSettings()
+    logging: LoggingSettings = LoggingSettings()
+    local_kafka: LocalKafkaSettings = LocalKafkaSettings()
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        """Retry tier topics in order, named from the pending topic and each delay."""
+        base = self.topics.pending.name
+        return tuple(f"{base}.retry.{delay_label(d)}" for d in self.retry.delays_seconds)
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Every pipeline topic with its partition count, as the broker should have them."""
+        t = self.topics
+        specs = {s.name: s.partitions for s in (t.events_raw, t.pending, t.cached, t.results, t.dlq)}
+        specs.update({name: t.retry_partitions for name in self.retry_topics})
+        return specs
+
+    def checkpoint(self, job: str) -> str:
+        return self.storage.resolve(f"{self.storage.checkpoint_root.rstrip('/')}/{job}")
+
+    def table_path(self, table: Literal["events", "attachments", "dlq"]) -> str:
+        return self.storage.resolve(getattr(self.storage.tables, table))
+
+
+def default_conf_dir() -> Path:
+    """conf/ beside the package in a checkout, or the copy packaged inside the wheel."""
+    override = os.environ.get(CONF_DIR_ENV)
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "_conf"):
+        if (candidate / "base.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        f"no conf/base.yaml found beside {here} or inside the package; "
+        f"set {CONF_DIR_ENV} to the folder that holds base.yaml and the overlays"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(
+    into: dict[str, Any], layer: Mapping[str, Any], source: str, origins: dict[str, str], prefix: str = ""
+) -> None:
+    """Deep-merge `layer` into `into`, recording which source set each dotted key."""
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, source, origins, dotted + ".")
+        else:
+            into[key] = _plain(value)
+            origins[dotted] = source
+            if isinstance(value, Mapping):
+                for sub in _dotted_keys(value, dotted + "."):
+                    origins[sub] = source
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _dotted_keys(mapping: Mapping[str, Any], prefix: str) -> Iterable[str]:
+    for key, value in mapping.items():
+        yield prefix + key
+        if isinstance(value, Mapping):
+            yield from _dotted_keys(value, f"{prefix}{key}.")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected the form key.path=value, e.g. kafka.port=9092")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {path[-1]: value}
+    for part in reversed(path[:-1]):
+        out = {part: out}
+    return out
+
+
+def _origin(origins: Mapping[str, str], dotted: str) -> str | None:
+    while dotted:
+        if dotted in origins:
+            return origins[dotted]
+        dotted = dotted.rpartition(".")[0]
+    return None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    if error["type"] == "missing":
+        return "is required but not set"
+    if error["type"] == "extra_forbidden":
+        return "is not a known setting (a typo?)"
+    return f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
+
+
+def load_settings(
+    env: str = "local",
+    *,
+    conf_dir: str | Path | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+) -> Settings:
+    """Load base.yaml, the environment's overlay and overrides; validate everything.
+
+    Args:
+        env: an overlay name from ENVIRONMENTS, or the path of any overlay YAML file.
+        conf_dir: the folder holding base.yaml and the overlays (default: default_conf_dir()).
+        overrides: `key.path=value` strings (YAML values) or a nested mapping, applied last.
+
+    Raises:
+        ConfigError: naming the key, the file that set it and the expected form.
+    """
+    folder = Path(conf_dir) if conf_dir else default_conf_dir()
+    base = folder / "base.yaml"
+    if not base.is_file():
+        raise ConfigError(f"{base} not found: the base settings file is required")
+    overlay = Path(env) if env.endswith((".yaml", ".yml")) else folder / f"{env}.yaml"
+    if not overlay.is_file():
+        raise ConfigError(
+            f"environment {env!r}: overlay {overlay} not found; choose one of {', '.join(ENVIRONMENTS)} "
+            "or pass the path of an overlay file"
+        )
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    _merge(merged, _read_yaml(base), str(base), origins)
+    _merge(merged, _read_yaml(overlay), str(overlay), origins)
+    if isinstance(overrides, Mapping):
+        _merge(merged, overrides, "overrides", origins)
+    else:
+        for text in overrides:
+            path, value = _parse_override(text)
+            _merge(merged, _nest(path, value), f"--set {text}", origins)
+    merged["environment"] = overlay.stem
+    origins["environment"] = str(overlay)
+
+    for dotted in _dotted_keys(merged, ""):
+        value = _lookup(merged, dotted)
+        if isinstance(value, str) and _PLACEHOLDER.search(value):
+            raise ConfigError(
+                f"{dotted}: still holds the placeholder {value!r} (set in {_origin(origins, dotted)}); "
+                f"replace it in the overlay or pass --set {dotted}=<value>"
+            )
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            dotted = ".".join(str(p) for p in error["loc"])
+            where = _origin(origins, dotted) or f"not set in {base} or {overlay}"
+            lines.append(f"  {dotted}: {_describe(error)} [{where}]")
+        raise ConfigError(f"invalid settings for environment {env!r}:\n" + "\n".join(lines)) from None
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def secret_from_env(variable: str, *, purpose: str, key: str) -> str:
+    """Read a secret from the environment; the error names the variable and the setting, never a value."""
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(
+            f"{purpose} needs a secret in environment variable {variable} (named by {key}); "
+            "export it or inject it from your secret store"
+        )
+    return value

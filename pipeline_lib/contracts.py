@@ -1,0 +1,174 @@
+"""The Kafka message contracts of the pipeline: fields, headers, JSON encoding and versioning.
+
+Every producer and consumer in the project encodes and decodes through this module. A message
+body is a JSON object with `schema` (the message kind) and `version`; readers accept unknown
+fields (a newer writer may add some) and reject a missing required field, a wrong kind or a
+newer major version with a ContractError that names it.
+
+Headers repeat what an operator needs without parsing the body (task id, attempt, trace id,
+and for dead letters the provenance, in the spirit of Kafka Connect's error-context headers).
+
+Secrets: `DownloadTask.url` is the only field that may hold a live presigned URL, and it travels
+only on the pending and retry topics; every other message carries redacted URLs (invariant 5).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from pipeline_lib.redaction import redact, redact_url, truncate
+
+SCHEMA_VERSION = 1
+PAYLOAD_LIMIT = 4000  # characters of an offending payload kept in a dead letter
+
+# Header names.
+H_SCHEMA = "xact.schema"
+H_TASK_ID = "xact.task_id"
+H_ATTEMPT = "xact.attempt"
+H_TRACE_ID = "xact.trace_id"
+H_ERR_STAGE = "xact.errors.stage"
+H_ERR_TOPIC = "xact.errors.topic"
+H_ERR_PARTITION = "xact.errors.partition"
+H_ERR_OFFSET = "xact.errors.offset"
+H_ERR_TIMESTAMP = "xact.errors.timestamp"
+H_ERR_REASON = "xact.errors.reason"
+
+
+class ContractError(ValueError):
+    """A message does not follow its contract; the message names the field and the kind."""
+
+
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a record was read: the provenance carried into dead letters."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: str | None = None  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Message:
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.KIND, "version": SCHEMA_VERSION, **asdict(self)}
+
+    def encode(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def headers(self) -> dict[str, str]:
+        return {H_SCHEMA: f"{self.KIND}/{SCHEMA_VERSION}"}
+
+    @classmethod
+    def decode(cls: type[M], raw: str | bytes | dict[str, Any]) -> M:
+        try:
+            data = raw if isinstance(raw, dict) else json.loads(raw)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"{cls.KIND}: body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ContractError(f"{cls.KIND}: body must be a JSON object")
+        if data.get("schema") != cls.KIND:
+            raise ContractError(f"expected a {cls.KIND} message, got schema {data.get('schema')!r}")
+        if not isinstance(data.get("version"), int) or data["version"] > SCHEMA_VERSION:
+            raise ContractError(
+                f"{cls.KIND}: version {data.get('version')!r} is newer than this reader ({SCHEMA_VERSION}); upgrade"
+            )
+        known = {f.name: f for f in fields(cls)}
+        missing = [
+            name for name, f in known.items()
+            if name not in data and f.default is MISSING and f.default_factory is MISSING
+        ]
+        if missing:
+            raise ContractError(f"{cls.KIND}: missing required field(s) {', '.join(missing)}")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ContractError(f"{cls.KIND}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DownloadTask(Message):
+    """One attachment to fetch: the body of xact.downloads.pending and the retry topics."""
+
+    KIND: ClassVar[str] = "download_task"
+
+    task_id: str
+    trace_id: str
+    event_id: str
+    url: str  # may be presigned: never log or store it without redact_url
+    blob_path: str  # relative to the lake's files prefix
+    status_subtype: str
+    assignment_id: str
+    event_type: str
+    event_time: str  # the event's utcDateTime, ISO 8601
+    event_date: str  # YYYY-MM-DD of event_time, the partition of every table
+    created_at: str
+    estimate_version: str | None = None
+    attempt: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    replay_id: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {
+            **super().headers(),
+            H_TASK_ID: self.task_id,
+            H_ATTEMPT: str(self.attempt),
+            H_TRACE_ID: self.trace_id,
+        }
+
+    def redacted(self) -> dict[str, Any]:
+        """The task as a dict that is safe to log or store."""
+        data = asdict(self)
+        data["url"] = redact_url(self.url)
+        return data
+
+
+@dataclass(frozen=True)
+class DeadLetter(Message):
+    """A record the pipeline gave up on: the body of xact.downloads.dlq and a row of xact_dlq."""
+
+    KIND: ClassVar[str] = "dead_letter"
+
+    dlq_id: str
+    stage: str  # ingest | download | upload
+    category: str  # e.g. malformed, policy, permanent, exhausted
+    reason: str  # what a human can act on
+    failed_at: str
+    attempts: int = 0
+    source: SourceRef | None = None
+    trace_id: str | None = None
+    task_id: str | None = None
+    event_id: str | None = None
+    task: dict[str, Any] | None = None  # DownloadTask.redacted()
+    payload: str | None = None  # the offending input, truncated and redacted
+    error_history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Redact at construction, so no code path can put a secret on the DLQ.
+        object.__setattr__(self, "reason", redact(self.reason))
+        if self.payload is not None:
+            object.__setattr__(self, "payload", truncate(redact(self.payload), PAYLOAD_LIMIT))
+        if isinstance(self.source, dict):
+            object.__setattr__(self, "source", SourceRef(**self.source))
+
+    def headers(self) -> dict[str, str]:
+        out = {**super().headers(), H_ERR_STAGE: self.stage, H_ERR_REASON: truncate(self.reason, 200)}
+        if self.task_id:
+            out[H_TASK_ID] = self.task_id
+            out[H_ATTEMPT] = str(self.attempts)
+        if self.trace_id:
+            out[H_TRACE_ID] = self.trace_id
+        if self.source:
+            out[H_ERR_TOPIC] = self.source.topic
+            out[H_ERR_PARTITION] = str(self.source.partition)
+            out[H_ERR_OFFSET] = str(self.source.offset)
+            if self.source.timestamp:
+                out[H_ERR_TIMESTAMP] = self.source.timestamp
+        return out

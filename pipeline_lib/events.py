@@ -1,0 +1,243 @@
+"""Raw claim events: the one schema definition, validation, and the ingest decision for one record.
+
+`ingest_record` turns one Kafka record of xact.events.raw into
+- an `xact_events` row (flattened fields plus the redacted raw JSON), when the event is valid;
+- one DownloadTask per allowed, distinct attachment URL;
+- one DeadLetter per problem: the whole event when it is malformed, or one refused URL.
+It never raises for bad input: everything bad becomes a dead letter with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline_lib import ids
+from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
+from pipeline_lib.paths import destination_path
+from pipeline_lib.redaction import redact, redact_url
+from pipeline_lib.url_policy import UrlPolicy, UrlRefused
+
+
+class EventInvalid(ValueError):
+    """The event breaks its schema; the message names the field and what was expected."""
+
+
+@dataclass(frozen=True)
+class EventField:
+    """One flattened column of xact_events and where it lives in the raw event."""
+
+    column: str
+    path: tuple[str, ...]  # keys from the top of the event; "data" is the decoded data object
+    type: str = "string"  # string | timestamp
+    required: bool = False
+    aliases: tuple[tuple[str, ...], ...] = ()
+
+
+# The one schema definition: validation below and the Delta table schema (pipeline_lib.spark.schemas) read it.
+EVENT_FIELDS: tuple[EventField, ...] = (
+    EventField("trace_id", ("traceId",), required=True, aliases=(("trace_id",),)),
+    EventField("event_type", ("type",), required=True),
+    EventField("version", ("version",)),
+    EventField("utc_datetime", ("utcDateTime",), type="timestamp", required=True),
+    EventField("assignment_id", ("data", "assignmentId"), required=True),
+    EventField("estimate_version", ("data", "estimateVersion")),
+    EventField("description", ("data", "description")),
+    EventField("original_assignment_id", ("data", "originalAssignmentId")),
+    EventField("xn_address", ("data", "xnAddress")),
+    EventField("carrier_id", ("data", "carrierId")),
+    EventField("note", ("data", "note")),
+    EventField("author", ("data", "author")),
+    EventField("sender_reviewer_name", ("data", "senderReviewerName")),
+    EventField("sender_reviewer_email", ("data", "senderReviewerEmail")),
+    EventField("carrier_reviewer_name", ("data", "carrierReviewerName")),
+    EventField("carrier_reviewer_email", ("data", "carrierReviewerEmail")),
+    EventField("data_datetime", ("data", "dateTime")),
+    EventField(
+        "claim_number", ("data", "adm.coverageLoss.claimNumber"), aliases=(("data", "adm", "coverageLoss", "claimNumber"),)
+    ),
+    EventField("contact_name", ("data", "contact", "name")),
+    EventField("contact_phone", ("data", "contact", "phone")),
+    EventField("contact_email", ("data", "contact", "email")),
+)
+
+# Columns ingest adds to the flattened fields, in table order.
+DERIVED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "string"),
+    ("status_subtype", "string"),
+    ("event_date", "date"),
+    ("attachment_count", "int"),
+    ("attachments", "array<string>"),
+    ("task_ids", "array<string>"),
+    ("raw_json", "string"),
+    ("source_topic", "string"),
+    ("source_partition", "int"),
+    ("source_offset", "long"),
+    ("kafka_timestamp", "timestamp"),
+    ("ingested_at", "timestamp"),
+)
+
+
+@dataclass
+class IngestResult:
+    event: dict[str, Any] | None = None
+    tasks: list[DownloadTask] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+_MISSING = object()
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> Any:
+    node = tree
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _iso_utc(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise EventInvalid(f"field {name} must be an ISO 8601 date-time, got {text[:60]!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _redact_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_tree(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_tree(v) for k, v in value.items()}
+    return value
+
+
+def decode_event(raw: bytes | str | None) -> dict[str, Any]:
+    """Decode and shape-check a raw event; `data` given as a JSON string is decoded in place."""
+    if raw is None or (isinstance(raw, (bytes, str)) and not raw.strip()):
+        raise EventInvalid("the message is empty; expected one JSON object per message")
+    try:
+        event = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventInvalid(f"the message is not valid JSON ({exc}); expected one JSON object per message") from None
+    if not isinstance(event, dict):
+        raise EventInvalid(f"the message is a JSON {type(event).__name__}; expected one JSON object per message")
+    data = event.get("data", _MISSING)
+    if data is _MISSING or data is None:
+        raise EventInvalid("required field data is missing")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise EventInvalid(f"field data is a string but not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EventInvalid(f"field data must be an object (or a JSON string of one), got {type(data).__name__}")
+    return {**event, "data": data}
+
+
+def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The EVENT_FIELDS columns of a decoded event; raises EventInvalid naming the field."""
+    row: dict[str, Any] = {}
+    for spec in EVENT_FIELDS:
+        value = _get(event, spec.path)
+        for alias in spec.aliases:
+            if value is _MISSING or value is None:
+                value = _get(event, alias)
+        name = ".".join(spec.path)
+        if value is _MISSING or value is None or (isinstance(value, str) and not value.strip()):
+            if spec.required:
+                alias_text = "".join(f" (or {'.'.join(a)})" for a in spec.aliases)
+                raise EventInvalid(f"required field {name}{alias_text} is missing or empty")
+            row[spec.column] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise EventInvalid(f"field {name} must be a string, got {type(value).__name__}")
+        text = str(value)
+        row[spec.column] = _iso_utc(parse_timestamp(text, name)) if spec.type == "timestamp" else text
+    return row
+
+
+def attachment_urls(event: dict[str, Any]) -> list[Any]:
+    urls = event["data"].get("attachments")
+    if urls is None:
+        return []
+    if not isinstance(urls, list):
+        raise EventInvalid(f"field data.attachments must be a list of URL strings, got a {type(urls).__name__}")
+    return urls
+
+
+def status_subtype(event_type: str) -> str:
+    return event_type.rsplit(".", 1)[-1]
+
+
+def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
+    """Decide what one raw event becomes: an events row, download tasks and dead letters."""
+    now_iso = _iso_utc(now)
+    payload = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        event = decode_event(raw)
+        row = flatten_event(event)
+        urls = attachment_urls(event)
+    except EventInvalid as exc:
+        dead = DeadLetter(
+            dlq_id=ids.dlq_id("ingest", source.topic, str(source.partition), str(source.offset)),
+            stage="ingest", category="malformed", reason=str(exc), failed_at=now_iso,
+            source=source, payload=payload,
+        )
+        return IngestResult(dead=[dead])
+
+    trace_id, event_type = row["trace_id"], row["event_type"]
+    event_id = ids.event_id(trace_id, event_type, row["utc_datetime"])
+    subtype = status_subtype(event_type)
+    event_date = row["utc_datetime"][:10]
+    result = IngestResult()
+    seen: set[str] = set()
+    for index, url in enumerate(urls):
+        try:
+            policy.check_url(url)
+        except UrlRefused as exc:
+            shown = redact_url(url) if isinstance(url, str) else repr(url)[:200]
+            result.dead.append(DeadLetter(
+                dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
+                stage="ingest", category="policy",
+                reason=f"attachment {index} refused ({exc.rule}): {exc}; the event's other attachments were kept",
+                failed_at=now_iso, source=source, trace_id=trace_id, event_id=event_id,
+                task_id=ids.task_id(trace_id, url) if isinstance(url, str) else None, payload=shown,
+            ))
+            continue
+        tid = ids.task_id(trace_id, url)
+        if tid in seen:  # the same object listed twice (maybe with another signature): one task
+            continue
+        seen.add(tid)
+        result.tasks.append(DownloadTask(
+            task_id=tid, trace_id=trace_id, event_id=event_id, url=url.strip(),
+            blob_path=destination_path(subtype, row["assignment_id"], trace_id, url, tid, row["estimate_version"]),
+            status_subtype=subtype, assignment_id=row["assignment_id"], event_type=event_type,
+            event_time=row["utc_datetime"], event_date=event_date, created_at=now_iso,
+            estimate_version=row["estimate_version"],
+        ))
+    result.event = {
+        **row,
+        "event_id": event_id,
+        "status_subtype": subtype,
+        "event_date": event_date,
+        "attachment_count": len(urls),
+        "attachments": [redact_url(u) if isinstance(u, str) else repr(u)[:200] for u in urls],
+        "task_ids": [t.task_id for t in result.tasks],
+        "raw_json": json.dumps(_redact_tree(event), ensure_ascii=False, separators=(",", ":")),
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+        "kafka_timestamp": source.timestamp,
+        "ingested_at": now_iso,
+    }
+    return result

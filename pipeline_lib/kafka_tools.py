@@ -1,0 +1,91 @@
+"""Small Kafka helpers for the CLI, the demo and the tests: produce JSON, tail a topic, count messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+
+from pipeline_lib.config import Settings
+from pipeline_lib.kafka_options import librdkafka_config
+from pipeline_lib.redaction import redact
+
+
+def produce(settings: Settings, topic: str, records: Iterable[tuple[str | None, str | bytes]]) -> int:
+    """Produce (key, value) records and wait for every delivery; returns how many were sent."""
+    from confluent_kafka import Producer
+
+    producer = Producer({**librdkafka_config(settings.kafka), "linger.ms": 20, "enable.idempotence": True})
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:  # noqa: ANN001 - librdkafka callback
+        if err is not None:
+            errors.append(str(err))
+
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if errors or remaining:
+        raise RuntimeError(f"{len(errors) + remaining} of {count} messages to {topic} were not delivered: {errors[:3]}")
+    return count
+
+
+def consume_all(
+    settings: Settings, topic: str, *, max_messages: int | None = None, idle_timeout: float = 10.0
+) -> Iterator[tuple[str | None, bytes | None, dict[str, str]]]:
+    """Read a topic from its beginning up to the end it had when the call started.
+
+    Partitions are assigned directly (no consumer group, nothing committed), so the read is
+    deterministic; `idle_timeout` only guards against a broker that stops answering.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        **librdkafka_config(settings.kafka),
+        "group.id": f"xact-read-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+    })
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        consumer.assign(assignment)
+        seen = 0
+        while ends and (max_messages is None or seen < max_messages):
+            msg = consumer.poll(idle_timeout)
+            if msg is None:
+                return
+            if msg.error():
+                continue
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
+            seen += 1
+            headers = {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (msg.headers() or [])}
+            key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
+            yield key, msg.value(), headers
+    finally:
+        consumer.close()
+
+
+def tail_topic(settings: Settings, topic: str, *, max_messages: int = 20, idle_timeout: float = 5.0) -> Iterator[str]:
+    """Messages of a topic as printable lines; URLs and secrets redacted."""
+    for key, value, headers in consume_all(settings, topic, max_messages=max_messages, idle_timeout=idle_timeout):
+        text = (value or b"").decode("utf-8", "replace")
+        try:
+            text = json.dumps(json.loads(text), indent=None)
+        except ValueError:
+            pass
+        yield redact(f"key={key} headers={headers} value={text}")

@@ -1,0 +1,80 @@
+"""Destination paths of attachments in the lake: `{status_subtype}/{assignment_id}/{trace_id}/{file}`.
+
+File names follow the business rules (assignment prefix, FNOL marker, estimate version) and end
+with a short task-id suffix, so two URLs with the same file name never collide. Every component
+is sanitised: no traversal, separators, control or reserved characters, bounded length, no
+Windows device names (OneLake paths are opened from Windows tools too).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from urllib.parse import unquote, urlsplit
+
+MAX_COMPONENT = 120
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*%#]')
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+FNOL_SUBTYPE = "firstNoticeOfLossReceived"
+ESTIMATE_SUBTYPE = "estimatePackageReceived"
+
+
+def sanitize_component(value: str, fallback: str = "unnamed", max_length: int = MAX_COMPONENT) -> str:
+    """One safe path component: never '.', '..', empty, a device name or longer than max_length."""
+    text = unicodedata.normalize("NFC", str(value))
+    text = _UNSAFE.sub("_", text)
+    text = re.sub(r"\.{2,}", "_", text)  # no traversal, even embedded
+    text = text.strip(" .")
+    if not text:
+        text = fallback
+    if _RESERVED.match(text):
+        text = f"_{text}"
+    if len(text) > max_length:
+        stem, dot, ext = text.rpartition(".")
+        if dot and 0 < len(ext) <= 10 and stem:
+            text = stem[: max_length - len(ext) - 1].rstrip(" .") + "." + ext
+        else:
+            text = text[:max_length].rstrip(" .")
+    return text
+
+
+def url_file_name(url: str) -> str:
+    """The last path segment of a URL, percent-decoded ('' when the path ends with '/')."""
+    path = urlsplit(url).path
+    return posixpath.basename(unquote(path))
+
+
+def attachment_file_name(
+    status_subtype: str, assignment_id: str, url: str, task_id: str, estimate_version: str | None = None
+) -> str:
+    name = sanitize_component(url_file_name(url), fallback="attachment")
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    if status_subtype == FNOL_SUBTYPE:
+        prefix = f"{assignment_id}_FNOL"
+    elif status_subtype == ESTIMATE_SUBTYPE:
+        prefix = f"{assignment_id}_{estimate_version or 'unknown'}"
+    else:
+        prefix = assignment_id
+    suffix = f"_{task_id[:10]}" + (f".{ext}" if ext else "")
+    # Bound the whole name; the stem gives way first, the suffix that makes it unique never does.
+    head = f"{prefix}_{stem}"[: MAX_COMPONENT - len(suffix)]
+    return sanitize_component(head + suffix)
+
+
+def destination_path(
+    status_subtype: str,
+    assignment_id: str,
+    trace_id: str,
+    url: str,
+    task_id: str,
+    estimate_version: str | None = None,
+) -> str:
+    """The attachment's path relative to the lake's files prefix."""
+    subtype = sanitize_component(status_subtype, fallback="unknown")
+    assignment = sanitize_component(assignment_id, fallback="unknown")
+    trace = sanitize_component(trace_id, fallback="unknown")
+    file_name = attachment_file_name(subtype, assignment, url, task_id, estimate_version and sanitize_component(estimate_version))
+    return f"{subtype}/{assignment}/{trace}/{file_name}"

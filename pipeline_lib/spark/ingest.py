@@ -1,0 +1,150 @@
+"""Ingest: xact.events.raw -> download tasks on xact.downloads.pending, dead letters on
+xact.downloads.dlq, one row per event in xact_events.
+
+    source (Kafka raw events) -> route_events (mapInPandas over events.ingest_record) -> foreachBatch:
+        1. tasks and dead letters of events not yet in xact_events -> Kafka (routed by `topic`)
+        2. events -> xact_events (insert-only MERGE on event_id)
+
+Duplicates: xact_events is the dedup state, durable across restarts. An event already in the
+table produces no second set of tasks. A crash between step 1 and 2 replays the batch: its tasks
+are emitted again, which is harmless because task ids are deterministic and every later stage
+is idempotent by task id. Step 2 before step 1 would be wrong: a crash between them would lose
+the tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from pipeline_lib.config import Settings
+from pipeline_lib.contracts import SourceRef
+from pipeline_lib.events import ingest_record
+from pipeline_lib.kafka_options import java_client_options
+from pipeline_lib.logs import get_logger
+from pipeline_lib.spark.delta_tables import TableSpec, create_table, existing_keys, insert_new
+from pipeline_lib.spark.kafka_io import read_topics
+from pipeline_lib.spark.progress import install_progress_listener
+from pipeline_lib.spark.schemas import EVENTS_SCHEMA, KAFKA_HEADERS_TYPE, ROUTED_SCHEMA
+from pipeline_lib.url_policy import UrlPolicy
+
+log = get_logger("ingest")
+JOB_NAME = "ingest"
+
+
+def events_table(settings: Settings) -> TableSpec:
+    return TableSpec("xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id",), ("event_date",))
+
+
+def _iso(ts: object) -> str | None:
+    if ts is None or pd.isna(ts):
+        return None
+    stamp = pd.Timestamp(ts)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
+    """The mapInPandas function: raw Kafka rows in, ROUTED_SCHEMA rows out."""
+
+    def route(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            now = datetime.now(timezone.utc)
+            rows: list[tuple] = []
+            for key, value, topic, partition, offset, timestamp in zip(
+                pdf["key"], pdf["value"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp"]
+            ):
+                source = SourceRef(str(topic), int(partition), int(offset), _iso(timestamp))
+                result = ingest_record(value, source, policy, now)
+                if result.event is not None:
+                    event = result.event
+                    rows.append(("event", event["event_id"], event["event_id"], event["event_date"], None,
+                                 event["trace_id"], json.dumps(event), None))
+                for task in result.tasks:
+                    rows.append(("task", task.task_id, task.event_id, task.event_date, pending_topic,
+                                 task.trace_id, task.encode(), json.dumps(task.headers())))
+                for dead in result.dead:
+                    # A malformed event has no trace id: keep the producer's key for the operator.
+                    dlq_key = dead.trace_id or (key.decode("utf-8", "replace") if key is not None else None)
+                    rows.append(("dlq", dead.dlq_id, dead.event_id, None, dlq_topic,
+                                 dlq_key, dead.encode(), json.dumps(dead.headers())))
+            yield pd.DataFrame(rows, columns=ROUTED_SCHEMA.fieldNames())
+
+    return route
+
+
+def route_events(raw: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka rows of xact.events.raw -> routed rows (kind, id, event_id, event_date, topic, key, value, headers_json)."""
+    fn = _route_partition(
+        UrlPolicy.from_settings(settings.url_policy), settings.topics.pending.name, settings.topics.dlq.name
+    )
+    routed = raw.select("key", "value", "topic", "partition", "offset", "timestamp").mapInPandas(fn, ROUTED_SCHEMA)
+    return routed
+
+
+def event_rows(routed: DataFrame) -> DataFrame:
+    """The xact_events rows among routed rows, typed by EVENTS_SCHEMA."""
+    parsed = routed.filter(F.col("kind") == "event").select(F.from_json("value", EVENTS_SCHEMA).alias("e"))
+    return parsed.select("e.*")
+
+
+def kafka_records(routed: DataFrame) -> DataFrame:
+    """Routed rows as Kafka sink rows: topic, key, value, headers."""
+    headers = F.transform(
+        F.map_entries(F.from_json("headers_json", "map<string,string>")),
+        lambda e: F.struct(e["key"].alias("key"), e["value"].cast("binary").alias("value")),
+    ).cast(KAFKA_HEADERS_TYPE)
+    return routed.select("topic", "key", "value", headers.alias("headers"))
+
+
+class IngestBatchWriter:
+    """foreachBatch handler: emit the work of new events, then record the events."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.table = events_table(settings)
+        self.kafka_options = java_client_options(settings.kafka)
+
+    def __call__(self, routed: DataFrame, batch_id: int) -> None:
+        spark = routed.sparkSession
+        routed = routed.persist()
+        try:
+            dates = [r.event_date for r in routed.select("event_date").where("event_date IS NOT NULL").distinct().collect()]
+            known = existing_keys(spark, self.table, dates, "event_date") if dates else None
+            outgoing = routed.filter(F.col("kind").isin("task", "dlq")).dropDuplicates(["kind", "id"])
+            if known is not None:
+                # Work of an event already recorded was emitted when it was first seen.
+                outgoing = outgoing.join(known.withColumnRenamed("event_id", "known_id"),
+                                         F.col("event_id") == F.col("known_id"), "left_anti")
+            kafka_records(outgoing).write.format("kafka").options(**self.kafka_options).save()
+            insert_new(event_rows(routed), self.table)
+        finally:
+            routed.unpersist()
+
+
+def run_ingest(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
+    """Start the ingest query; with `available_now`, it processes what is there and stops."""
+    create_table(spark, events_table(settings))
+    install_progress_listener(spark)
+    raw = read_topics(spark, settings, [settings.topics.events_raw.name])
+    routed = route_events(raw, settings).observe(
+        JOB_NAME,
+        *(F.count(F.when(F.col("kind") == kind, 1)).alias(name) for kind, name in
+          (("event", "events"), ("task", "tasks"), ("dlq", "dead_letters"))),
+    )
+    writer = (
+        routed
+        .writeStream.queryName(JOB_NAME)
+        .foreachBatch(IngestBatchWriter(settings))
+        .option("checkpointLocation", settings.checkpoint(JOB_NAME))
+    )
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds")
+    return writer.start()

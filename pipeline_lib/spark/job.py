@@ -1,0 +1,44 @@
+"""Run a streaming job by name in the session the environment provides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from pipeline_lib.config import Settings
+from pipeline_lib.logs import get_logger
+from pipeline_lib.spark.delta_tables import create_table
+from pipeline_lib.spark.ingest import events_table, run_ingest
+from pipeline_lib.spark.session import session_for
+
+log = get_logger("job")
+
+JobStarter = Callable[..., StreamingQuery]
+JOBS: dict[str, JobStarter] = {"ingest": run_ingest}
+
+
+def create_tables(settings: Settings, spark: SparkSession | None = None) -> None:
+    """Create every Delta table of the pipeline that does not exist yet."""
+    spark = spark or session_for(settings)
+    for spec in (events_table(settings),):
+        create_table(spark, spec)
+        log.info("table %s ready at %s", spec.name, spec.path)
+
+
+def run_streaming_job(
+    name: str, settings: Settings, *, available_now: bool = False, timeout: float | None = None
+) -> int:
+    """Start job `name` and block until it stops (available-now done, timeout, Ctrl-C or failure)."""
+    spark = session_for(settings)
+    query = JOBS[name](spark, settings, available_now=available_now)
+    log.info("%s running; checkpoint %s", name, settings.checkpoint(name))
+    try:
+        query.awaitTermination(timeout)
+    except KeyboardInterrupt:
+        log.info("stopping %s", name)
+    finally:
+        if query.isActive:
+            query.stop()
+    return 0

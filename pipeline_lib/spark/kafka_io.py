@@ -1,0 +1,37 @@
+"""Kafka sources and sinks for the streaming jobs, configured from settings."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from pipeline_lib.config import Settings
+from pipeline_lib.kafka_options import java_client_options
+
+
+def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> DataFrame:
+    """A streaming DataFrame over `topics` with key, value, topic, partition, offset, timestamp, headers."""
+    kafka = settings.kafka
+    return (
+        spark.readStream.format("kafka")
+        .options(**java_client_options(kafka))
+        .option("subscribe", ",".join(topics))
+        .option("startingOffsets", kafka.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(kafka.max_offsets_per_trigger))
+        .option("failOnDataLoss", str(kafka.fail_on_data_loss).lower())
+        .option("includeHeaders", "true")
+        .load()
+    )
+
+
+def write_routed(df: DataFrame, settings: Settings, *, name: str, checkpoint: str) -> StreamingQuery:
+    """Start a Kafka sink that routes each row by its `topic` column (the `topic` option stays unset)."""
+    return (
+        df.select("topic", "key", "value", "headers")
+        .writeStream.format("kafka")
+        .queryName(name)
+        .options(**java_client_options(settings.kafka))
+        .option("checkpointLocation", checkpoint)
+        .trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds")
+        .start()
+    )

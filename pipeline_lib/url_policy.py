@@ -1,0 +1,108 @@
+"""Which attachment URLs the pipeline may fetch (invariant 6). Shared by ingest (static checks on
+every URL of an event) and download (the same checks plus resolved addresses, on every hop).
+
+A refusal raises UrlRefused with a `rule` a human can act on; no check here opens a connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pipeline_lib.config import UrlPolicySettings
+
+
+class UrlRefused(ValueError):
+    """The URL is not allowed; `rule` names the check (scheme, host, credentials, address, syntax)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    allowed_schemes: frozenset[str] = frozenset({"https"})
+    allowed_hosts: tuple[str, ...] = ()  # "files.example.com" exact, ".example.com" suffix; () = any
+    allow_private_addresses: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: UrlPolicySettings) -> UrlPolicy:
+        return cls(
+            frozenset(settings.allowed_schemes),
+            tuple(h.lower() for h in settings.allowed_hosts),
+            settings.allow_private_addresses,
+        )
+
+    def host_allowed(self, host: str) -> bool:
+        if not self.allowed_hosts:
+            return True
+        host = host.lower().rstrip(".")
+        for pattern in self.allowed_hosts:
+            if pattern.startswith("."):
+                if host.endswith(pattern) or host == pattern[1:]:
+                    return True
+            elif host == pattern:
+                return True
+        return False
+
+    def check_url(self, url: str) -> tuple[str, int]:
+        """Static checks (no DNS): returns (host, port) or raises UrlRefused."""
+        if not isinstance(url, str) or not url.strip():
+            raise UrlRefused("syntax", "the attachment URL is empty or not a string")
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError as exc:
+            raise UrlRefused("syntax", f"the URL cannot be parsed: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in self.allowed_schemes:
+            allowed = ", ".join(sorted(self.allowed_schemes))
+            raise UrlRefused("scheme", f"scheme {scheme or '(none)'!r} is not allowed (url_policy.allowed_schemes: {allowed})")
+        if parts.username is not None or parts.password is not None:
+            raise UrlRefused("credentials", "the URL carries credentials (user:password@host); they are never sent")
+        host = parts.hostname
+        if not host:
+            raise UrlRefused("syntax", "the URL has no host")
+        if not self.host_allowed(host):
+            raise UrlRefused("host", f"host {host!r} is not in url_policy.allowed_hosts")
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            self.check_address(literal)
+        return host, port or (443 if scheme == "https" else 80)
+
+    def check_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> None:
+        """Refuse private, loopback, link-local, multicast, reserved and IPv4-mapped addresses."""
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            raise UrlRefused("address", f"address {ip} is an IPv4-mapped IPv6 address")
+        if self.allow_private_addresses and (ip.is_private or ip.is_loopback):
+            return
+        if ip.is_multicast or ip.is_unspecified or ip.is_reserved or ip.is_link_local or not ip.is_global:
+            raise UrlRefused(
+                "address",
+                f"address {ip} is private, loopback, link-local, multicast or reserved "
+                "(url_policy.allow_private_addresses is false)",
+            )
+
+    def resolve(
+        self,
+        host: str,
+        port: int,
+        resolver: Callable[..., list] = socket.getaddrinfo,
+    ) -> list[str]:
+        """Resolve `host` and check every address it maps to; returns the addresses."""
+        try:
+            infos = resolver(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise UrlRefused("dns", f"host {host!r} does not resolve: {exc}") from None
+        addresses = sorted({info[4][0] for info in infos})
+        for address in addresses:
+            self.check_address(address)
+        return addresses
