@@ -19,7 +19,9 @@ demo: install       ## start a local broker + file server, run the pipeline on s
 	$(BIN)/xact-pipeline demo
 
 test: install       ## the whole suite against a real broker, Spark and Delta
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; a run that tests nothing is a failure" >&2; fi; \
+	exit $$rc
 
 lint: install
 	$(BIN)/ruff check pipeline_lib jobs tests

@@ -39,6 +39,7 @@ def ivy_home() -> Path:
 
 
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
+MAVEN_REPO_ENV = "XACT_MAVEN_REPO"  # a corporate mirror of Maven Central, if the machine has one
 
 
 def ivy_settings_file() -> Path:
@@ -48,12 +49,13 @@ def ivy_settings_file() -> Path:
     resolution predictable, and a resolved module is read from the cache without the network.
     """
     path = ivy_home() / "ivysettings.xml"
+    repo = os.environ.get(MAVEN_REPO_ENV) or MAVEN_CENTRAL
     text = (
         "<ivysettings>\n"
         '  <settings defaultResolver="central"/>\n'
         f'  <caches defaultCacheDir="{ivy_home() / "cache"}"/>\n'
         "  <resolvers>\n"
-        f'    <ibiblio name="central" m2compatible="true" root="{MAVEN_CENTRAL}"/>\n'
+        f'    <ibiblio name="central" m2compatible="true" root="{repo}"/>\n'
         "  </resolvers>\n"
         "</ivysettings>\n"
     )
@@ -161,7 +163,7 @@ def resolve_jars(dependencies: list[tuple[str, str, str]], dest: Path, *, timeou
     text = log.read_text(errors="replace")
     if proc.returncode != 0 or "UNRESOLVED DEPENDENCIES" in text or "unresolved dependency" in text:
         raise ArtifactResolutionError(
-            f"could not fetch {', '.join(':'.join(d) for d in dependencies)} from Maven Central. "
+            f"could not fetch {', '.join(':'.join(d) for d in dependencies)} from {os.environ.get(MAVEN_REPO_ENV) or MAVEN_CENTRAL}. "
             "The first setup needs access to Maven Central (later runs use the cache in "
             f"{cache_root()}); check the network or proxy. Details in {log}"
         )

@@ -82,7 +82,8 @@ class UrlPolicy:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             raise UrlRefused("address", f"address {ip} is an IPv4-mapped IPv6 address")
-        if self.allow_private_addresses and (ip.is_private or ip.is_loopback):
+        # The local exemption covers loopback and private ranges, never link-local (cloud metadata).
+        if self.allow_private_addresses and not ip.is_link_local and (ip.is_private or ip.is_loopback):
             return
         if ip.is_multicast or ip.is_unspecified or ip.is_reserved or ip.is_link_local or not ip.is_global:
             raise UrlRefused(

@@ -1,0 +1,172 @@
+"""The config loader: every environment loads, and every bad config fails naming key, file and form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline_lib.config import ConfigError, delay_label, load_settings, secret_from_env
+from pipeline_lib.kafka_options import java_client_options, librdkafka_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def write_conf(tmp_path: Path, base_extra: str = "", overlay: str = "") -> Path:
+    (tmp_path / "base.yaml").write_text((CONF / "base.yaml").read_text() + base_extra)
+    (tmp_path / "local.yaml").write_text(overlay)
+    return tmp_path
+
+
+def test_local_environment_loads_with_production_retry_tiers():
+    settings = load_settings("local")
+    assert settings.environment == "local"
+    assert settings.kafka.security_protocol == "PLAINTEXT"
+    assert settings.retry_topics == (
+        "xact.downloads.pending.retry.5m",
+        "xact.downloads.pending.retry.10m",
+        "xact.downloads.pending.retry.20m",
+        "xact.downloads.pending.retry.40m",
+    )
+    assert settings.retry.max_attempts == 5
+    assert settings.topic_partitions()["xact.downloads.pending"] == 6
+    assert len(settings.topic_partitions()) == 9
+
+
+@pytest.mark.parametrize("env", ["fabric", "databricks"])
+def test_cloud_overlays_refuse_to_start_with_placeholders(env):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    message = str(err.value)
+    assert "placeholder" in message and f"{env}.yaml" in message and "--set" in message
+
+
+@pytest.mark.parametrize("env", ["fabric", "databricks"])
+def test_cloud_overlays_load_once_placeholders_are_filled(env):
+    filled = [
+        "kafka.bootstrap_servers=ns.servicebus.windows.net:9093",
+        "storage.root=abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse",
+        "storage.lake.onelake.workspace=ws",
+        "storage.lake.onelake.lakehouse=lh",
+        "download.cache_dir=/mnt/cache",
+    ]
+    if env == "databricks":
+        filled += [
+            "kafka.oauth.token_endpoint_url=https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "kafka.oauth.scope=https://ns.servicebus.windows.net/.default",
+        ]
+    settings = load_settings(env, overrides=filled)
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.url_policy.allowed_schemes == ("https",)
+    assert settings.table_path("events") == "abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse/Tables/xact_events"
+
+
+def test_missing_required_key_names_key_and_files(tmp_path):
+    base = (CONF / "base.yaml").read_text().replace("  bootstrap_servers: 127.0.0.1:9092\n", "")
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "local.yaml").write_text("")
+    with pytest.raises(ConfigError) as err:
+        load_settings("local", conf_dir=tmp_path)
+    assert "kafka.bootstrap_servers: is required but not set" in str(err.value)
+    assert "base.yaml" in str(err.value)
+
+
+def test_wrong_type_names_key_file_and_value(tmp_path):
+    conf = write_conf(tmp_path, overlay="download:\n  concurrency: lots\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings("local", conf_dir=conf)
+    message = str(err.value)
+    assert "download.concurrency" in message and "local.yaml" in message and "'lots'" in message
+
+
+def test_unknown_key_is_reported_as_a_typo(tmp_path):
+    conf = write_conf(tmp_path, overlay="kafka:\n  bootstrap_server: 127.0.0.1:9092\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings("local", conf_dir=conf)
+    assert "kafka.bootstrap_server: is not a known setting (a typo?)" in str(err.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    conf = write_conf(tmp_path, overlay="kafka: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"local\.yaml: not valid YAML"):
+        load_settings("local", conf_dir=conf)
+
+
+def test_unknown_environment_lists_the_choices():
+    with pytest.raises(ConfigError, match="choose one of local, fabric, databricks"):
+        load_settings("staging")
+
+
+def test_retry_delays_must_increase(tmp_path):
+    with pytest.raises(ConfigError, match=r"retry\.delays_seconds: delays must be strictly increasing"):
+        load_settings("local", overrides=["retry.delays_seconds=[600, 300]"])
+
+
+def test_overrides_win_and_are_typed():
+    settings = load_settings("local", overrides=["download.concurrency=3", "retry.delays_seconds=[1,2]"])
+    assert settings.download.concurrency == 3
+    assert settings.retry_topics == ("xact.downloads.pending.retry.1s", "xact.downloads.pending.retry.2s")
+    assert settings.retry.max_attempts == 3
+
+
+def test_malformed_override_shows_the_expected_form():
+    with pytest.raises(ConfigError, match="expected the form key.path=value"):
+        load_settings("local", overrides=["download.concurrency"])
+
+
+def test_sasl_without_mechanism_is_rejected():
+    with pytest.raises(ConfigError, match="SASL_SSL needs sasl_mechanism"):
+        load_settings("local", overrides=["kafka.security_protocol=SASL_SSL"])
+
+
+def test_onelake_backend_needs_workspace_and_lakehouse():
+    with pytest.raises(ConfigError, match="backend onelake needs onelake.workspace and onelake.lakehouse"):
+        load_settings("local", overrides=["storage.lake.backend=onelake"])
+
+
+def test_relative_paths_resolve_under_storage_root(tmp_path):
+    settings = load_settings("local", overrides=[f"storage.root={tmp_path}"])
+    assert settings.table_path("events") == f"{tmp_path}/tables/xact_events"
+    assert settings.checkpoint("ingest") == f"{tmp_path}/checkpoints/ingest"
+
+
+@pytest.mark.parametrize(("seconds", "label"), [(300, "5m"), (2400, "40m"), (3600, "1h"), (7, "7s"), (90, "90s")])
+def test_delay_labels(seconds, label):
+    assert delay_label(seconds) == label
+
+
+def test_event_hubs_plain_reads_the_connection_string_from_the_environment(monkeypatch):
+    settings = load_settings("local", overrides=["kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=PLAIN"])
+    monkeypatch.delenv("EVENTHUBS_CONNECTION_STRING", raising=False)
+    with pytest.raises(ConfigError, match="environment variable EVENTHUBS_CONNECTION_STRING") as err:
+        java_client_options(settings.kafka)
+    assert "kafka.connection_string_env" in str(err.value)
+
+    secret = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=S3CRET"
+    monkeypatch.setenv("EVENTHUBS_CONNECTION_STRING", secret)
+    java = java_client_options(settings.kafka)
+    assert java["kafka.sasl.mechanism"] == "PLAIN"
+    assert 'username="$ConnectionString"' in java["kafka.sasl.jaas.config"] and secret in java["kafka.sasl.jaas.config"]
+    rd = librdkafka_config(settings.kafka)
+    assert rd["sasl.username"] == "$ConnectionString" and rd["sasl.password"] == secret
+
+
+def test_oauthbearer_options(monkeypatch):
+    settings = load_settings("local", overrides=[
+        "kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=OAUTHBEARER",
+        "kafka.oauth.token_endpoint_url=https://login.example/token", "kafka.oauth.scope=https://ns/.default",
+    ])
+    monkeypatch.setenv("AZURE_CLIENT_ID", "cid")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "csecret")
+    java = java_client_options(settings.kafka)
+    assert java["kafka.sasl.oauthbearer.token.endpoint.url"] == "https://login.example/token"
+    assert "OAuthBearerLoginModule" in java["kafka.sasl.jaas.config"]
+    rd = librdkafka_config(settings.kafka)
+    assert rd["sasl.oauthbearer.method"] == "oidc" and rd["sasl.oauthbearer.client.secret"] == "csecret"
+
+
+def test_secret_error_never_contains_a_value(monkeypatch):
+    monkeypatch.setenv("SOME_SECRET", "")
+    with pytest.raises(ConfigError) as err:
+        secret_from_env("SOME_SECRET", purpose="test", key="x.y")
+    assert "SOME_SECRET" in str(err.value) and "x.y" in str(err.value)

@@ -1,0 +1,24 @@
+from pipeline_lib.progress import format_progress
+
+PROGRESS = {
+    "name": "ingest",
+    "batchId": 7,
+    "numInputRows": 300,
+    "processedRowsPerSecond": 1520.34,
+    "durationMs": {"triggerExecution": 210},
+    "observedMetrics": {"ingest": {"events": 300, "tasks": 900, "dead_letters": 2}},
+    "sources": [{"metrics": {"maxOffsetsBehindLatest": "12", "avgOffsetsBehindLatest": "4.0"}}],
+    "sink": {"numOutputRows": -1},
+}
+
+
+def test_progress_line_has_rows_rate_outcomes_and_lag():
+    line = format_progress("ingest", PROGRESS)
+    assert line == (
+        "[ingest] batch 7: in 300 rows (1520.3/s), out dead_letters=2 events=300 tasks=900, lag max 12 avg 4.0, 210 ms"
+    )
+
+
+def test_progress_line_without_metrics_says_so():
+    line = format_progress("x", {"batchId": 0, "numInputRows": 0, "sources": [{}], "sink": {"numOutputRows": 5}})
+    assert line == "[x] batch 0: in 0 rows (0.0/s), out 5 rows, lag n/a, 0 ms"
