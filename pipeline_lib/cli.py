@@ -30,8 +30,14 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env", default="local", help="local | fabric | databricks | path/to/overlay.yaml")
     common.add_argument("--conf-dir", help="folder with base.yaml and the overlays (default: the project's conf/)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set kafka.bootstrap_servers=127.0.0.1:9092")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set kafka.bootstrap_servers=127.0.0.1:9092",
+    )
     return common
 
 

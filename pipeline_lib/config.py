@@ -48,15 +48,15 @@ class KafkaSettings(_Model):
     oauth: OAuthSettings = OAuthSettings()
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(default=10000, gt=0)
+    min_partitions: int | None = Field(default=None, gt=0)  # split Kafka partitions into more Spark tasks
     fail_on_data_loss: bool = True
+    producer_options: dict[str, str | int] = {}  # Kafka producer settings for Spark sinks, e.g. linger.ms
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSettings:
         if self.security_protocol == "SASL_SSL" and self.sasl_mechanism is None:
             raise ValueError("security_protocol SASL_SSL needs sasl_mechanism: PLAIN or OAUTHBEARER")
-        if self.sasl_mechanism == "OAUTHBEARER" and not (
-            self.oauth.token_endpoint_url and self.oauth.scope
-        ):
+        if self.sasl_mechanism == "OAUTHBEARER" and not (self.oauth.token_endpoint_url and self.oauth.scope):
             raise ValueError("sasl_mechanism OAUTHBEARER needs oauth.token_endpoint_url and oauth.scope")
         return self
 
@@ -176,7 +176,7 @@ class LoggingSettings(_Model):
 
 
 class LocalKafkaSettings(_Model):
-    home: str = "~/.cache/xact-pipeline/broker"
+    home: str | None = None  # None: <XACT_CACHE_DIR or ~/.cache/xact-pipeline>/broker
     port: int = Field(default=9092, gt=0, lt=65536)
     controller_port: int = Field(default=9093, gt=0, lt=65536)
     heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
@@ -348,8 +348,7 @@ def load_settings(
     merged["environment"] = overlay.stem
     origins["environment"] = str(overlay)
 
-    for dotted in _dotted_keys(merged, ""):
-        value = _lookup(merged, dotted)
+    for dotted, value in _leaves(merged, ""):
         if isinstance(value, str) and _PLACEHOLDER.search(value):
             raise ConfigError(
                 f"{dotted}: still holds the placeholder {value!r} (set in {_origin(origins, dotted)}); "
@@ -366,11 +365,12 @@ def load_settings(
         raise ConfigError(f"invalid settings for environment {env!r}:\n" + "\n".join(lines)) from None
 
 
-def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+def _leaves(tree: Mapping[str, Any], prefix: str) -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
 
 
 def secret_from_env(variable: str, *, purpose: str, key: str) -> str:

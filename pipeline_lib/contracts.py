@@ -14,9 +14,10 @@ only on the pending and retry topics; every other message carries redacted URLs 
 
 from __future__ import annotations
 
-import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
+
+import orjson
 
 from pipeline_lib.redaction import redact, redact_url, truncate
 
@@ -43,6 +44,16 @@ class ContractError(ValueError):
 M = TypeVar("M", bound="Message")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 @dataclass(frozen=True)
 class SourceRef:
     """Where a record was read: the provenance carried into dead letters."""
@@ -58,10 +69,15 @@ class Message:
     KIND: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.KIND, "version": SCHEMA_VERSION, **asdict(self)}
+        # Shallow on purpose: fields hold JSON-ready values (dataclasses.asdict deep-copies, 4x slower).
+        body: dict[str, Any] = {"schema": self.KIND, "version": SCHEMA_VERSION}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            body[name] = asdict(value) if isinstance(value, SourceRef) else value
+        return body
 
     def encode(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return orjson.dumps(self.to_dict()).decode()
 
     def headers(self) -> dict[str, str]:
         return {H_SCHEMA: f"{self.KIND}/{SCHEMA_VERSION}"}
@@ -69,7 +85,7 @@ class Message:
     @classmethod
     def decode(cls: type[M], raw: str | bytes | dict[str, Any]) -> M:
         try:
-            data = raw if isinstance(raw, dict) else json.loads(raw)
+            data = raw if isinstance(raw, dict) else orjson.loads(raw)
         except (ValueError, TypeError) as exc:
             raise ContractError(f"{cls.KIND}: body is not JSON: {exc}") from None
         if not isinstance(data, dict):
@@ -82,7 +98,8 @@ class Message:
             )
         known = {f.name: f for f in fields(cls)}
         missing = [
-            name for name, f in known.items()
+            name
+            for name, f in known.items()
             if name not in data and f.default is MISSING and f.default_factory is MISSING
         ]
         if missing:
@@ -125,7 +142,8 @@ class DownloadTask(Message):
 
     def redacted(self) -> dict[str, Any]:
         """The task as a dict that is safe to log or store."""
-        data = asdict(self)
+        data = self.to_dict()
+        del data["schema"], data["version"]
         data["url"] = redact_url(self.url)
         return data
 

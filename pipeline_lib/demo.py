@@ -31,7 +31,10 @@ def _bad_events(prefix: str, base_url: str) -> list[tuple[str | None, str]]:
     hostile["data"] = data
     return [
         (f"{prefix}-bad-1", "this is not JSON"),
-        (f"{prefix}-bad-2", json.dumps({"type": "x.documentsReceived", "utcDateTime": "2026-01-01T00:00:00Z", "data": {}})),
+        (
+            f"{prefix}-bad-2",
+            json.dumps({"type": "x.documentsReceived", "utcDateTime": "2026-01-01T00:00:00Z", "data": {}}),
+        ),
         (hostile["traceId"], json.dumps(hostile)),
     ]
 
@@ -52,8 +55,10 @@ def run_demo(settings: Settings) -> int:
         records.append(records[0])  # a duplicate delivery: must not produce a second set of tasks
         records += _bad_events(prefix, files.base_url)
         produce(settings, settings.topics.events_raw.name, records)
-        print(f"[3/4] produced {len(records)} events to {settings.topics.events_raw.name} "
-              f"({GOOD_EVENTS} good, 1 duplicate, {len(records) - GOOD_EVENTS - 1} bad); trace ids {prefix}-*")
+        print(
+            f"[3/4] produced {len(records)} events to {settings.topics.events_raw.name} "
+            f"({GOOD_EVENTS} good, 1 duplicate, {len(records) - GOOD_EVENTS - 1} bad); trace ids {prefix}-*"
+        )
 
         from pipeline_lib.spark.ingest import run_ingest
         from pipeline_lib.spark.session import session_for
@@ -67,10 +72,16 @@ def run_demo(settings: Settings) -> int:
         event_rows = mine.count()
         with_attachments = mine.filter("attachment_count > 0").count()
 
-    pending = sum(1 for k, _, _ in consume_all(settings, settings.topics.pending.name, idle_timeout=3)
-                  if k and k.startswith(prefix))
-    dead = [json.loads(v or b"{}") for k, v, _ in consume_all(settings, settings.topics.dlq.name, idle_timeout=3)
-            if prefix in (v or b"").decode("utf-8", "replace") or (k or "").startswith(prefix)]
+    pending = sum(
+        1
+        for k, _, _ in consume_all(settings, settings.topics.pending.name, idle_timeout=3)
+        if k and k.startswith(prefix)
+    )
+    dead = [
+        json.loads(v or b"{}")
+        for k, v, _ in consume_all(settings, settings.topics.dlq.name, idle_timeout=3)
+        if prefix in (v or b"").decode("utf-8", "replace") or (k or "").startswith(prefix)
+    ]
 
     print("\nSummary")
     print(f"  xact_events rows            {event_rows:5d}  ({with_attachments} with attachments)")

@@ -9,10 +9,11 @@ It never raises for bad input: everything bad becomes a dead letter with a reaso
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from pipeline_lib import ids
 from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
@@ -56,7 +57,9 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("carrier_reviewer_email", ("data", "carrierReviewerEmail")),
     EventField("data_datetime", ("data", "dateTime")),
     EventField(
-        "claim_number", ("data", "adm.coverageLoss.claimNumber"), aliases=(("data", "adm", "coverageLoss", "claimNumber"),)
+        "claim_number",
+        ("data", "adm.coverageLoss.claimNumber"),
+        aliases=(("data", "adm", "coverageLoss", "claimNumber"),),
     ),
     EventField("contact_name", ("data", "contact", "name")),
     EventField("contact_phone", ("data", "contact", "phone")),
@@ -111,13 +114,15 @@ def parse_timestamp(text: str, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _redact_tree(value: Any) -> Any:
+def _redact_tree(value: Any, known: dict[str, str]) -> Any:
+    """Redact every string of a decoded event; `known` holds URLs already redacted."""
     if isinstance(value, str):
-        return redact(value)
+        cached = known.get(value)
+        return cached if cached is not None else redact(value)
     if isinstance(value, list):
-        return [_redact_tree(v) for v in value]
+        return [_redact_tree(v, known) for v in value]
     if isinstance(value, dict):
-        return {k: _redact_tree(v) for k, v in value.items()}
+        return {k: _redact_tree(v, known) for k, v in value.items()}
     return value
 
 
@@ -126,8 +131,8 @@ def decode_event(raw: bytes | str | None) -> dict[str, Any]:
     if raw is None or (isinstance(raw, (bytes, str)) and not raw.strip()):
         raise EventInvalid("the message is empty; expected one JSON object per message")
     try:
-        event = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        event = orjson.loads(raw)
+    except ValueError as exc:  # orjson.JSONDecodeError, invalid UTF-8 included
         raise EventInvalid(f"the message is not valid JSON ({exc}); expected one JSON object per message") from None
     if not isinstance(event, dict):
         raise EventInvalid(f"the message is a JSON {type(event).__name__}; expected one JSON object per message")
@@ -136,7 +141,7 @@ def decode_event(raw: bytes | str | None) -> dict[str, Any]:
         raise EventInvalid("required field data is missing")
     if isinstance(data, str):
         try:
-            data = json.loads(data)
+            data = orjson.loads(data)
         except ValueError as exc:
             raise EventInvalid(f"field data is a string but not valid JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -190,8 +195,12 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
     except EventInvalid as exc:
         dead = DeadLetter(
             dlq_id=ids.dlq_id("ingest", source.topic, str(source.partition), str(source.offset)),
-            stage="ingest", category="malformed", reason=str(exc), failed_at=now_iso,
-            source=source, payload=payload,
+            stage="ingest",
+            category="malformed",
+            reason=str(exc),
+            failed_at=now_iso,
+            source=source,
+            payload=payload,
         )
         return IngestResult(dead=[dead])
 
@@ -201,39 +210,56 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
     event_date = row["utc_datetime"][:10]
     result = IngestResult()
     seen: set[str] = set()
+    shown_urls = {u: redact_url(u) for u in urls if isinstance(u, str)}
     for index, url in enumerate(urls):
         try:
             policy.check_url(url)
         except UrlRefused as exc:
-            shown = redact_url(url) if isinstance(url, str) else repr(url)[:200]
-            result.dead.append(DeadLetter(
-                dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
-                stage="ingest", category="policy",
-                reason=f"attachment {index} refused ({exc.rule}): {exc}; the event's other attachments were kept",
-                failed_at=now_iso, source=source, trace_id=trace_id, event_id=event_id,
-                task_id=ids.task_id(trace_id, url) if isinstance(url, str) else None, payload=shown,
-            ))
+            shown = shown_urls[url] if isinstance(url, str) else repr(url)[:200]
+            result.dead.append(
+                DeadLetter(
+                    dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
+                    stage="ingest",
+                    category="policy",
+                    reason=f"attachment {index} refused ({exc.rule}): {exc}; the event's other attachments were kept",
+                    failed_at=now_iso,
+                    source=source,
+                    trace_id=trace_id,
+                    event_id=event_id,
+                    task_id=ids.task_id(trace_id, url) if isinstance(url, str) else None,
+                    payload=shown,
+                )
+            )
             continue
         tid = ids.task_id(trace_id, url)
         if tid in seen:  # the same object listed twice (maybe with another signature): one task
             continue
         seen.add(tid)
-        result.tasks.append(DownloadTask(
-            task_id=tid, trace_id=trace_id, event_id=event_id, url=url.strip(),
-            blob_path=destination_path(subtype, row["assignment_id"], trace_id, url, tid, row["estimate_version"]),
-            status_subtype=subtype, assignment_id=row["assignment_id"], event_type=event_type,
-            event_time=row["utc_datetime"], event_date=event_date, created_at=now_iso,
-            estimate_version=row["estimate_version"],
-        ))
+        result.tasks.append(
+            DownloadTask(
+                task_id=tid,
+                trace_id=trace_id,
+                event_id=event_id,
+                url=url.strip(),
+                blob_path=destination_path(subtype, row["assignment_id"], trace_id, url, tid, row["estimate_version"]),
+                status_subtype=subtype,
+                assignment_id=row["assignment_id"],
+                event_type=event_type,
+                event_time=row["utc_datetime"],
+                event_date=event_date,
+                created_at=now_iso,
+                estimate_version=row["estimate_version"],
+            )
+        )
     result.event = {
         **row,
         "event_id": event_id,
         "status_subtype": subtype,
         "event_date": event_date,
         "attachment_count": len(urls),
-        "attachments": [redact_url(u) if isinstance(u, str) else repr(u)[:200] for u in urls],
+        "attachments": [shown_urls[u] if isinstance(u, str) else repr(u)[:200] for u in urls],
         "task_ids": [t.task_id for t in result.tasks],
-        "raw_json": json.dumps(_redact_tree(event), ensure_ascii=False, separators=(",", ":")),
+        "raw_json": orjson.dumps(_redact_tree(event, shown_urls)).decode(),
         "source_topic": source.topic,
         "source_partition": source.partition,
         "source_offset": source.offset,

@@ -119,7 +119,7 @@ def ivy_jar() -> Path:
 _EXCLUDES = (
     '    <exclude org="org.scala-lang" matcher="exact"/>\n'
     '    <exclude org="org.apache.spark" matcher="regexp" module="spark-(catalyst|core|graphx|kvstore|launcher'
-    '|mllib|mllib-local|network-common|network-shuffle|repl|sketch|sql|sql-api|streaming|tags|unsafe'
+    "|mllib|mllib-local|network-common|network-shuffle|repl|sketch|sql|sql-api|streaming|tags|unsafe"
     '|common-utils|variant|connect.*)_.*"/>\n'
 )
 
@@ -136,7 +136,7 @@ def resolve_jars(dependencies: list[tuple[str, str, str]], dest: Path, *, timeou
         return sorted(dest.glob("*.jar"))
     dest.mkdir(parents=True, exist_ok=True)
     deps = "\n".join(
-        f"    <dependency org={quoteattr(g)} name={quoteattr(a)} rev={quoteattr(v)} conf=\"default->default\"/>"
+        f'    <dependency org={quoteattr(g)} name={quoteattr(a)} rev={quoteattr(v)} conf="default->default"/>'
         for g, a, v in dependencies
     )
     ivy_xml = dest / "ivy.xml"
@@ -147,10 +147,18 @@ def resolve_jars(dependencies: list[tuple[str, str, str]], dest: Path, *, timeou
     )
     log = dest / "resolve.log"
     cmd = [
-        check_java(), "-cp", str(ivy_jar()), "org.apache.ivy.Main",
-        "-ivy", str(ivy_xml), "-confs", "default",
-        "-settings", str(ivy_settings_file()),
-        "-retrieve", f"{dest}/[artifact]-[revision](-[classifier]).[ext]",
+        check_java(),
+        "-cp",
+        str(ivy_jar()),
+        "org.apache.ivy.Main",
+        "-ivy",
+        str(ivy_xml),
+        "-confs",
+        "default",
+        "-settings",
+        str(ivy_settings_file()),
+        "-retrieve",
+        f"{dest}/[artifact]-[revision](-[classifier]).[ext]",
     ]
     with log.open("w") as out:
         try:
@@ -162,8 +170,9 @@ def resolve_jars(dependencies: list[tuple[str, str, str]], dest: Path, *, timeou
             ) from None
     text = log.read_text(errors="replace")
     if proc.returncode != 0 or "UNRESOLVED DEPENDENCIES" in text or "unresolved dependency" in text:
+        wanted = ", ".join(":".join(d) for d in dependencies)
         raise ArtifactResolutionError(
-            f"could not fetch {', '.join(':'.join(d) for d in dependencies)} from {os.environ.get(MAVEN_REPO_ENV) or MAVEN_CENTRAL}. "
+            f"could not fetch {wanted} from {os.environ.get(MAVEN_REPO_ENV) or MAVEN_CENTRAL}. "
             "The first setup needs access to Maven Central (later runs use the cache in "
             f"{cache_root()}); check the network or proxy. Details in {log}"
         )

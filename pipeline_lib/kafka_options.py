@@ -23,12 +23,16 @@ def java_client_options(kafka: KafkaSettings) -> dict[str, str]:
     if kafka.security_protocol == "SASL_SSL":
         opts["kafka.sasl.mechanism"] = str(kafka.sasl_mechanism)
         if kafka.sasl_mechanism == "PLAIN":
-            cs = secret_from_env(kafka.connection_string_env, purpose="SASL_SSL/PLAIN", key="kafka.connection_string_env")
+            cs = secret_from_env(
+                kafka.connection_string_env, purpose="SASL_SSL/PLAIN", key="kafka.connection_string_env"
+            )
             opts["kafka.sasl.jaas.config"] = _jaas_plain(cs)
         else:
             oauth = kafka.oauth
             client_id = secret_from_env(oauth.client_id_env, purpose="OAUTHBEARER", key="kafka.oauth.client_id_env")
-            secret = secret_from_env(oauth.client_secret_env, purpose="OAUTHBEARER", key="kafka.oauth.client_secret_env")
+            secret = secret_from_env(
+                oauth.client_secret_env, purpose="OAUTHBEARER", key="kafka.oauth.client_secret_env"
+            )
             opts["kafka.sasl.oauthbearer.token.endpoint.url"] = str(oauth.token_endpoint_url)
             opts["kafka.sasl.login.callback.handler.class"] = (
                 "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler"
@@ -52,13 +56,22 @@ def librdkafka_config(kafka: KafkaSettings) -> dict[str, str]:
             )
         else:
             oauth = kafka.oauth
-            conf.update({
-                "sasl.oauthbearer.method": "oidc",
-                "sasl.oauthbearer.client.id": secret_from_env(
-                    oauth.client_id_env, purpose="OAUTHBEARER", key="kafka.oauth.client_id_env"),
-                "sasl.oauthbearer.client.secret": secret_from_env(
-                    oauth.client_secret_env, purpose="OAUTHBEARER", key="kafka.oauth.client_secret_env"),
-                "sasl.oauthbearer.token.endpoint.url": str(oauth.token_endpoint_url),
-                "sasl.oauthbearer.scope": str(oauth.scope),
-            })
+            conf.update(
+                {
+                    "sasl.oauthbearer.method": "oidc",
+                    "sasl.oauthbearer.client.id": secret_from_env(
+                        oauth.client_id_env, purpose="OAUTHBEARER", key="kafka.oauth.client_id_env"
+                    ),
+                    "sasl.oauthbearer.client.secret": secret_from_env(
+                        oauth.client_secret_env, purpose="OAUTHBEARER", key="kafka.oauth.client_secret_env"
+                    ),
+                    "sasl.oauthbearer.token.endpoint.url": str(oauth.token_endpoint_url),
+                    "sasl.oauthbearer.scope": str(oauth.scope),
+                }
+            )
     return conf
+
+
+def kafka_sink_options(kafka: KafkaSettings) -> dict[str, str]:
+    """Options for a Spark Kafka sink: the client options plus producer tuning (kafka.producer_options)."""
+    return {**java_client_options(kafka), **{f"kafka.{k}": str(v) for k, v in kafka.producer_options.items()}}

@@ -48,11 +48,13 @@ def consume_all(
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({
-        **librdkafka_config(settings.kafka),
-        "group.id": f"xact-read-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            **librdkafka_config(settings.kafka),
+            "group.id": f"xact-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends: dict[int, int] = {}
@@ -70,14 +72,21 @@ def consume_all(
                 return
             if msg.error():
                 continue
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
             seen += 1
-            headers = {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (msg.headers() or [])}
-            key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
-            yield key, msg.value(), headers
+            headers = {str(k): _text(v) or "" for k, v in (msg.headers() or [])}  # type: ignore[str-unpack]
+            value = msg.value()
+            yield _text(msg.key()), value.encode() if isinstance(value, str) else value, headers
     finally:
         consumer.close()
+
+
+def _text(raw: str | bytes | None) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", "replace")
 
 
 def tail_topic(settings: Settings, topic: str, *, max_messages: int = 20, idle_timeout: float = 5.0) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker (KRaft, broker + controller) on loopback, from the official
 Maven artifacts, for the demo and the tests.
 
-    broker = LocalKafka(home=Path("~/.cache/xact-pipeline/broker").expanduser(), port=9092, controller_port=9093)
+    broker = LocalKafka(home=Path("/tmp/broker"), port=9092, controller_port=9093)
     broker.start()          # resolves jars once, formats storage once, waits until ready
     broker.create_topics({"xact.events.raw": 3})
     broker.stop()
@@ -140,7 +140,8 @@ class LocalKafka:
     @classmethod
     def from_settings(cls, settings) -> LocalKafka:  # noqa: ANN001 - config.Settings, kept import-light
         lk = settings.local_kafka
-        return cls(Path(lk.home), lk.port, lk.controller_port, lk.heap, lk.start_timeout_seconds)
+        home = Path(lk.home) if lk.home else cache_root() / "broker"
+        return cls(home, lk.port, lk.controller_port, lk.heap, lk.start_timeout_seconds)
 
     # paths
     @property
@@ -209,16 +210,29 @@ class LocalKafka:
             self._format_storage(java, lib)
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp", f"{lib}/*", "kafka.Kafka", str(self.properties_file),
+            "-cp",
+            f"{lib}/*",
+            "kafka.Kafka",
+            str(self.properties_file),
         ]
         with self.out_file.open("ab") as out:
             self._process = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         self.pid_file.write_text(f"{self._process.pid}\n")
-        log.info("starting Kafka %s broker (pid %s) on %s; log: %s", KAFKA_VERSION, self._process.pid, self.bootstrap, self.log_file)
+        log.info(
+            "starting Kafka %s broker (pid %s) on %s; log: %s",
+            KAFKA_VERSION,
+            self._process.pid,
+            self.bootstrap,
+            self.log_file,
+        )
         self._wait_ready()
         return self.status()
 
@@ -304,9 +318,18 @@ class LocalKafka:
 
     def _format_storage(self, java: str, lib: Path) -> None:
         cmd = [
-            java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp", f"{lib}/*", "kafka.tools.StorageTool",
-            "format", "-t", _cluster_id(), "-c", str(self.properties_file), "--standalone",
+            java,
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _cluster_id(),
+            "-c",
+            str(self.properties_file),
+            "--standalone",
         ]
         log.info("formatting broker storage in %s", self.data_dir)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -324,7 +347,6 @@ class LocalKafka:
         return "\n".join(chunks)
 
     def _wait_ready(self) -> None:
-        from confluent_kafka.admin import AdminClient
 
         assert self._process is not None
         deadline = time.monotonic() + self.start_timeout
@@ -339,12 +361,14 @@ class LocalKafka:
                     if any(m in tail for m in _CORRUPT_MARKERS)
                     else f"See {self.log_file} and {self.out_file}."
                 )
-                raise BrokerError(f"broker exited with code {self._process.returncode} during start. {hint}\n{tail[-2000:]}")
+                raise BrokerError(
+                    f"broker exited with code {self._process.returncode} during start. {hint}\n{tail[-2000:]}"
+                )
             if admin is None:  # a client made before the port listens only logs refusals
                 if port_is_free(self.port):
                     time.sleep(0.5)
                     continue
-                admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": _QUIET})
+                admin = _admin(self.bootstrap)
             try:
                 metadata = admin.list_topics(timeout=2)
                 if metadata.brokers:
@@ -365,17 +389,31 @@ class LocalKafka:
         return create_topics(self.bootstrap, partitions)
 
 
+def _admin(bootstrap: str, client_config: dict[str, str] | None = None):  # noqa: ANN202 - confluent type
+    from confluent_kafka.admin import AdminClient
+
+    conf = {"bootstrap.servers": bootstrap, "logger": _QUIET, **(client_config or {})}
+    return AdminClient(conf)  # type: ignore[arg-type]  # the stubs do not know the logger key
+
+
 def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dict[str, str] | None = None) -> list[str]:
     """Create each missing topic with its partition count (replication 1 locally)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET, **(client_config or {})})
+    admin = _admin(bootstrap, client_config)
     existing = admin.list_topics(timeout=10).topics
-    wanted = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions.items() if name not in existing]
+    wanted = [
+        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions.items() if name not in existing
+    ]
     for name, n in partitions.items():
         if name in existing and len(existing[name].partitions) != n:
-            log.warning("topic %s exists with %d partitions (config says %d); left unchanged", name, len(existing[name].partitions), n)
+            log.warning(
+                "topic %s exists with %d partitions (config says %d); left unchanged",
+                name,
+                len(existing[name].partitions),
+                n,
+            )
     created = []
     for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
         try:
@@ -388,8 +426,6 @@ def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dic
 
 
 def list_topics(bootstrap: str, client_config: dict[str, str] | None = None) -> dict[str, int]:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET, **(client_config or {})})
+    admin = _admin(bootstrap, client_config)
     topics = admin.list_topics(timeout=10).topics
     return {name: len(t.partitions) for name, t in sorted(topics.items()) if not name.startswith("__")}

@@ -76,5 +76,7 @@ def destination_path(
     subtype = sanitize_component(status_subtype, fallback="unknown")
     assignment = sanitize_component(assignment_id, fallback="unknown")
     trace = sanitize_component(trace_id, fallback="unknown")
-    file_name = attachment_file_name(subtype, assignment, url, task_id, estimate_version and sanitize_component(estimate_version))
+    file_name = attachment_file_name(
+        subtype, assignment, url, task_id, estimate_version and sanitize_component(estimate_version)
+    )
     return f"{subtype}/{assignment}/{trace}/{file_name}"

@@ -26,7 +26,7 @@ def format_progress(job: str, progress: dict[str, Any]) -> str:
     rows_in = int(progress.get("numInputRows", 0))
     rate = float(progress.get("processedRowsPerSecond") or 0.0)
     observed = progress.get("observedMetrics") or {}
-    outs = []
+    outs: list[str] = []
     for metrics in observed.values():
         outs.extend(f"{k}={v}" for k, v in sorted(metrics.items()))
     sink_rows = (progress.get("sink") or {}).get("numOutputRows", -1)

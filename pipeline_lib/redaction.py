@@ -8,7 +8,7 @@ parameter is never leaked.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 REDACTED = "***"
 
@@ -16,9 +16,20 @@ REDACTED = "***"
 SAFE_QUERY_PARAMS = frozenset(
     p.lower()
     for p in (
-        "X-Amz-Date", "X-Amz-Expires", "X-Amz-Algorithm", "X-Amz-SignedHeaders",
-        "se", "st", "sp", "sv", "sr", "spr", "srt", "ss",
-        "systemDate", "expires",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-Algorithm",
+        "X-Amz-SignedHeaders",
+        "se",
+        "st",
+        "sp",
+        "sv",
+        "sr",
+        "spr",
+        "srt",
+        "ss",
+        "systemDate",
+        "expires",
     )
 )
 
@@ -30,8 +41,19 @@ _KEY_VALUE = re.compile(
 )
 
 
+def _redact_param(pair: str) -> str:
+    key, sep, _value = pair.partition("=")
+    if not sep:  # a bare token ("?abc123") may itself be the secret
+        return pair and REDACTED
+    name = unquote(key).lower() if "%" in key else key.lower()
+    return pair if name in SAFE_QUERY_PARAMS else f"{key}={REDACTED}"
+
+
 def redact_url(url: str) -> str:
-    """The URL with credentials and every non-allowlisted query value replaced by ***."""
+    """The URL with credentials and every non-allowlisted query value replaced by ***.
+
+    Works on the raw text (no decoding and re-encoding), so what is kept is byte-for-byte the original.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -39,13 +61,7 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{quote(k, safe='-._~')}={quote(v, safe='-._~:') if k.lower() in SAFE_QUERY_PARAMS else REDACTED}"
-            for k, v in pairs
-        )
+    query = "&".join(_redact_param(pair) for pair in parts.query.split("&")) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment and REDACTED))
 
 
@@ -54,9 +70,13 @@ def redact_text_without_urls(text: str) -> str:
     return _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
+# One cheap search decides whether the full set of substitutions is needed at all.
+_MAYBE_SECRET = re.compile(r"(?i)://|bearer|sharedaccess|accountkey|password|secret|api[_-]?key|access_token|token")
+
+
 def redact(text: str) -> str:
     """Redact URLs, bearer tokens, connection-string keys and password fields in free text."""
-    if not text:
+    if not text or not _MAYBE_SECRET.search(text):
         return text
     text = _URL.sub(lambda m: redact_url(m.group(0)), text)
     return redact_text_without_urls(text)

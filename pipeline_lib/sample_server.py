@@ -56,7 +56,7 @@ class SampleFileServer:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def url(self, name: str, size: int = DEFAULT_SIZE) -> str:
         return f"{self.base_url}/files/{quote(name)}?size={size}"

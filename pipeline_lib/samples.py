@@ -23,7 +23,12 @@ def presigned(url: str, issued: datetime, expires_seconds: int = 3600) -> str:
 
 
 def sample_event(
-    index: int, base_url: str, *, trace_prefix: str = "demo", now: datetime | None = None, attachments: int | None = None
+    index: int,
+    base_url: str,
+    *,
+    trace_prefix: str = "demo",
+    now: datetime | None = None,
+    attachments: int | None = None,
 ) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
     subtype = SUBTYPES[index % len(SUBTYPES)]

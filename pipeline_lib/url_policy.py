@@ -61,7 +61,9 @@ class UrlPolicy:
         scheme = parts.scheme.lower()
         if scheme not in self.allowed_schemes:
             allowed = ", ".join(sorted(self.allowed_schemes))
-            raise UrlRefused("scheme", f"scheme {scheme or '(none)'!r} is not allowed (url_policy.allowed_schemes: {allowed})")
+            raise UrlRefused(
+                "scheme", f"scheme {scheme or '(none)'!r} is not allowed (url_policy.allowed_schemes: {allowed})"
+            )
         if parts.username is not None or parts.password is not None:
             raise UrlRefused("credentials", "the URL carries credentials (user:password@host); they are never sent")
         host = parts.hostname

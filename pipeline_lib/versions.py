@@ -20,9 +20,7 @@ DELTA_VERSION = "4.4.0"
 KAFKA_VERSION = "4.1.1"
 
 SPARK_KAFKA_PACKAGE = f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{SPARK_VERSION}"
-DELTA_PACKAGE = (
-    f"io.delta:delta-spark_{SPARK_VERSION.rsplit('.', 1)[0]}_{SCALA_BINARY}:{DELTA_VERSION}"
-)
+DELTA_PACKAGE = f"io.delta:delta-spark_{SPARK_VERSION.rsplit('.', 1)[0]}_{SCALA_BINARY}:{DELTA_VERSION}"
 KAFKA_BROKER_ARTIFACT = ("org.apache.kafka", f"kafka_{SCALA_BINARY}", KAFKA_VERSION)
 
 MIN_JAVA_MAJOR = 17

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from pipeline_lib.logs import get_logger
@@ -48,11 +49,49 @@ def _match_condition(spec: TableSpec) -> str:
     return " AND ".join(f"t.`{c}` = s.`{c}`" for c in cols)
 
 
+def drop_duplicate_keys(df: DataFrame, keys: list[str]) -> DataFrame:
+    """One row per key, at the cost of a hash count of the keys when there are no duplicates.
+
+    `dropDuplicates` shuffles and sorts whole rows (wide JSON payloads here); duplicates within a
+    micro-batch are rare, so find the duplicated keys first and dedupe only their rows.
+    """
+    dup_keys = df.groupBy(*keys).count().filter(F.col("count") > 1).select(*keys)
+    if dup_keys.isEmpty():
+        return df
+    first = Window.partitionBy(*keys).orderBy(*keys)
+    dup_rows = (
+        df.join(dup_keys, keys, "left_semi")
+        .withColumn("_n", F.row_number().over(first))
+        .filter(F.col("_n") == 1)
+        .drop("_n")
+    )
+    return df.join(dup_keys, keys, "left_anti").unionByName(dup_rows)
+
+
 def insert_new(df: DataFrame, spec: TableSpec) -> None:
     """Insert rows whose key is not in the table yet: re-running the same rows adds nothing."""
     table = _require_table(df.sparkSession, spec)
-    source = df.dropDuplicates(list(spec.keys))
+    source = drop_duplicate_keys(df, list(spec.keys))
     table.alias("t").merge(source.alias("s"), _match_condition(spec)).whenNotMatchedInsertAll().execute()
+
+
+def append_once(df: DataFrame, spec: TableSpec, app_id: str, batch_id: int) -> None:
+    """Append a micro-batch exactly once: Delta skips a (txnAppId, txnVersion) it has already committed.
+
+    `app_id` must be unique per streaming checkpoint: a new checkpoint restarts batch ids at 0.
+    """
+    _require_table(df.sparkSession, spec)
+    (df.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(spec.path))
+
+
+def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str:
+    """The streaming query id recorded in a checkpoint: stable across restarts, new with a new checkpoint."""
+    metadata = spark.read.json(f"{checkpoint.rstrip('/')}/metadata").first()
+    if metadata is None or not metadata["id"]:
+        raise RuntimeError(
+            f"checkpoint {checkpoint} has no query id in its metadata file; is it a streaming checkpoint?"
+        )
+    return str(metadata["id"])
 
 
 def existing_keys(spark: SparkSession, spec: TableSpec, dates: list[str], date_column: str) -> DataFrame:

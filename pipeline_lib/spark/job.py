@@ -35,7 +35,7 @@ def run_streaming_job(
     query = JOBS[name](spark, settings, available_now=available_now)
     log.info("%s running; checkpoint %s", name, settings.checkpoint(name))
     try:
-        query.awaitTermination(timeout)
+        query.awaitTermination(None if timeout is None else int(timeout))
     except KeyboardInterrupt:
         log.info("stopping %s", name)
     finally:

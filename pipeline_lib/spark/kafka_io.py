@@ -6,13 +6,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from pipeline_lib.config import Settings
-from pipeline_lib.kafka_options import java_client_options
+from pipeline_lib.kafka_options import java_client_options, kafka_sink_options
 
 
 def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> DataFrame:
     """A streaming DataFrame over `topics` with key, value, topic, partition, offset, timestamp, headers."""
     kafka = settings.kafka
-    return (
+    reader = (
         spark.readStream.format("kafka")
         .options(**java_client_options(kafka))
         .option("subscribe", ",".join(topics))
@@ -20,8 +20,10 @@ def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> D
         .option("maxOffsetsPerTrigger", str(kafka.max_offsets_per_trigger))
         .option("failOnDataLoss", str(kafka.fail_on_data_loss).lower())
         .option("includeHeaders", "true")
-        .load()
     )
+    if kafka.min_partitions:
+        reader = reader.option("minPartitions", str(kafka.min_partitions))
+    return reader.load()
 
 
 def write_routed(df: DataFrame, settings: Settings, *, name: str, checkpoint: str) -> StreamingQuery:
@@ -30,7 +32,7 @@ def write_routed(df: DataFrame, settings: Settings, *, name: str, checkpoint: st
         df.select("topic", "key", "value", "headers")
         .writeStream.format("kafka")
         .queryName(name)
-        .options(**java_client_options(settings.kafka))
+        .options(**kafka_sink_options(settings.kafka))
         .option("checkpointLocation", checkpoint)
         .trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds")
         .start()

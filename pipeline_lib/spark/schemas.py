@@ -29,19 +29,24 @@ _TYPES: dict[str, DataType] = {
 # xact_events: the flattened fields, then the derived columns.
 EVENTS_SCHEMA = StructType(
     [StructField(f.column, _TYPES[f.type], nullable=not f.required) for f in EVENT_FIELDS]
-    + [StructField(name, _TYPES[kind], nullable=name not in ("event_id", "event_date")) for name, kind in DERIVED_COLUMNS]
+    + [
+        StructField(name, _TYPES[kind], nullable=name not in ("event_id", "event_date"))
+        for name, kind in DERIVED_COLUMNS
+    ]
 )
 
 # What ingest's mapInPandas emits: one row per events row, task or dead letter.
-ROUTED_SCHEMA = StructType([
-    StructField("kind", StringType(), False),  # event | task | dlq
-    StructField("id", StringType(), False),  # event_id, task_id or dlq_id
-    StructField("event_id", StringType(), True),
-    StructField("event_date", StringType(), True),
-    StructField("topic", StringType(), True),
-    StructField("key", StringType(), True),
-    StructField("value", StringType(), False),
-    StructField("headers_json", StringType(), True),
-])
+ROUTED_SCHEMA = StructType(
+    [
+        StructField("kind", StringType(), False),  # event | task | dlq
+        StructField("id", StringType(), False),  # event_id, task_id or dlq_id
+        StructField("event_id", StringType(), True),
+        StructField("event_date", StringType(), True),
+        StructField("topic", StringType(), True),
+        StructField("key", StringType(), True),
+        StructField("value", StringType(), False),
+        StructField("headers_json", StringType(), True),
+    ]
+)
 
 KAFKA_HEADERS_TYPE = ArrayType(StructType([StructField("key", StringType()), StructField("value", BinaryType())]))

@@ -19,10 +19,15 @@ OK = "https://files.example.com/claims/{}?X-Amz-Date=20261127T000000Z&X-Amz-Expi
 
 def event(trace, urls, subtype="documentsReceived", data_as_string=False, **data_extra):
     data = {"assignmentId": f"A-{trace}", "attachments": urls, "estimateVersion": "3.0", **data_extra}
-    return json.dumps({
-        "type": f"verisk.claims.property.xn.{subtype}", "version": "1", "utcDateTime": "2026-11-20T08:00:00Z",
-        "traceId": trace, "data": json.dumps(data) if data_as_string else data,
-    })
+    return json.dumps(
+        {
+            "type": f"verisk.claims.property.xn.{subtype}",
+            "version": "1",
+            "utcDateTime": "2026-11-20T08:00:00Z",
+            "traceId": trace,
+            "data": json.dumps(data) if data_as_string else data,
+        }
+    )
 
 
 def run_once(spark, settings):
@@ -52,15 +57,33 @@ def test_ingest_produces_exact_tasks_rows_and_dead_letters_and_ignores_duplicate
         ("T1", event("T1", [OK.format("a.jpg"), OK.format("b.pdf")])),
         ("T2", event("T2", [OK.format("est.docx")], "estimatePackageReceived", data_as_string=True)),
         ("T3", event("T3", [])),  # no attachments: a row, no task
-        ("T4", event("T4", [OK.format("ok.png"), "ftp://files.example.com/a.pdf", "https://evil.test/x.pdf?sig=SECRET",
-                            traversal], "firstNoticeOfLossReceived")),
+        (
+            "T4",
+            event(
+                "T4",
+                [OK.format("ok.png"), "ftp://files.example.com/a.pdf", "https://evil.test/x.pdf?sig=SECRET", traversal],
+                "firstNoticeOfLossReceived",
+            ),
+        ),
         ("T1", event("T1", [OK.format("a.jpg"), OK.format("b.pdf")])),  # duplicate in the same batch
         ("bad-1", "definitely { not json"),
         ("bad-2", "[1, 2, 3]"),
         ("bad-3", json.dumps({"type": "a.b.documentsReceived", "utcDateTime": "2026-11-20T08:00:00Z", "data": {}})),
-        ("bad-4", json.dumps({"type": "a.b.c", "utcDateTime": "2026-11-20T08:00:00Z", "traceId": "T5", "data": "{oops"})),
-        ("bad-5", json.dumps({"type": "a.b.c", "utcDateTime": "2026-11-20T08:00:00Z", "traceId": "T6",
-                              "data": {"assignmentId": "A", "attachments": "https://files.example.com/a.pdf"}})),
+        (
+            "bad-4",
+            json.dumps({"type": "a.b.c", "utcDateTime": "2026-11-20T08:00:00Z", "traceId": "T5", "data": "{oops"}),
+        ),
+        (
+            "bad-5",
+            json.dumps(
+                {
+                    "type": "a.b.c",
+                    "utcDateTime": "2026-11-20T08:00:00Z",
+                    "traceId": "T6",
+                    "data": {"assignmentId": "A", "attachments": "https://files.example.com/a.pdf"},
+                }
+            ),
+        ),
     ]
     produce(settings, raw, first)
     run_once(spark, settings)
@@ -71,8 +94,10 @@ def test_ingest_produces_exact_tasks_rows_and_dead_letters_and_ignores_duplicate
 
     tasks = [DownloadTask.decode(v) for _, v, _ in read_topic(settings, settings.topics.pending.name)]
     expected_urls = {
-        "T1": [OK.format("a.jpg"), OK.format("b.pdf")], "T2": [OK.format("est.docx")],
-        "T4": [OK.format("ok.png"), traversal], "T7": [OK.format("late.jpg")],
+        "T1": [OK.format("a.jpg"), OK.format("b.pdf")],
+        "T2": [OK.format("est.docx")],
+        "T4": [OK.format("ok.png"), traversal],
+        "T7": [OK.format("late.jpg")],
     }
     expected_ids = sorted(task_id(t, u) for t, urls in expected_urls.items() for u in urls)
     assert sorted(t.task_id for t in tasks) == expected_ids  # exactly once each, duplicates included
@@ -86,18 +111,22 @@ def test_ingest_produces_exact_tasks_rows_and_dead_letters_and_ignores_duplicate
     assert {r.event_date.isoformat() for r in rows.select("event_date").collect()} == {"2026-11-20"}
     assert rows.filter("raw_json LIKE '%SECRET%'").count() == 0
 
-    dead = sorted((DeadLetter.decode(v) for _, v, _ in read_topic(settings, settings.topics.dlq.name)),
-                  key=lambda d: (d.source.offset if d.source else -1, d.reason))
+    dead = sorted(
+        (DeadLetter.decode(v) for _, v, _ in read_topic(settings, settings.topics.dlq.name)),
+        key=lambda d: (d.source.offset if d.source else -1, d.reason),
+    )
     summary = sorted((d.category, d.reason.split(";")[0].split(" (")[0]) for d in dead)
-    assert summary == sorted([
-        ("malformed", "the message is not valid JSON"),
-        ("malformed", "the message is a JSON list"),
-        ("malformed", "required field traceId"),
-        ("malformed", "field data is a string but not valid JSON"),
-        ("malformed", "field data.attachments must be a list of URL strings, got a str"),
-        ("policy", "attachment 1 refused"),
-        ("policy", "attachment 2 refused"),
-    ])
+    assert summary == sorted(
+        [
+            ("malformed", "the message is not valid JSON"),
+            ("malformed", "the message is a JSON list"),
+            ("malformed", "required field traceId"),
+            ("malformed", "field data is a string but not valid JSON"),
+            ("malformed", "field data.attachments must be a list of URL strings, got a str"),
+            ("policy", "attachment 1 refused"),
+            ("policy", "attachment 2 refused"),
+        ]
+    )
     for d in dead:
         assert d.stage == "ingest" and d.source.topic == raw and d.source.timestamp
     assert "SECRET" not in json.dumps([d.to_dict() for d in dead])
@@ -108,14 +137,19 @@ def test_ingest_produces_exact_tasks_rows_and_dead_letters_and_ignores_duplicate
 def test_replaying_a_batch_after_the_delta_commit_adds_nothing(spark, settings):
     produce(settings, settings.topics.events_raw.name, [("T1", event("T1", [OK.format("a.jpg")]))])
     routed = route_events(
-        spark.read.format("kafka").options(**{
-            "kafka.bootstrap.servers": settings.kafka.bootstrap_servers,
-            "subscribe": settings.topics.events_raw.name, "startingOffsets": "earliest",
-        }).load(),
+        spark.read.format("kafka")
+        .options(
+            **{
+                "kafka.bootstrap.servers": settings.kafka.bootstrap_servers,
+                "subscribe": settings.topics.events_raw.name,
+                "startingOffsets": "earliest",
+            }
+        )
+        .load(),
         settings,
     )
     create_table(spark, events_table(settings))
-    writer = IngestBatchWriter(settings)
+    writer = IngestBatchWriter(settings, app_id="test-replay")
     writer(routed, 0)
     writer(routed, 0)  # the same batch again: a crash after the commit, before the checkpoint
     assert len(read_topic(settings, settings.topics.pending.name)) == 1

@@ -19,27 +19,46 @@ pytestmark = pytest.mark.integration
 
 def raw_df(spark, values):
     rows = [
-        Row(key=f"k{i}".encode(), value=None if v is None else v.encode(), topic="raw", partition=0, offset=i,
-            timestamp=datetime(2026, 11, 27, 12, 0, i))
+        Row(
+            key=f"k{i}".encode(),
+            value=None if v is None else v.encode(),
+            topic="raw",
+            partition=0,
+            offset=i,
+            timestamp=datetime(2026, 11, 27, 12, 0, i),
+        )
         for i, v in enumerate(values)
     ]
-    return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, offset long, timestamp timestamp")
+    return spark.createDataFrame(
+        rows, "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+    )
 
 
 def good(trace, urls, subtype="documentsReceived"):
-    return json.dumps({
-        "type": f"verisk.claims.property.xn.{subtype}", "version": "1", "utcDateTime": "2026-11-26T10:00:00Z",
-        "traceId": trace, "data": {"assignmentId": "A1", "attachments": urls},
-    })
+    return json.dumps(
+        {
+            "type": f"verisk.claims.property.xn.{subtype}",
+            "version": "1",
+            "utcDateTime": "2026-11-26T10:00:00Z",
+            "traceId": trace,
+            "data": {"assignmentId": "A1", "attachments": urls},
+        }
+    )
 
 
 def test_route_events_emits_events_tasks_and_dead_letters(spark, make_settings):
     settings = make_settings()
-    routed = route_events(raw_df(spark, [
-        good("T1", ["http://127.0.0.1/a.pdf", "ftp://h/b.pdf"]),
-        "not json",
-        None,
-    ]), settings)
+    routed = route_events(
+        raw_df(
+            spark,
+            [
+                good("T1", ["http://127.0.0.1/a.pdf", "ftp://h/b.pdf"]),
+                "not json",
+                None,
+            ],
+        ),
+        settings,
+    )
     counts = {r["kind"]: r["count"] for r in routed.groupBy("kind").count().collect()}
     assert counts == {"event": 1, "task": 1, "dlq": 3}
     kinds_topics = {(r.kind, r.topic) for r in routed.select("kind", "topic").collect()}
@@ -51,14 +70,26 @@ def test_route_events_emits_events_tasks_and_dead_letters(spark, make_settings):
 
 def test_event_rows_flatten_to_the_table_schema(spark, make_settings):
     settings = make_settings()
-    routed = route_events(raw_df(spark, [good("T1", []), good("T2", ["http://127.0.0.1/x.jpg"], "firstNoticeOfLossReceived")]), settings)
+    routed = route_events(
+        raw_df(spark, [good("T1", []), good("T2", ["http://127.0.0.1/x.jpg"], "firstNoticeOfLossReceived")]), settings
+    )
     actual = event_rows(routed).select("trace_id", "status_subtype", "event_date", "attachment_count", "event_id")
     expected = spark.createDataFrame(
         [
-            ("T1", "documentsReceived", datetime(2026, 11, 26).date(), 0,
-             event_id("T1", "verisk.claims.property.xn.documentsReceived", "2026-11-26T10:00:00.000Z")),
-            ("T2", "firstNoticeOfLossReceived", datetime(2026, 11, 26).date(), 1,
-             event_id("T2", "verisk.claims.property.xn.firstNoticeOfLossReceived", "2026-11-26T10:00:00.000Z")),
+            (
+                "T1",
+                "documentsReceived",
+                datetime(2026, 11, 26).date(),
+                0,
+                event_id("T1", "verisk.claims.property.xn.documentsReceived", "2026-11-26T10:00:00.000Z"),
+            ),
+            (
+                "T2",
+                "firstNoticeOfLossReceived",
+                datetime(2026, 11, 26).date(),
+                1,
+                event_id("T2", "verisk.claims.property.xn.firstNoticeOfLossReceived", "2026-11-26T10:00:00.000Z"),
+            ),
         ],
         actual.schema,
     )

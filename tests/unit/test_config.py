@@ -58,7 +58,9 @@ def test_cloud_overlays_load_once_placeholders_are_filled(env):
     settings = load_settings(env, overrides=filled)
     assert settings.kafka.security_protocol == "SASL_SSL"
     assert settings.url_policy.allowed_schemes == ("https",)
-    assert settings.table_path("events") == "abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse/Tables/xact_events"
+    assert (
+        settings.table_path("events") == "abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse/Tables/xact_events"
+    )
 
 
 def test_missing_required_key_names_key_and_files(tmp_path):
@@ -152,10 +154,15 @@ def test_event_hubs_plain_reads_the_connection_string_from_the_environment(monke
 
 
 def test_oauthbearer_options(monkeypatch):
-    settings = load_settings("local", overrides=[
-        "kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=OAUTHBEARER",
-        "kafka.oauth.token_endpoint_url=https://login.example/token", "kafka.oauth.scope=https://ns/.default",
-    ])
+    settings = load_settings(
+        "local",
+        overrides=[
+            "kafka.security_protocol=SASL_SSL",
+            "kafka.sasl_mechanism=OAUTHBEARER",
+            "kafka.oauth.token_endpoint_url=https://login.example/token",
+            "kafka.oauth.scope=https://ns/.default",
+        ],
+    )
     monkeypatch.setenv("AZURE_CLIENT_ID", "cid")
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "csecret")
     java = java_client_options(settings.kafka)

@@ -7,9 +7,17 @@ import pytest
 from pipeline_lib.contracts import ContractError, DeadLetter, DownloadTask, SourceRef
 
 TASK = DownloadTask(
-    task_id="t1", trace_id="T", event_id="e", url="https://h/a.pdf?sig=S", blob_path="s/A/T/a.pdf",
-    status_subtype="s", assignment_id="A", event_type="x.s", event_time="2026-01-01T00:00:00.000Z",
-    event_date="2026-01-01", created_at="2026-01-01T00:00:01.000Z",
+    task_id="t1",
+    trace_id="T",
+    event_id="e",
+    url="https://h/a.pdf?sig=S",
+    blob_path="s/A/T/a.pdf",
+    status_subtype="s",
+    assignment_id="A",
+    event_type="x.s",
+    event_time="2026-01-01T00:00:00.000Z",
+    event_date="2026-01-01",
+    created_at="2026-01-01T00:00:01.000Z",
 )
 
 
@@ -48,9 +56,17 @@ def test_redacted_task_hides_the_signature():
 
 def test_dead_letter_redacts_at_construction_and_carries_provenance_headers():
     dead = DeadLetter(
-        dlq_id="d", stage="download", category="permanent", reason="404 for https://h/a?sig=S",
-        failed_at="now", attempts=3, source=SourceRef("xact.downloads.pending", 2, 9, "ts"),
-        task_id="t1", trace_id="T", task=TASK.redacted(), payload="Bearer abc.def",
+        dlq_id="d",
+        stage="download",
+        category="permanent",
+        reason="404 for https://h/a?sig=S",
+        failed_at="now",
+        attempts=3,
+        source=SourceRef("xact.downloads.pending", 2, 9, "ts"),
+        task_id="t1",
+        trace_id="T",
+        task=TASK.redacted(),
+        payload="Bearer abc.def",
     )
     assert "sig=S" not in dead.encode() and "abc.def" not in dead.encode()
     headers = dead.headers()

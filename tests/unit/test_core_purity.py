@@ -8,9 +8,7 @@ import pipeline_lib
 
 
 def test_core_modules_import_without_pyspark():
-    core = [
-        f"pipeline_lib.{m.name}" for m in pkgutil.iter_modules(pipeline_lib.__path__) if m.name not in ("spark",)
-    ]
+    core = [f"pipeline_lib.{m.name}" for m in pkgutil.iter_modules(pipeline_lib.__path__) if m.name not in ("spark",)]
     assert "pipeline_lib.events" in core and "pipeline_lib.cli" in core
     code = (
         "import importlib, sys\n"

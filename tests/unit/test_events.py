@@ -56,7 +56,8 @@ def test_valid_event_gives_one_row_and_one_task_per_url():
     assert "SECRET" not in row["raw_json"] and "SECRET" not in json.dumps(row["attachments"])
     assert "abc123" not in row["raw_json"]
     assert [t.task_id for t in result.tasks] == [
-        task_id("T-1", SIGNED.format(name="photo.jpg")), task_id("T-1", SIGNED.format(name="report.pdf"))
+        task_id("T-1", SIGNED.format(name="photo.jpg")),
+        task_id("T-1", SIGNED.format(name="report.pdf")),
     ]
     first = result.tasks[0]
     assert first.attempt == 0 and first.url.endswith("X-Amz-Signature=SECRET")  # the live URL travels on pending

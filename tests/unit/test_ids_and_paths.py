@@ -51,7 +51,7 @@ def test_two_urls_with_the_same_file_name_never_collide():
 
 @pytest.mark.parametrize(
     "hostile",
-    ["../../etc/passwd", "..", ".", "a/b\\c", "x\x00y\x1fz", "CON", "nul.txt", "  ..hidden  ", "", "a:b*c?d|e<f>g\""],
+    ["../../etc/passwd", "..", ".", "a/b\\c", "x\x00y\x1fz", "CON", "nul.txt", "  ..hidden  ", "", 'a:b*c?d|e<f>g"'],
 )
 def test_sanitized_components_are_safe(hostile):
     out = sanitize_component(hostile)

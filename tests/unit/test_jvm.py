@@ -52,8 +52,12 @@ def test_unreachable_registry_fails_fast_with_a_clear_message(tmp_path, monkeypa
 
 @pytest.mark.parametrize(
     ("jar", "artifact"),
-    [("jackson-core-2.13.5.jar", "jackson-core"), ("spark-sql-kafka-0-10_2.13-4.2.0.jar", "spark-sql-kafka-0-10_2.13"),
-     ("zstd-jni-1.5.7-3.jar", "zstd-jni"), ("delta-spark_4.2_2.13-4.4.0.jar", "delta-spark_4.2_2.13")],
+    [
+        ("jackson-core-2.13.5.jar", "jackson-core"),
+        ("spark-sql-kafka-0-10_2.13-4.2.0.jar", "spark-sql-kafka-0-10_2.13"),
+        ("zstd-jni-1.5.7-3.jar", "zstd-jni"),
+        ("delta-spark_4.2_2.13-4.4.0.jar", "delta-spark_4.2_2.13"),
+    ],
 )
 def test_artifact_names(jar, artifact):
     assert jvm.artifact_name(jar) == artifact

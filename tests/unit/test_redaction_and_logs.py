@@ -28,11 +28,16 @@ def test_s3_presigned_url_keeps_expiry_and_drops_signature_and_credential():
 
 def test_sas_url_keeps_expiry_and_drops_sig():
     out = redact_url(SAS)
-    assert "abc" not in out and "sig=***" in out and "se=2026-01-01T00:00:00Z" in out
+    # Kept parameters stay byte-for-byte as sent (no decoding and re-encoding).
+    assert "abc" not in out and "sig=***" in out and "se=2026-01-01T00%3A00%3A00Z" in out
 
 
 def test_unknown_query_parameters_are_redacted_by_default():
     assert redact_url("https://h/p?session=abc&code=42") == "https://h/p?session=***&code=***"
+
+
+def test_a_bare_query_token_is_redacted():
+    assert redact_url("https://h/p?s3cr3ttoken&se=1") == "https://h/p?***&se=1"
 
 
 def test_userinfo_is_redacted():

@@ -39,8 +39,21 @@ def test_allowed_hosts_exact_and_suffix():
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1", "0.0.0.0",
-     "::1", "fe80::1", "fc00::1", "::ffff:8.8.8.8", "240.0.0.1", "100.64.0.1"],
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "224.0.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:8.8.8.8",
+        "240.0.0.1",
+        "100.64.0.1",
+    ],
 )
 def test_non_public_addresses_are_refused(address):
     open_policy = UrlPolicy(frozenset({"http", "https"}))
@@ -65,8 +78,10 @@ def test_local_overlay_may_allow_loopback_but_never_mapped_addresses():
 
 def test_resolution_checks_every_address_without_connecting():
     def resolver(host, port, type):  # noqa: A002 - getaddrinfo's keyword
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port)),
+        ]
 
     with pytest.raises(UrlRefused, match="10.0.0.5"):
         PROD.resolve("a.example.com", 443, resolver=resolver)
