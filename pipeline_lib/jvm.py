@@ -8,6 +8,7 @@ the same machine, resolve nothing and work offline.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -114,9 +115,10 @@ def ivy_jar() -> Path:
     return jars[-1]
 
 
-# What every Spark installation already ships; excluded as Spark's own resolver does, so no
-# second Scala library or Spark module lands on the classpath.
-_EXCLUDES = (
+# What every Spark installation already ships; excluded from Spark packages as Spark's own
+# resolver does, so no second Scala library or Spark module lands on the classpath. (The Kafka
+# broker is a plain JVM program and needs its Scala library: no exclusions there.)
+SPARK_PROVIDED_EXCLUDES = (
     '    <exclude org="org.scala-lang" matcher="exact"/>\n'
     '    <exclude org="org.apache.spark" matcher="regexp" module="spark-(catalyst|core|graphx|kvstore|launcher'
     "|mllib|mllib-local|network-common|network-shuffle|repl|sketch|sql|sql-api|streaming|tags|unsafe"
@@ -124,27 +126,35 @@ _EXCLUDES = (
 )
 
 
-def resolve_jars(dependencies: list[tuple[str, str, str]], dest: Path, *, timeout: float = 900) -> list[Path]:
+def resolve_jars(
+    dependencies: list[tuple[str, str, str]], dest: Path, *, excludes: str = "", timeout: float = 900
+) -> list[Path]:
     """Fetch the dependencies and their runtime closure into `dest` (once; later calls read the folder).
 
     Args:
         dependencies: (group, artifact, version) triples.
         dest: the folder that receives the jars; a `.complete` marker records a finished resolution.
+        excludes: Ivy <exclude> elements, e.g. SPARK_PROVIDED_EXCLUDES for Spark packages.
     """
-    marker = dest / ".complete"
-    if marker.is_file():
-        return sorted(dest.glob("*.jar"))
-    dest.mkdir(parents=True, exist_ok=True)
     deps = "\n".join(
         f'    <dependency org={quoteattr(g)} name={quoteattr(a)} rev={quoteattr(v)} conf="default->default"/>'
         for g, a, v in dependencies
     )
-    ivy_xml = dest / "ivy.xml"
-    ivy_xml.write_text(
+    module = (
         '<ivy-module version="2.0">\n  <info organisation="xact" module="jars"/>\n'
         '  <configurations><conf name="default"/></configurations>\n'
-        f"  <dependencies>\n{deps}\n{_EXCLUDES}  </dependencies>\n</ivy-module>\n"
+        f"  <dependencies>\n{deps}\n{excludes}  </dependencies>\n</ivy-module>\n"
     )
+    # The marker records which recipe filled the folder: a changed recipe resolves again.
+    recipe = hashlib.sha256(module.encode()).hexdigest()
+    marker = dest / ".complete"
+    if marker.is_file() and marker.read_text().split("\n", 1)[0] == recipe:
+        return sorted(dest.glob("*.jar"))
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    ivy_xml = dest / "ivy.xml"
+    ivy_xml.write_text(module)
     log = dest / "resolve.log"
     cmd = [
         check_java(),
@@ -179,7 +189,7 @@ def resolve_jars(dependencies: list[tuple[str, str, str]], dest: Path, *, timeou
     jars = sorted(dest.glob("*.jar"))
     if not jars:
         raise ArtifactResolutionError(f"resolution finished but no jar landed in {dest}; details in {log}")
-    marker.write_text("\n".join(j.name for j in jars) + "\n")
+    marker.write_text(recipe + "\n" + "\n".join(j.name for j in jars) + "\n")
     return jars
 
 
@@ -192,7 +202,7 @@ def spark_package_jars(packages: list[str]) -> list[Path]:
     if any(len(d) != 3 for d in deps):
         raise ArtifactResolutionError(f"expected group:artifact:version, got {packages}")
     key = "_".join(sorted(p.replace(":", "-") for p in packages))
-    jars = resolve_jars(deps, cache_root() / "spark-jars" / key)  # type: ignore[arg-type]
+    jars = resolve_jars(deps, cache_root() / "spark-jars" / key, excludes=SPARK_PROVIDED_EXCLUDES)  # type: ignore[arg-type]
     spec = importlib.util.find_spec("pyspark")
     shipped: set[str] = set()
     if spec is not None and spec.submodule_search_locations:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -10,12 +11,19 @@ from pipeline_lib.config import Settings
 from pipeline_lib.kafka_options import librdkafka_config
 from pipeline_lib.redaction import redact
 
+# librdkafka's retry chatter (e.g. "coordinator load in progress" while a broker starts) stays
+# out of the user's terminal; real failures surface as exceptions or delivery errors.
+CLIENT_LOG = logging.getLogger("xact.kafka.client")
+CLIENT_LOG.setLevel(logging.CRITICAL)
+
 
 def produce(settings: Settings, topic: str, records: Iterable[tuple[str | None, str | bytes]]) -> int:
     """Produce (key, value) records and wait for every delivery; returns how many were sent."""
     from confluent_kafka import Producer
 
-    producer = Producer({**librdkafka_config(settings.kafka), "linger.ms": 20, "enable.idempotence": True})
+    producer = Producer(
+        {**librdkafka_config(settings.kafka), "linger.ms": 20, "enable.idempotence": True, "logger": CLIENT_LOG}  # type: ignore[dict-item]
+    )
     errors: list[str] = []
 
     def on_delivery(err, _msg) -> None:  # noqa: ANN001 - librdkafka callback

@@ -13,7 +13,6 @@ server.properties and broker.pid.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline_lib.jvm import cache_root, check_java, resolve_jars
+from pipeline_lib.kafka_tools import CLIENT_LOG
 from pipeline_lib.logs import get_logger
 from pipeline_lib.versions import KAFKA_BROKER_ARTIFACT, KAFKA_VERSION
 
@@ -39,11 +39,6 @@ _CORRUPT_MARKERS = (
     "InvalidConfigurationException: Unable to parse",
     "but this node has",
 )
-
-
-# librdkafka's own connection chatter goes to debug, not to the user's terminal.
-_QUIET = logging.getLogger("xact.kafka.client")
-_QUIET.setLevel(logging.CRITICAL)
 
 
 class BrokerError(RuntimeError):
@@ -392,7 +387,7 @@ class LocalKafka:
 def _admin(bootstrap: str, client_config: dict[str, str] | None = None):  # noqa: ANN202 - confluent type
     from confluent_kafka.admin import AdminClient
 
-    conf = {"bootstrap.servers": bootstrap, "logger": _QUIET, **(client_config or {})}
+    conf = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG, **(client_config or {})}
     return AdminClient(conf)  # type: ignore[arg-type]  # the stubs do not know the logger key
 
 

@@ -41,4 +41,17 @@ def run_streaming_job(
     finally:
         if query.isActive:
             query.stop()
+        flush_listener_events(spark)
     return 0
+
+
+def flush_listener_events(spark: SparkSession, timeout_ms: int = 10_000) -> None:
+    """Wait until Spark has delivered queued listener events (the last progress line) to Python.
+
+    Streaming listener events are asynchronous; a job that exits right after its query stops
+    would otherwise lose the final progress event and log a py4j error. Best effort, bounded.
+    """
+    try:
+        spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(timeout_ms)  # noqa: SLF001 - no public API
+    except Exception as exc:  # noqa: BLE001 - flushing must never fail a finished job
+        log.debug("could not flush listener events: %s", exc)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline_lib.local_kafka import BrokerError, LocalKafka, create_topics, free_port, list_topics
+from pipeline_lib.local_kafka import BrokerError, LocalKafka, create_topics, ensure_broker_jars, free_port, list_topics
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,12 @@ def test_start_is_idempotent_status_reports_and_stop_is_clean(tmp_path):
         assert list_topics(broker.bootstrap) == {"a.b": 3, "c.d": 6}
     finally:
         broker.stop()
+
+
+def test_broker_jars_carry_their_scala_library():
+    # Spark packages exclude Scala (pyspark ships it); the broker is a plain JVM program and needs it.
+    jars = [j.name for j in ensure_broker_jars().glob("*.jar")]
+    assert any(j.startswith("scala-library-") for j in jars) and any(j.startswith("kafka_2.13-") for j in jars)
 
 
 def test_stale_pid_file_is_detected_and_cleared(tmp_path):

@@ -61,3 +61,18 @@ def test_unreachable_registry_fails_fast_with_a_clear_message(tmp_path, monkeypa
 )
 def test_artifact_names(jar, artifact):
     assert jvm.artifact_name(jar) == artifact
+
+
+def test_a_cache_folder_from_another_recipe_is_resolved_again(tmp_path, monkeypatch):
+    # A stale folder (say, resolved with exclusions that broke the broker) must not be trusted.
+    from pipeline_lib.local_kafka import free_port
+
+    monkeypatch.setenv("XACT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(jvm.MAVEN_REPO_ENV, f"http://127.0.0.1:{free_port()}/maven2/")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "stale-1.0.jar").write_text("")
+    (lib / ".complete").write_text("another-recipe\nstale-1.0.jar\n")
+    with pytest.raises(jvm.ArtifactResolutionError):
+        jvm.resolve_jars([("org.example", "nothing", "1.0")], lib, timeout=120)
+    assert not (lib / "stale-1.0.jar").exists()
