@@ -112,3 +112,38 @@ def test_timestamps_are_utc(spark, make_settings):
     routed = route_events(raw_df(spark, [good("T1", [])]), make_settings())
     ts = event_rows(routed).select(F.date_format("utc_datetime", "yyyy-MM-dd HH:mm:ss").alias("t")).first().t
     assert ts == "2026-11-26 10:00:00"
+
+
+def test_reports_summarise_events_and_refusals(spark, make_settings):
+    from pipeline_lib.spark.reports import events_by_day, refused_attachments
+
+    routed = route_events(
+        raw_df(spark, [good("T1", ["http://127.0.0.1/a.pdf", "ftp://h/b.pdf"]), good("T2", [])]), make_settings()
+    )
+    events = event_rows(routed)
+    (row,) = events_by_day(events).collect()
+    assert (row.events, row.with_attachments, row.attachments, row.tasks) == (2, 1, 2, 1)
+    assert [r.trace_id for r in refused_attachments(events).collect()] == ["T1"]
+
+
+def test_ingest_overview_notebook_runs(spark, make_settings, capsys):
+    # Execute the notebook's code cells as papermill would, parameters injected after the first cell.
+    from pathlib import Path
+
+    from pipeline_lib.spark.delta_tables import create_table
+    from pipeline_lib.spark.ingest import events_table
+
+    settings = make_settings()
+    create_table(spark, events_table(settings))
+    events = event_rows(route_events(raw_df(spark, [good("T1", ["http://127.0.0.1/a.pdf", "ftp://h/b"])]), settings))
+    events.write.format("delta").mode("append").save(settings.table_path("events"))
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "ingest_overview.ipynb"
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    namespace: dict = {}
+    exec("".join(cells[0]["source"]), namespace)
+    namespace["overrides"] = [f"storage.root={settings.storage.root}"]
+    for c in cells[1:]:
+        exec("".join(c["source"]), namespace)
+    out = capsys.readouterr().out
+    assert "documentsReceived" in out and "T1" in out

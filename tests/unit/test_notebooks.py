@@ -1,0 +1,28 @@
+"""Notebooks stay thin: a tagged parameters cell first, only pipeline_lib logic, no stored outputs."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_thin_and_stored_without_outputs(path):
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in cells[0]["metadata"].get("tags", []), "first code cell must be tagged `parameters`"
+    for c in cells:
+        assert c["outputs"] == [] and c["execution_count"] is None, "store notebooks without outputs"
+        tree = ast.parse("".join(c["source"]))
+        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree)), (
+            "business logic belongs in pipeline_lib, not in a notebook"
+        )
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module.startswith("pipeline_lib"), node.module
+
+
+def test_there_is_at_least_one_notebook():
+    assert NOTEBOOKS
