@@ -61,6 +61,7 @@ def run_demo(settings: Settings) -> int:
         )
 
         from pipeline_lib.spark.ingest import run_ingest
+        from pipeline_lib.spark.job import flush_listener_events
         from pipeline_lib.spark.session import session_for
 
         spark = session_for(settings)
@@ -71,6 +72,9 @@ def run_demo(settings: Settings) -> int:
         mine = events.filter(events.trace_id.startswith(prefix))
         event_rows = mine.count()
         with_attachments = mine.filter("attachment_count > 0").count()
+        # Stop Spark before the broker: its cached Kafka producers would otherwise keep reconnecting.
+        flush_listener_events(spark)
+        spark.stop()
 
     pending = sum(
         1

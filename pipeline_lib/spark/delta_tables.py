@@ -1,5 +1,5 @@
-"""The Delta writer used by every Delta sink (events, inventory, DLQ): explicit table creation and
-idempotent MERGE writes from foreachBatch."""
+"""The Delta writer for the pipeline's Delta sinks: explicit table creation (never a replace) and
+writes that are idempotent per micro-batch from foreachBatch."""
 
 from __future__ import annotations
 
@@ -44,11 +44,6 @@ def _require_table(spark: SparkSession, spec: TableSpec) -> DeltaTable:
     return DeltaTable.forPath(spark, spec.path)
 
 
-def _match_condition(spec: TableSpec) -> str:
-    cols = spec.partition_by + tuple(k for k in spec.keys if k not in spec.partition_by)
-    return " AND ".join(f"t.`{c}` = s.`{c}`" for c in cols)
-
-
 def drop_duplicate_keys(df: DataFrame, keys: list[str]) -> DataFrame:
     """One row per key, at the cost of a hash count of the keys when there are no duplicates.
 
@@ -66,13 +61,6 @@ def drop_duplicate_keys(df: DataFrame, keys: list[str]) -> DataFrame:
         .drop("_n")
     )
     return df.join(dup_keys, keys, "left_anti").unionByName(dup_rows)
-
-
-def insert_new(df: DataFrame, spec: TableSpec) -> None:
-    """Insert rows whose key is not in the table yet: re-running the same rows adds nothing."""
-    table = _require_table(df.sparkSession, spec)
-    source = drop_duplicate_keys(df, list(spec.keys))
-    table.alias("t").merge(source.alias("s"), _match_condition(spec)).whenNotMatchedInsertAll().execute()
 
 
 def append_once(df: DataFrame, spec: TableSpec, app_id: str, batch_id: int) -> None:

@@ -52,12 +52,13 @@ def events_table(settings: Settings) -> TableSpec:
     return TableSpec("xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id",), ("event_date",))
 
 
-def _iso(ts: object) -> str | None:
-    if ts is None or pd.isna(ts):
+def _iso_from_millis(ms: float | None) -> str | None:
+    # Epoch milliseconds, not a pandas timestamp: independent of the session time zone.
+    if ms is None or pd.isna(ms):
         return None
-    stamp = pd.Timestamp(ts)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.isoformat().replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(int(ms) / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
@@ -68,9 +69,9 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
             now = datetime.now(timezone.utc)
             rows: list[tuple] = []
             for key, value, topic, partition, offset, timestamp in zip(  # noqa: B905 - equal-length columns
-                pdf["key"], pdf["value"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp"]
+                pdf["key"], pdf["value"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp_ms"]
             ):
-                source = SourceRef(str(topic), int(partition), int(offset), _iso(timestamp))
+                source = SourceRef(str(topic), int(partition), int(offset), _iso_from_millis(timestamp))
                 result = ingest_record(value, source, policy, now)
                 if result.event is not None:
                     event = result.event
@@ -124,8 +125,10 @@ def route_events(raw: DataFrame, settings: Settings) -> DataFrame:
     fn = _route_partition(
         UrlPolicy.from_settings(settings.url_policy), settings.topics.pending.name, settings.topics.dlq.name
     )
-    routed = raw.select("key", "value", "topic", "partition", "offset", "timestamp").mapInPandas(fn, ROUTED_SCHEMA)
-    return routed
+    columns = raw.select(
+        "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
+    )
+    return columns.mapInPandas(fn, ROUTED_SCHEMA)
 
 
 def event_rows(routed: DataFrame) -> DataFrame:

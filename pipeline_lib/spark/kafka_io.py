@@ -1,12 +1,11 @@
-"""Kafka sources and sinks for the streaming jobs, configured from settings."""
+"""Kafka sources for the streaming jobs, configured from settings (sinks: kafka_options.kafka_sink_options)."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
 
 from pipeline_lib.config import Settings
-from pipeline_lib.kafka_options import java_client_options, kafka_sink_options
+from pipeline_lib.kafka_options import java_client_options
 
 
 def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> DataFrame:
@@ -24,16 +23,3 @@ def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> D
     if kafka.min_partitions:
         reader = reader.option("minPartitions", str(kafka.min_partitions))
     return reader.load()
-
-
-def write_routed(df: DataFrame, settings: Settings, *, name: str, checkpoint: str) -> StreamingQuery:
-    """Start a Kafka sink that routes each row by its `topic` column (the `topic` option stays unset)."""
-    return (
-        df.select("topic", "key", "value", "headers")
-        .writeStream.format("kafka")
-        .queryName(name)
-        .options(**kafka_sink_options(settings.kafka))
-        .option("checkpointLocation", checkpoint)
-        .trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds")
-        .start()
-    )

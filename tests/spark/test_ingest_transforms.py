@@ -147,3 +147,18 @@ def test_ingest_overview_notebook_runs(spark, make_settings, capsys):
         exec("".join(c["source"]), namespace)
     out = capsys.readouterr().out
     assert "documentsReceived" in out and "T1" in out
+
+
+def test_drop_duplicate_keys_keeps_one_row_per_key_and_leaves_unique_rows_alone(spark):
+    from pipeline_lib.spark.delta_tables import drop_duplicate_keys
+
+    df = spark.createDataFrame(
+        [("a", 1, "x"), ("a", 1, "x"), ("b", 2, "y"), ("c", 3, "z")], "k string, n int, v string"
+    )
+    assert_df_equality(
+        drop_duplicate_keys(df, ["k"]),
+        spark.createDataFrame([("a", 1, "x"), ("b", 2, "y"), ("c", 3, "z")], df.schema),
+        ignore_row_order=True,
+    )
+    unique = df.filter("k != 'a'")
+    assert drop_duplicate_keys(unique, ["k"]) is unique  # no duplicates: the same DataFrame, no extra work
