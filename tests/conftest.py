@@ -74,7 +74,8 @@ def kafka_settings(kafka_broker: LocalKafka, make_settings: Callable[..., Settin
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(kafka_broker: LocalKafka):
+    """Depends on the broker only so that Spark (and its cached Kafka producers) stops first."""
     from pyspark.sql import SparkSession
 
     from pipeline_lib.spark.session import with_delta, with_kafka, with_local_defaults
