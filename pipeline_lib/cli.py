@@ -1,8 +1,8 @@
 """`xact-pipeline`: one entry point for the jobs and the local tooling.
 
     xact-pipeline kafka start|stop|status|topics|reset     the local single-node broker
-    xact-pipeline tables create                            create the Delta tables (never replaces one)
-    xact-pipeline ingest [--available-now]                 a streaming job (one subcommand per job)
+    xact-pipeline tables create|maintain                   create the Delta tables (never replaces one); OPTIMIZE+VACUUM
+    xact-pipeline ingest|results [--available-now]         a streaming job (one subcommand per job)
     xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
     xact-pipeline tail xact.downloads.pending              print messages of a topic
     xact-pipeline config show                              the resolved settings (secrets never shown)
@@ -23,7 +23,7 @@ from pipeline_lib.config import ConfigError, Settings, load_settings
 from pipeline_lib.logs import get_logger, setup_logging
 
 log = get_logger("cli")
-STREAMING_JOBS = ("ingest",)
+STREAMING_JOBS = ("ingest", "results")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["start", "stop", "status", "topics", "reset"])
 
     tables = sub.add_parser("tables", parents=[common], help="Delta table administration")
-    tables.add_argument("action", choices=["create"])
+    tables.add_argument("action", choices=["create", "maintain"])
+    tables.add_argument(
+        "--retain-hours", type=int, default=168, help="VACUUM retention for `maintain` (default 7 days)"
+    )
 
     for job in STREAMING_JOBS:
         p = sub.add_parser(job, parents=[common], help=f"run the {job} streaming job")
@@ -169,7 +172,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline_lib.spark import job
 
     if args.command == "tables":
-        job.create_tables(settings)
+        if args.action == "maintain":
+            job.maintain(settings, args.retain_hours)
+        else:
+            job.create_tables(settings)
         return 0
     return job.run_streaming_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
 

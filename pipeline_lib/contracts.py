@@ -190,3 +190,51 @@ class DeadLetter(Message):
             if self.source.timestamp:
                 out[H_ERR_TIMESTAMP] = self.source.timestamp
         return out
+
+
+@dataclass(frozen=True)
+class AttachmentResult(Message):
+    """One outcome of one attempt of a task: the body of xact.downloads.results.
+
+    The download and upload stages emit one per outcome; the results job folds them into one
+    xact_attachments row per task, the latest by (attempt, occurred_at) winning. URLs are redacted.
+    """
+
+    KIND: ClassVar[str] = "attachment_result"
+
+    task_id: str
+    trace_id: str
+    attempt: int
+    stage: str  # download | upload
+    status: str  # one of RESULT_STATUSES
+    occurred_at: str  # ISO 8601 UTC: when this outcome happened
+    event_date: str  # YYYY-MM-DD of the event's own time
+    attachment_url: str | None = None  # redacted
+    blob_path: str | None = None
+    status_subtype: str | None = None
+    assignment_id: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    http_status: int | None = None
+    error_category: str | None = None
+    error_message: str | None = None  # redacted
+    created_at: str | None = None  # when ingest created the task
+    downloaded_at: str | None = None
+    uploaded_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in RESULT_STATUSES:
+            raise ContractError(f"attachment_result: status {self.status!r} is not one of {', '.join(RESULT_STATUSES)}")
+        if self.attachment_url is not None:
+            object.__setattr__(self, "attachment_url", redact_url(self.attachment_url))
+        if self.error_message is not None:
+            object.__setattr__(self, "error_message", truncate(redact(self.error_message), 2000))
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), H_TASK_ID: self.task_id, H_ATTEMPT: str(self.attempt), H_TRACE_ID: self.trace_id}
+
+
+# completed: in OneLake; downloaded: cached, upload pending; retrying: a transient failure sent to
+# a retry tier; dead: dead-lettered (permanent, or attempts exhausted).
+RESULT_STATUSES = ("completed", "downloaded", "retrying", "dead")

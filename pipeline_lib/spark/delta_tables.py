@@ -35,7 +35,7 @@ def create_table(spark: SparkSession, spec: TableSpec) -> None:
     log.info("created Delta table %s at %s", spec.name, spec.path)
 
 
-def _require_table(spark: SparkSession, spec: TableSpec) -> DeltaTable:
+def require_table(spark: SparkSession, spec: TableSpec) -> DeltaTable:
     if not DeltaTable.isDeltaTable(spark, spec.path):
         # A write must never create (or, worse, overwrite) a table as a side effect of a failure.
         raise RuntimeError(
@@ -68,7 +68,7 @@ def append_once(df: DataFrame, spec: TableSpec, app_id: str, batch_id: int) -> N
 
     `app_id` must be unique per streaming checkpoint: a new checkpoint restarts batch ids at 0.
     """
-    _require_table(df.sparkSession, spec)
+    require_table(df.sparkSession, spec)
     (df.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(spec.path))
 
 
@@ -84,5 +84,5 @@ def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str:
 
 def existing_keys(spark: SparkSession, spec: TableSpec, dates: list[str], date_column: str) -> DataFrame:
     """Keys already in the table, read only from the partitions named by `dates`."""
-    table = _require_table(spark, spec).toDF()
+    table = require_table(spark, spec).toDF()
     return table.filter(table[date_column].isin(dates)).select(*spec.keys)

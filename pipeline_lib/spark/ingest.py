@@ -39,9 +39,9 @@ from pipeline_lib.spark.delta_tables import (
     drop_duplicate_keys,
     existing_keys,
 )
-from pipeline_lib.spark.kafka_io import read_topics
+from pipeline_lib.spark.kafka_io import kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener
-from pipeline_lib.spark.schemas import EVENTS_SCHEMA, KAFKA_HEADERS_TYPE, ROUTED_SCHEMA
+from pipeline_lib.spark.schemas import EVENTS_SCHEMA, ROUTED_SCHEMA
 from pipeline_lib.url_policy import UrlPolicy
 
 log = get_logger("ingest")
@@ -135,15 +135,6 @@ def event_rows(routed: DataFrame) -> DataFrame:
     """The xact_events rows among routed rows, typed by EVENTS_SCHEMA."""
     parsed = routed.filter(F.col("kind") == "event").select(F.from_json("value", EVENTS_SCHEMA).alias("e"))
     return parsed.select("e.*")
-
-
-def kafka_records(routed: DataFrame) -> DataFrame:
-    """Routed rows as Kafka sink rows: topic, key, value, headers."""
-    headers = F.transform(
-        F.map_entries(F.from_json("headers_json", "map<string,string>")),
-        lambda e: F.struct(e["key"].alias("key"), e["value"].cast("binary").alias("value")),
-    ).cast(KAFKA_HEADERS_TYPE)
-    return routed.select("topic", "key", "value", headers.alias("headers"))
 
 
 class IngestBatchWriter:

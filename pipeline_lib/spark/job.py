@@ -11,20 +11,30 @@ from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.delta_tables import create_table
 from pipeline_lib.spark.ingest import events_table, run_ingest
+from pipeline_lib.spark.results import attachments_table, maintain_tables, run_results
 from pipeline_lib.spark.session import session_for
 
 log = get_logger("job")
 
 JobStarter = Callable[..., StreamingQuery]
-JOBS: dict[str, JobStarter] = {"ingest": run_ingest}
+JOBS: dict[str, JobStarter] = {"ingest": run_ingest, "results": run_results}
 
 
 def create_tables(settings: Settings, spark: SparkSession | None = None) -> None:
     """Create every Delta table of the pipeline that does not exist yet."""
     spark = spark or session_for(settings)
-    for spec in (events_table(settings),):
+    for spec in table_specs(settings):
         create_table(spark, spec)
         log.info("table %s ready at %s", spec.name, spec.path)
+
+
+def table_specs(settings: Settings) -> list:
+    return [events_table(settings), attachments_table(settings)]
+
+
+def maintain(settings: Settings, retain_hours: int) -> None:
+    """OPTIMIZE and VACUUM every pipeline table."""
+    maintain_tables(session_for(settings), table_specs(settings), retain_hours)
 
 
 def run_streaming_job(

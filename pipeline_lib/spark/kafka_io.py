@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
 from pipeline_lib.kafka_options import java_client_options
+from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
 
 
 def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> DataFrame:
@@ -23,3 +25,12 @@ def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> D
     if kafka.min_partitions:
         reader = reader.option("minPartitions", str(kafka.min_partitions))
     return reader.load()
+
+
+def kafka_records(routed: DataFrame) -> DataFrame:
+    """Routed rows as Kafka sink rows: topic, key, value, headers."""
+    headers = F.transform(
+        F.map_entries(F.from_json("headers_json", "map<string,string>")),
+        lambda e: F.struct(e["key"].alias("key"), e["value"].cast("binary").alias("value")),
+    ).cast(KAFKA_HEADERS_TYPE)
+    return routed.select("topic", "key", "value", headers.alias("headers"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -48,5 +50,19 @@ ROUTED_SCHEMA = StructType(
         StructField("headers_json", StringType(), True),
     ]
 )
+
+
+def message_schema(cls: type) -> StructType:
+    """The Spark schema of a contracts.Message body, from its dataclass fields (for from_json)."""
+    kinds = {"str": StringType(), "int": LongType()}
+    out = []
+    for f in fields(cls):
+        annotation = str(f.type)
+        base = annotation.split("|")[0].strip()
+        if base not in kinds:
+            raise TypeError(f"{cls.__name__}.{f.name}: no Spark type for {annotation!r}")
+        out.append(StructField(f.name, kinds[base], nullable="None" in annotation))
+    return StructType(out)
+
 
 KAFKA_HEADERS_TYPE = ArrayType(StructType([StructField("key", StringType()), StructField("value", BinaryType())]))

@@ -11,7 +11,8 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from pipeline_lib.ids import event_id
-from pipeline_lib.spark.ingest import event_rows, kafka_records, route_events
+from pipeline_lib.spark.ingest import event_rows, route_events
+from pipeline_lib.spark.kafka_io import kafka_records
 from pipeline_lib.spark.schemas import EVENTS_SCHEMA
 
 pytestmark = pytest.mark.integration

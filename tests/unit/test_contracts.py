@@ -74,3 +74,19 @@ def test_dead_letter_redacts_at_construction_and_carries_provenance_headers():
     assert headers["xact.errors.partition"] == "2" and headers["xact.errors.offset"] == "9"
     assert headers["xact.task_id"] == "t1" and headers["xact.attempt"] == "3"
     assert DeadLetter.decode(dead.encode()) == dead
+
+
+def test_attachment_result_validates_status_and_redacts():
+    from pipeline_lib.contracts import AttachmentResult
+
+    res = AttachmentResult(
+        task_id="t1", trace_id="T", attempt=1, stage="download", status="retrying",
+        occurred_at="2026-01-01T00:00:00Z", event_date="2026-01-01",
+        attachment_url="https://h/a.pdf?X-Amz-Signature=S3CRET", error_message="503 from https://h/a.pdf?sig=S3CRET",
+    )  # fmt: skip
+    assert "S3CRET" not in res.encode()
+    assert AttachmentResult.decode(res.encode()) == res
+    assert res.headers()["xact.task_id"] == "t1" and res.headers()["xact.attempt"] == "1"
+    with pytest.raises(ContractError, match="status 'lost' is not one of completed, downloaded, retrying, dead"):
+        AttachmentResult(task_id="t", trace_id="T", attempt=0, stage="download", status="lost",
+                         occurred_at="x", event_date="y")  # fmt: skip
