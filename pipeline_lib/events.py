@@ -19,6 +19,7 @@ from pipeline_lib import ids
 from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
 from pipeline_lib.paths import destination_path
 from pipeline_lib.redaction import redact, redact_url
+from pipeline_lib.times import iso_utc
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
 
 
@@ -102,10 +103,6 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def _iso_utc(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def parse_timestamp(text: str, name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -167,7 +164,7 @@ def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise EventInvalid(f"field {name} must be a string, got {type(value).__name__}")
         text = str(value)
-        row[spec.column] = _iso_utc(parse_timestamp(text, name)) if spec.type == "timestamp" else text
+        row[spec.column] = iso_utc(parse_timestamp(text, name)) if spec.type == "timestamp" else text
     return row
 
 
@@ -186,7 +183,7 @@ def status_subtype(event_type: str) -> str:
 
 def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
     """Decide what one raw event becomes: an events row, download tasks and dead letters."""
-    now_iso = _iso_utc(now)
+    now_iso = iso_utc(now)
     payload = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     try:
         event = decode_event(raw)

@@ -86,3 +86,13 @@ def spark(kafka_broker: LocalKafka):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def run_available_now(start, spark, settings) -> None:
+    """Run a job's query with Trigger.AvailableNow to the end; fail on its exception."""
+    query = start(spark, settings, available_now=True)
+    try:
+        query.awaitTermination(300)
+        assert query.exception() is None
+    finally:
+        query.stop()

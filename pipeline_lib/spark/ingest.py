@@ -40,8 +40,9 @@ from pipeline_lib.spark.delta_tables import (
     existing_keys,
 )
 from pipeline_lib.spark.kafka_io import kafka_records, read_topics
-from pipeline_lib.spark.progress import install_progress_listener
+from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.schemas import EVENTS_SCHEMA, ROUTED_SCHEMA
+from pipeline_lib.times import iso_from_millis
 from pipeline_lib.url_policy import UrlPolicy
 
 log = get_logger("ingest")
@@ -50,15 +51,6 @@ JOB_NAME = "ingest"
 
 def events_table(settings: Settings) -> TableSpec:
     return TableSpec("xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id",), ("event_date",))
-
-
-def _iso_from_millis(ms: float | None) -> str | None:
-    # Epoch milliseconds, not a pandas timestamp: independent of the session time zone.
-    if ms is None or pd.isna(ms):
-        return None
-    return (
-        datetime.fromtimestamp(int(ms) / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
 
 
 def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
@@ -71,7 +63,7 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
             for key, value, topic, partition, offset, timestamp in zip(  # noqa: B905 - equal-length columns
                 pdf["key"], pdf["value"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp_ms"]
             ):
-                source = SourceRef(str(topic), int(partition), int(offset), _iso_from_millis(timestamp))
+                source = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(timestamp))
                 result = ingest_record(value, source, policy, now)
                 if result.event is not None:
                     event = result.event
@@ -194,8 +186,4 @@ def run_ingest(spark: SparkSession, settings: Settings, *, available_now: bool =
         .foreachBatch(IngestBatchWriter(settings))
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
-    if available_now:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds")
-    return writer.start()
+    return start_query(writer, settings, available_now)

@@ -1,12 +1,13 @@
-"""A StreamingQueryListener that logs `format_progress` once per micro-batch for each named query."""
+"""Starting a job's query, and a listener that logs `format_progress` once per micro-batch."""
 
 from __future__ import annotations
 
 import json
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQueryListener
 
+from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import format_progress
 
@@ -29,6 +30,13 @@ class ProgressListener(StreamingQueryListener):
             log.error("query %s failed: %s", event.id, event.exception)
         else:
             log.info("query %s stopped", event.id)
+
+
+def start_query(writer: DataStreamWriter, settings: Settings, available_now: bool) -> StreamingQuery:
+    """Start a job's query: drain what is there and stop (`available_now`), or every trigger interval."""
+    if available_now:
+        return writer.trigger(availableNow=True).start()
+    return writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds").start()
 
 
 _installed: set[int] = set()

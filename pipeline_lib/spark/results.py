@@ -39,8 +39,9 @@ from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.delta_tables import TableSpec, checkpoint_query_id, create_table, require_table
 from pipeline_lib.spark.kafka_io import kafka_records, read_topics
-from pipeline_lib.spark.progress import install_progress_listener
+from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.schemas import ROUTED_SCHEMA, message_schema
+from pipeline_lib.times import iso_from_millis, iso_utc
 
 log = get_logger("results")
 JOB_NAME = "results"
@@ -177,14 +178,13 @@ def merge_results(latest: DataFrame, spec: TableSpec, app_id: str | None = None,
 
 def _dead_letters(dlq_topic: str):
     def to_dead(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = iso_utc(datetime.now(timezone.utc))
         for pdf in batches:
             rows = []
             for reason, raw, topic, partition, offset, ms in zip(  # noqa: B905 - equal-length columns
                 pdf["_malformed"], pdf["_raw"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp_ms"]
             ):
-                stamp = datetime.fromtimestamp(int(ms) / 1000, timezone.utc).isoformat(timespec="milliseconds")
-                source = SourceRef(str(topic), int(partition), int(offset), stamp.replace("+00:00", "Z"))
+                source = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ms))
                 dead = DeadLetter(
                     dlq_id=ids.dlq_id("results", source.topic, str(source.partition), str(source.offset)),
                     stage="results", category="malformed", reason=str(reason), failed_at=now,
@@ -244,9 +244,7 @@ def run_results(spark: SparkSession, settings: Settings, *, available_now: bool 
     )
     writer = parsed.writeStream.queryName(JOB_NAME).foreachBatch(ResultsBatchWriter(settings))
     writer = writer.option("checkpointLocation", settings.checkpoint(JOB_NAME))
-    if available_now:
-        return writer.trigger(availableNow=True).start()
-    return writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds").start()
+    return start_query(writer, settings, available_now)
 
 
 def maintain_tables(spark: SparkSession, specs: list[TableSpec], retain_hours: int) -> None:

@@ -11,6 +11,7 @@ from pipeline_lib.ids import task_id
 from pipeline_lib.kafka_tools import consume_all, produce
 from pipeline_lib.spark.delta_tables import create_table
 from pipeline_lib.spark.ingest import IngestBatchWriter, events_table, route_events, run_ingest
+from tests.conftest import run_available_now
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +32,7 @@ def event(trace, urls, subtype="documentsReceived", data_as_string=False, **data
 
 
 def run_once(spark, settings):
-    query = run_ingest(spark, settings, available_now=True)
-    try:
-        query.awaitTermination(300)
-        assert query.exception() is None
-    finally:
-        query.stop()
+    run_available_now(run_ingest, spark, settings)
 
 
 def read_topic(settings, topic):

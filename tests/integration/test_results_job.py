@@ -9,6 +9,7 @@ import pytest
 from pipeline_lib.contracts import AttachmentResult, DeadLetter
 from pipeline_lib.kafka_tools import consume_all, produce
 from pipeline_lib.spark.results import attachments_table, maintain_tables, run_results
+from tests.conftest import run_available_now
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +22,7 @@ def result(task, attempt, status, at, **kw) -> str:
 
 
 def run_once(spark, settings):
-    query = run_results(spark, settings, available_now=True)
-    try:
-        query.awaitTermination(300)
-        assert query.exception() is None
-    finally:
-        query.stop()
+    run_available_now(run_results, spark, settings)
 
 
 def test_results_job_keeps_one_row_per_task_across_batches_and_dead_letters_bad_input(spark, kafka_settings):
