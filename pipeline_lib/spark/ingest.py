@@ -39,7 +39,7 @@ from pipeline_lib.spark.delta_tables import (
     drop_duplicate_keys,
     existing_keys,
 )
-from pipeline_lib.spark.kafka_io import kafka_records, read_topics
+from pipeline_lib.spark.kafka_io import dead_letter_row, kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.schemas import EVENTS_SCHEMA, ROUTED_SCHEMA
 from pipeline_lib.times import iso_from_millis
@@ -95,18 +95,7 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
                 for dead in result.dead:
                     # A malformed event has no trace id: keep the producer's key for the operator.
                     dlq_key = dead.trace_id or (key.decode("utf-8", "replace") if key is not None else None)
-                    rows.append(
-                        (
-                            "dlq",
-                            dead.dlq_id,
-                            dead.event_id,
-                            None,
-                            dlq_topic,
-                            dlq_key,
-                            dead.encode(),
-                            orjson.dumps(dead.headers()).decode(),
-                        )
-                    )
+                    rows.append(dead_letter_row(dead, dlq_topic, dlq_key))
             yield pd.DataFrame(rows, columns=ROUTED_SCHEMA.fieldNames())
 
     return route

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
+from pipeline_lib.contracts import DeadLetter
 from pipeline_lib.kafka_options import java_client_options
 from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
 
@@ -34,3 +36,9 @@ def kafka_records(routed: DataFrame) -> DataFrame:
         lambda e: F.struct(e["key"].alias("key"), e["value"].cast("binary").alias("value")),
     ).cast(KAFKA_HEADERS_TYPE)
     return routed.select("topic", "key", "value", headers.alias("headers"))
+
+
+def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None) -> tuple:
+    """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
+    headers = orjson.dumps(dead.headers()).decode()
+    return ("dlq", dead.dlq_id, dead.event_id, None, dlq_topic, key, dead.encode(), headers)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-import orjson
 import pandas as pd
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -38,7 +37,7 @@ from pipeline_lib.contracts import AttachmentResult, DeadLetter, SourceRef
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.delta_tables import TableSpec, checkpoint_query_id, create_table, require_table
-from pipeline_lib.spark.kafka_io import kafka_records, read_topics
+from pipeline_lib.spark.kafka_io import dead_letter_row, kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.schemas import ROUTED_SCHEMA, message_schema
 from pipeline_lib.times import iso_from_millis, iso_utc
@@ -190,18 +189,7 @@ def _dead_letters(dlq_topic: str):
                     stage="results", category="malformed", reason=str(reason), failed_at=now,
                     source=source, payload=raw,
                 )  # fmt: skip
-                rows.append(
-                    (
-                        "dlq",
-                        dead.dlq_id,
-                        None,
-                        None,
-                        dlq_topic,
-                        None,
-                        dead.encode(),
-                        orjson.dumps(dead.headers()).decode(),
-                    )
-                )
+                rows.append(dead_letter_row(dead, dlq_topic, None))
             yield pd.DataFrame(rows, columns=ROUTED_SCHEMA.fieldNames())
 
     return to_dead
