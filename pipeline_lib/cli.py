@@ -2,7 +2,7 @@
 
     xact-pipeline kafka start|stop|status|topics|reset     the local single-node broker
     xact-pipeline tables create|maintain                   create the Delta tables (never replaces one); OPTIMIZE+VACUUM
-    xact-pipeline ingest|results [--available-now]         a streaming job (one subcommand per job)
+    xact-pipeline ingest|download|results [--available-now] a streaming job (one subcommand per job)
     xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
     xact-pipeline tail xact.downloads.pending              print messages of a topic
     xact-pipeline config show                              the resolved settings (secrets never shown)
@@ -23,7 +23,7 @@ from pipeline_lib.config import ConfigError, Settings, load_settings
 from pipeline_lib.logs import get_logger, setup_logging
 
 log = get_logger("cli")
-STREAMING_JOBS = ("ingest", "results")
+STREAMING_JOBS = ("ingest", "download", "results")
 
 
 def _common() -> argparse.ArgumentParser:

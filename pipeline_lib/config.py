@@ -10,6 +10,7 @@ expected form.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -102,20 +103,65 @@ class RetrySettings(_Model):
         return len(self.delays_seconds) + 1
 
 
+class BreakerSettings(_Model):
+    failure_threshold: int = Field(default=5, ge=1)  # consecutive transient failures that open it
+    open_seconds: float = Field(default=60, gt=0)  # how long it stays open before one probe
+
+
+# Generic types a server may send for any file; they never contradict the extension.
+GENERIC_CONTENT_TYPES = (
+    "application/octet-stream",
+    "binary/octet-stream",
+    "application/x-download",
+    "application/force-download",
+    "application/download",
+)
+
+
 class DownloadSettings(_Model):
-    concurrency: int = Field(default=8, ge=1, le=256)
-    cache_dir: str = Field(min_length=1)
+    concurrency: int = Field(default=8, ge=1, le=256)  # downloads in flight per Spark task
+    cache_dir: str = Field(min_length=1)  # relative: under storage.root
     connect_timeout_seconds: float = Field(default=10, gt=0)
     read_timeout_seconds: float = Field(default=60, gt=0)
     total_timeout_seconds: float = Field(default=900, gt=0)
     max_redirects: int = Field(default=5, ge=0)
-    max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_bytes: int = Field(default=2 * 1024**3, gt=0)  # counted after Content-Encoding is decoded
+    chunk_bytes: int = Field(default=1024 * 1024, ge=4096)
+    expiry_margin_seconds: float = Field(default=60, ge=0)  # a presigned URL this close to expiry is dead
+    auth_errors_transient: bool = False  # retry 401/403 of URLs that have not expired
+    # Extension -> the content types a server may send for it. One mapping, so the two allowlists
+    # cannot disagree; the generic types above are accepted for every listed extension.
+    content_types: dict[str, tuple[str, ...]] = Field(min_length=1)
+    breaker: BreakerSettings = BreakerSettings()
+
+    @field_validator("content_types")
+    @classmethod
+    def _normalise_types(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        out = {}
+        for ext, types in value.items():
+            if not re.fullmatch(r"\.?[A-Za-z0-9]{1,10}", ext):
+                raise ValueError(f"extension {ext!r} must look like .pdf")
+            if not types or any("/" not in t for t in types):
+                raise ValueError(f"extension {ext!r} needs a list of content types like application/pdf")
+            out["." + ext.lower().lstrip(".")] = tuple(t.lower().strip() for t in types)
+        return out
 
 
 class UrlPolicySettings(_Model):
     allowed_schemes: tuple[Literal["http", "https"], ...] = ("https",)
     allowed_hosts: tuple[str, ...] = ()
-    allow_private_addresses: bool = False
+    allow_private_addresses: bool = False  # local overlay only: loopback and private ranges
+    allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the address check, e.g. 127.0.0.1/32
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR network like 127.0.0.1/32") from None
+        return value
 
 
 class OneLakeSettings(_Model):
@@ -220,6 +266,21 @@ class Settings(_Model):
 
     def table_path(self, table: Literal["events", "attachments", "dlq"]) -> str:
         return self.storage.resolve(getattr(self.storage.tables, table))
+
+    @property
+    def cache_dir(self) -> str:
+        """The download cache as an absolute path (relative cache_dir: under storage.root).
+
+        It is opened with plain file I/O by every executor, so it must be a POSIX path: a local
+        directory on one node, or a mount of shared storage on a cluster (docs/operations.md).
+        """
+        path = self.storage.resolve(self.download.cache_dir)
+        if "://" in path:
+            raise ConfigError(
+                f"download.cache_dir resolves to {path!r}, a URI; executors write the cache with file I/O, "
+                "so give an absolute mounted path (e.g. /lakehouse/default/Files/_cache or /Volumes/...)"
+            )
+        return path
 
 
 def default_conf_dir() -> Path:

@@ -9,7 +9,12 @@ Headers repeat what an operator needs without parsing the body (task id, attempt
 and for dead letters the provenance, in the spirit of Kafka Connect's error-context headers).
 
 Secrets: `DownloadTask.url` is the only field that may hold a live presigned URL, and it travels
-only on the pending and retry topics; every other message carries redacted URLs (invariant 5).
+only on the internal work topics (pending, retry tiers, and cached, whose upload may send a task
+back for a fresh download); results and dead letters carry redacted URLs (invariant 5).
+
+Retries: a message on a retry tier is the stage's own message (a DownloadTask, or a
+CachedAttachment whose task says so) with `due_at`, `retry_stage` and `return_topic` set; the
+`xact.retry.*` headers repeat them so the scheduler never parses a body.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ H_ERR_PARTITION = "xact.errors.partition"
 H_ERR_OFFSET = "xact.errors.offset"
 H_ERR_TIMESTAMP = "xact.errors.timestamp"
 H_ERR_REASON = "xact.errors.reason"
+H_RETRY_DUE_AT = "xact.retry.due_at"
+H_RETRY_STAGE = "xact.retry.stage"
+H_RETRY_TOPIC = "xact.retry.return_topic"
 
 
 class ContractError(ValueError):
@@ -128,17 +136,27 @@ class DownloadTask(Message):
     event_date: str  # YYYY-MM-DD of event_time, the partition of every table
     created_at: str
     estimate_version: str | None = None
-    attempt: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
+    attempt: int = 0  # 0 = the first try; one counter across download and upload
+    history: list[dict[str, Any]] = field(default_factory=list)  # one history_entry per failed attempt
     replay_id: str | None = None
+    first_attempt_at: str | None = None
+    # Set while the task waits on a retry tier:
+    due_at: str | None = None  # ISO 8601 UTC; never re-attempted before
+    retry_stage: str | None = None  # download | upload: the stage that retries it
+    return_topic: str | None = None  # the stage's input topic, where the scheduler puts it back
 
     def headers(self) -> dict[str, str]:
-        return {
+        out = {
             **super().headers(),
             H_TASK_ID: self.task_id,
             H_ATTEMPT: str(self.attempt),
             H_TRACE_ID: self.trace_id,
         }
+        if self.due_at:
+            out[H_RETRY_DUE_AT] = self.due_at
+            out[H_RETRY_STAGE] = str(self.retry_stage)
+            out[H_RETRY_TOPIC] = str(self.return_topic)
+        return out
 
     def redacted(self) -> dict[str, Any]:
         """The task as a dict that is safe to log or store."""
@@ -233,6 +251,47 @@ class AttachmentResult(Message):
 
     def headers(self) -> dict[str, str]:
         return {**super().headers(), H_TASK_ID: self.task_id, H_ATTEMPT: str(self.attempt), H_TRACE_ID: self.trace_id}
+
+
+@dataclass(frozen=True)
+class CachedAttachment(Message):
+    """A downloaded file waiting for upload: the body of xact.downloads.cached.
+
+    It carries everything the upload needs, so download and upload may run on different hosts
+    (invariant 4): the full task (including its live URL, in case the cache is lost and the task
+    must be downloaded again), the cache URI, size, sha256 and content type.
+    """
+
+    KIND: ClassVar[str] = "cached_attachment"
+
+    task: dict[str, Any]  # DownloadTask.to_dict()
+    cache_uri: str  # file:///... on a local disk or a shared mount
+    bytes: int
+    sha256: str
+    content_type: str | None
+    downloaded_at: str
+
+    @property
+    def download_task(self) -> DownloadTask:
+        return DownloadTask.decode(self.task)
+
+    def headers(self) -> dict[str, str]:
+        task = self.download_task
+        return {**task.headers(), H_SCHEMA: f"{self.KIND}/{SCHEMA_VERSION}"}
+
+
+def history_entry(
+    at: str, stage: str, attempt: int, category: str, http_status: int | None, message: str
+) -> dict[str, Any]:
+    """One failed attempt in a task's history (the message is redacted)."""
+    return {
+        "at": at,
+        "stage": stage,
+        "attempt": attempt,
+        "category": category,
+        "http_status": http_status,
+        "message": truncate(redact(message), 500),
+    }
 
 
 # completed: in OneLake; downloaded: cached, upload pending; retrying: a transient failure sent to

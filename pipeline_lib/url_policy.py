@@ -28,6 +28,7 @@ class UrlPolicy:
     allowed_schemes: frozenset[str] = frozenset({"https"})
     allowed_hosts: tuple[str, ...] = ()  # "files.example.com" exact, ".example.com" suffix; () = any
     allow_private_addresses: bool = False
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: UrlPolicySettings) -> UrlPolicy:
@@ -35,6 +36,7 @@ class UrlPolicy:
             frozenset(settings.allowed_schemes),
             tuple(h.lower() for h in settings.allowed_hosts),
             settings.allow_private_addresses,
+            tuple(ipaddress.ip_network(n) for n in settings.allowed_networks),
         )
 
     def host_allowed(self, host: str) -> bool:
@@ -84,6 +86,8 @@ class UrlPolicy:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             raise UrlRefused("address", f"address {ip} is an IPv4-mapped IPv6 address")
+        if any(ip in network for network in self.allowed_networks):
+            return
         # The local exemption covers loopback and private ranges, never link-local (cloud metadata).
         if self.allow_private_addresses and not ip.is_link_local and (ip.is_private or ip.is_loopback):
             return
@@ -91,7 +95,7 @@ class UrlPolicy:
             raise UrlRefused(
                 "address",
                 f"address {ip} is private, loopback, link-local, multicast or reserved "
-                "(url_policy.allow_private_addresses is false)",
+                "(only url_policy.allowed_networks or, locally, allow_private_addresses exempt one)",
             )
 
     def resolve(

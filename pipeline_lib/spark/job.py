@@ -10,6 +10,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.delta_tables import create_table
+from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.ingest import events_table, run_ingest
 from pipeline_lib.spark.results import attachments_table, maintain_tables, run_results
 from pipeline_lib.spark.session import session_for
@@ -17,7 +18,7 @@ from pipeline_lib.spark.session import session_for
 log = get_logger("job")
 
 JobStarter = Callable[..., StreamingQuery]
-JOBS: dict[str, JobStarter] = {"ingest": run_ingest, "results": run_results}
+JOBS: dict[str, JobStarter] = {"ingest": run_ingest, "download": run_download, "results": run_results}
 
 
 def create_tables(settings: Settings, spark: SparkSession | None = None) -> None:

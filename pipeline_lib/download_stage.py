@@ -1,0 +1,113 @@
+"""The download stage's work on one batch of pending records, without Spark: decode each task,
+download up to `download.concurrency` at a time, and route every outcome (routing.py).
+
+The Spark job calls `DownloadStage.for_settings(settings).process(records)` inside mapInPandas;
+tests and the benchmark call it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pipeline_lib.config import Settings
+from pipeline_lib.contracts import ContractError, DownloadTask, SourceRef
+from pipeline_lib.download import Downloader, DownloadOutcome
+from pipeline_lib.retry_policy import RetryPolicy
+from pipeline_lib.routing import OutMessage, Topics, malformed_input, result_message, route_failure
+
+STAGE = "download"
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """One Kafka record of the pending topic."""
+
+    key: str | None
+    value: bytes | str | None
+    source: SourceRef
+
+
+@dataclass(frozen=True)
+class Routed:
+    messages: list[OutMessage]
+    outcome: DownloadOutcome | None = None  # None for an unreadable record
+
+
+class DownloadStage:
+    def __init__(self, settings: Settings, downloader: Downloader | None = None) -> None:
+        self.downloader = downloader or Downloader.from_settings(settings)
+        self.retry_policy = RetryPolicy.from_settings(settings)
+        self.topics = Topics.from_settings(settings)
+        self.cached_topic = settings.topics.cached.name
+        self.concurrency = settings.download.concurrency
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="download")
+
+    _instances: dict[str, DownloadStage] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> DownloadStage:
+        """One stage per settings per process: HTTP pools, threads and circuit breakers outlive a
+        micro-batch (PySpark reuses its Python workers)."""
+        key = settings.model_dump_json()
+        with cls._lock:
+            stage = cls._instances.get(key)
+            if stage is None:
+                stage = cls._instances[key] = cls(settings)
+            return stage
+
+    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
+        """Route every record, downloading up to `concurrency` at once; yields in input order."""
+        now = datetime.now(timezone.utc)
+        decoded: list[tuple[PendingRecord, DownloadTask | Routed]] = []
+        for record in records:
+            decoded.append((record, self._decode(record, now)))
+        tasks = [item for _, item in decoded if isinstance(item, DownloadTask)]
+        outcomes = iter(self._pool.map(self.downloader.download, tasks))
+        for record, item in decoded:
+            if isinstance(item, Routed):
+                yield item
+            else:
+                yield self.route(next(outcomes), record.source)
+
+    def _decode(self, record: PendingRecord, now: datetime) -> DownloadTask | Routed:
+        raw = record.value
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
+        try:
+            return DownloadTask.decode(raw if raw is not None else b"")
+        except ContractError as exc:
+            reason = f"not a readable download task: {exc}"
+            return Routed([malformed_input(STAGE, reason, text, record.source, record.key, now, self.topics.dlq)])
+
+    def route(self, outcome: DownloadOutcome, source: SourceRef | None) -> Routed:
+        task, at = outcome.task, outcome.finished_at
+        if outcome.cached is not None:
+            cached = outcome.cached
+            result = result_message(
+                task, STAGE, "downloaded", at,
+                bytes=cached.bytes, sha256=cached.sha256, content_type=cached.content_type,
+                downloaded_at=cached.downloaded_at,
+            )  # fmt: skip
+            return Routed(
+                [
+                    OutMessage("cached", self.cached_topic, task.trace_id, cached),
+                    OutMessage("result", self.topics.results, task.trace_id, result),
+                ],
+                outcome,
+            )
+        assert outcome.failure is not None
+        failed, result_msg = route_failure(
+            task,
+            outcome.failure,
+            stage=STAGE,
+            source=source,
+            at=at,
+            policy=self.retry_policy,
+            topics=self.topics,
+            return_topic=self.topics.pending,
+        )
+        return Routed([failed, result_msg], outcome)

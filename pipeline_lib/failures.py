@@ -1,0 +1,88 @@
+"""How a failed download or upload is classified: the one table the stages route by.
+
+| category        | transient | what                                                                |
+| --------------- | --------- | ------------------------------------------------------------------- |
+| timeout         | yes       | connect or read timeout, or the total deadline passed               |
+| connection      | yes       | refused, reset (also mid-body), DNS lookup failed                   |
+| truncated       | yes       | the body ended before its Content-Length                            |
+| http_transient  | yes       | 408, 425, 429 and every 5xx; Retry-After is a minimum delay         |
+| circuit_open    | yes       | the host's circuit breaker is open: no request was made             |
+| disk_full       | yes       | the local cache has no space left                                   |
+| auth            | no (1)    | 401, 403                                                            |
+| http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/3xx          |
+| expired         | no        | the presigned URL has expired (or will within the margin): no request |
+| policy          | no        | the URL policy refused the URL or a redirect hop (scheme, host,     |
+|                 |           | address, credentials), or there were too many redirects             |
+| too_large       | no        | Content-Length or the bytes counted exceed download.max_bytes       |
+| content_type    | no        | the extension is not allowed, or the content type contradicts it    |
+
+(1) transient when download.auth_errors_transient is true and the URL has not expired.
+
+A transient failure goes to the next retry tier while attempts remain; everything else, and a
+transient failure with no attempt left (category kept, status `dead`), goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+from pipeline_lib.redaction import redact, truncate
+
+TRANSIENT_CATEGORIES = frozenset({"timeout", "connection", "truncated", "http_transient", "circuit_open", "disk_full"})
+PERMANENT_CATEGORIES = frozenset({"auth", "http_permanent", "expired", "policy", "too_large", "content_type"})
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+AUTH_STATUSES = frozenset({401, 403})
+# Failures that say something about the host's health (for its circuit breaker).
+HOST_HEALTH_CATEGORIES = frozenset({"timeout", "connection", "truncated", "http_transient"})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt: its category, whether to retry it, and what a human needs to know."""
+
+    category: str
+    transient: bool
+    message: str  # redacted
+    http_status: int | None = None
+    retry_after_seconds: float | None = None  # the server's minimum delay (Retry-After)
+
+    def __post_init__(self) -> None:
+        if self.category not in TRANSIENT_CATEGORIES | PERMANENT_CATEGORIES:
+            raise ValueError(f"unknown failure category {self.category!r}")
+        object.__setattr__(self, "message", truncate(redact(self.message), 1000))
+
+
+def failure(category: str, message: str, http_status: int | None = None) -> Failure:
+    """A Failure whose transient flag follows the table."""
+    return Failure(category, category in TRANSIENT_CATEGORIES, message, http_status)
+
+
+def classify_status(
+    status: int, *, retry_after: str | None = None, auth_transient: bool = False, now: datetime | None = None
+) -> Failure:
+    """The Failure for an HTTP error status (anything but 2xx)."""
+    if status in TRANSIENT_STATUSES or 500 <= status <= 599:
+        delay = parse_retry_after(retry_after, now) if retry_after else None
+        return Failure("http_transient", True, f"HTTP {status} from the source", status, delay)
+    if status in AUTH_STATUSES:
+        why = "retried: download.auth_errors_transient is true" if auth_transient else "the link may be revoked"
+        return Failure("auth", auth_transient, f"HTTP {status}: access denied ({why})", status)
+    if 400 <= status <= 499:
+        return Failure("http_permanent", False, f"HTTP {status} from the source", status)
+    return Failure("http_permanent", False, f"unexpected HTTP {status} (not a success or an error)", status)
+
+
+def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())

@@ -1,0 +1,46 @@
+"""Where a failed attempt goes next: the retry tiers from config (retry.delays_seconds).
+
+Attempts are numbered from 0 (the first try). When attempt n fails transiently and attempts
+remain, the task goes to tier n (topic `<pending>.retry.<delay n>`), due `delays[n]` seconds after
+the failure, or later when the server's Retry-After asks for more. After the last tier there is
+no attempt left: the task is dead-lettered as `exhausted`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pipeline_lib.config import Settings
+
+
+@dataclass(frozen=True)
+class RetryStep:
+    topic: str
+    delay_seconds: float
+    due_at: datetime
+    next_attempt: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    delays_seconds: tuple[int, ...]
+    topics: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.retry.delays_seconds, settings.retry_topics)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.delays_seconds) + 1
+
+    def next_step(self, attempt: int, failed_at: datetime, retry_after: float | None = None) -> RetryStep | None:
+        """The retry of a transient failure of `attempt`, or None when no attempt is left."""
+        if attempt + 1 >= self.max_attempts:
+            return None
+        tier = max(attempt, 0)
+        delay = float(self.delays_seconds[tier])
+        if retry_after is not None and retry_after > delay:
+            delay = retry_after  # the server's minimum wins; the tier's topic stays the same
+        return RetryStep(self.topics[tier], delay, failed_at + timedelta(seconds=delay), attempt + 1)

@@ -1,0 +1,92 @@
+"""The download job against the real broker and Spark, with a real HTTP source on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from pipeline_lib.contracts import AttachmentResult, CachedAttachment, DeadLetter, DownloadTask
+from pipeline_lib.kafka_tools import consume_all, produce
+from pipeline_lib.sample_server import SampleFileServer, sample_sha256
+from pipeline_lib.samples import presigned
+from pipeline_lib.spark.download import run_download
+from tests.factories import make_task
+
+pytestmark = pytest.mark.integration
+
+
+def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_sink(spark, kafka_broker, make_settings):
+    settings = make_settings(
+        kafka_broker.bootstrap,
+        download__concurrency=4,
+        download__read_timeout_seconds=2,
+        url_policy__allow_private_addresses=False,
+        url_policy__allowed_networks=["127.0.0.1/32"],
+    )
+    kafka_broker.create_topics(settings.topic_partitions())
+    with SampleFileServer() as server:
+        old = datetime.now(timezone.utc) - timedelta(hours=3)
+        tasks = {
+            "ok": make_task(server.url("ok.pdf", 200_000), "ok.pdf"),
+            "docx": make_task(
+                server.url("memo.docx", 3000, mode="redirect", hops=2, type="application/octet-stream"), "memo.docx"
+            ),
+            "busy": make_task(server.url("busy.pdf", mode="status", status=429, retry_after=30), "busy.pdf"),
+            "gone": make_task(server.url("gone.pdf", mode="status", status=404), "gone.pdf"),
+            "expired": make_task(presigned(server.url("old.pdf"), old, 3600), "old.pdf"),
+            "last": make_task(server.url("last.pdf", mode="status", status=503), "last.pdf", attempt=4),
+        }
+        records = [(t.trace_id, t.encode()) for t in tasks.values()] + [("junk", "{not a task")]
+        produce(settings, settings.topics.pending.name, records)
+        query = run_download(spark, settings, available_now=True)
+        try:
+            query.awaitTermination(300)
+            assert query.exception() is None
+            progress = next(p for p in query.recentProgress if p["numInputRows"])
+            metrics = progress["observedMetrics"]["download"]
+            metrics = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
+        finally:
+            query.stop()
+        assert server.requests_for("old.pdf") == 0
+
+    def read(topic):
+        return [v for _, v, _ in consume_all(settings, topic)]
+
+    cached = {
+        CachedAttachment.decode(v).download_task.task_id: CachedAttachment.decode(v)
+        for v in read(settings.topics.cached.name)
+    }
+    assert set(cached) == {tasks["ok"].task_id, tasks["docx"].task_id}
+    ok = cached[tasks["ok"].task_id]
+    assert (ok.bytes, ok.sha256) == (200_000, sample_sha256("ok.pdf", 200_000))
+    cache_file = Path(urlsplit(ok.cache_uri).path)
+    assert cache_file.is_relative_to(settings.cache_dir)
+    assert hashlib.sha256(cache_file.read_bytes()).hexdigest() == ok.sha256
+
+    retry_topic = settings.retry_topics[0]
+    (retry,) = [DownloadTask.decode(v) for v in read(retry_topic)]
+    assert retry.task_id == tasks["busy"].task_id and retry.attempt == 1
+    waited = datetime.fromisoformat(retry.due_at.replace("Z", "+00:00")) - datetime.fromisoformat(
+        retry.history[0]["at"].replace("Z", "+00:00")
+    )
+    assert waited.total_seconds() == pytest.approx(30, abs=0.01)  # Retry-After 30 s beats the 1 s tier
+
+    dead = {d.task_id: d for d in (DeadLetter.decode(v) for v in read(settings.topics.dlq.name))}
+    assert {d.category for d in dead.values()} == {"http_permanent", "expired", "exhausted", "malformed"}
+    assert dead[tasks["expired"].task_id].reason.startswith("expired:")
+    assert dead[tasks["last"].task_id].attempts == 5
+    (junk,) = [d for d in dead.values() if d.category == "malformed"]
+    assert junk.source.topic == settings.topics.pending.name and junk.payload == "{not a task"
+    assert all(b"X-Amz-Signature=0123" not in v for v in read(settings.topics.dlq.name))
+
+    results = [AttachmentResult.decode(v) for v in read(settings.topics.results.name)]
+    assert sorted(r.status for r in results) == ["dead", "dead", "dead", "downloaded", "downloaded", "retrying"]
+
+    assert {k: metrics[k] for k in ("cached", "retry", "dead", "malformed", "breaker_openings")} == {
+        "cached": 2, "retry": 1, "dead": 3, "malformed": 1, "breaker_openings": 0,
+    }  # fmt: skip
+    assert metrics["bytes"] == 203_000 and metrics["worker_peak_rss_bytes"] > 0

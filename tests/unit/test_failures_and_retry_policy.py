@@ -1,0 +1,69 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pipeline_lib.failures import (
+    PERMANENT_CATEGORIES,
+    TRANSIENT_CATEGORIES,
+    classify_status,
+    failure,
+    parse_retry_after,
+)
+from pipeline_lib.retry_policy import RetryPolicy
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 599])
+def test_transient_statuses(status):
+    f = classify_status(status)
+    assert (f.category, f.transient, f.http_status) == ("http_transient", True, status)
+
+
+@pytest.mark.parametrize("status", [400, 404, 410, 422, 418, 451, 204, 304])
+def test_permanent_statuses(status):
+    f = classify_status(status)
+    assert (f.category, f.transient) == ("http_permanent", False)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_are_permanent_unless_config_says_otherwise(status):
+    assert classify_status(status).transient is False
+    assert classify_status(status, auth_transient=True).transient is True
+    assert classify_status(status).category == "auth"
+
+
+def test_retry_after_seconds_and_http_date():
+    assert classify_status(429, retry_after="120").retry_after_seconds == 120
+    date = "Fri, 27 Nov 2026 12:05:00 GMT"
+    assert parse_retry_after(date, NOW) == 300
+    assert parse_retry_after("soon", NOW) is None
+
+
+def test_the_table_has_no_overlap_and_failure_follows_it():
+    assert not TRANSIENT_CATEGORIES & PERMANENT_CATEGORIES
+    assert failure("disk_full", "x").transient and not failure("expired", "x").transient
+    with pytest.raises(ValueError, match="unknown failure category"):
+        failure("oops", "x")
+
+
+def test_failure_messages_are_redacted():
+    f = failure("connection", "could not reach https://h/a.pdf?X-Amz-Signature=SECRET&X-Amz-Expires=60")
+    assert "SECRET" not in f.message and "X-Amz-Expires=60" in f.message
+
+
+POLICY = RetryPolicy((300, 600, 1200, 2400), ("p.retry.5m", "p.retry.10m", "p.retry.20m", "p.retry.40m"))
+
+
+def test_each_attempt_goes_to_its_tier_and_the_last_has_none():
+    steps = [POLICY.next_step(a, NOW) for a in range(5)]
+    assert [(s.topic, s.delay_seconds, s.next_attempt) for s in steps[:4]] == [
+        ("p.retry.5m", 300, 1), ("p.retry.10m", 600, 2), ("p.retry.20m", 1200, 3), ("p.retry.40m", 2400, 4),
+    ]  # fmt: skip
+    assert steps[0].due_at == NOW + timedelta(seconds=300)
+    assert steps[4] is None and POLICY.max_attempts == 5
+
+
+def test_retry_after_is_a_minimum_delay_only():
+    assert POLICY.next_step(0, NOW, retry_after=900).delay_seconds == 900
+    assert POLICY.next_step(0, NOW, retry_after=10).delay_seconds == 300
