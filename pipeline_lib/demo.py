@@ -1,9 +1,10 @@
 """`xact-pipeline demo`: the stages that exist so far, end to end, on embedded defaults.
 
 Starts the local broker (if not running) and a sample file server, produces sample events (plus a
-few bad ones), runs each stage until it has processed them, then prints counts per outcome and
-where the files and tables are. Each run uses fresh trace ids, so its summary counts only its own
-records; tables and topics accumulate across runs (`make clean` removes the local tables).
+few bad ones and one whose attachments fail), runs ingest, download and results until each has
+processed them, then prints counts per outcome and where the files and tables are. Each run uses
+fresh trace ids, so its summary counts only its own records; tables and topics accumulate across
+runs (`make clean` removes the local tables).
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ def _bad_events(prefix: str, base_url: str) -> list[tuple[str | None, str]]:
     data = hostile["data"] if isinstance(hostile["data"], dict) else json.loads(hostile["data"])
     data["attachments"] = data["attachments"] + ["ftp://files.example.com/a.pdf"]
     hostile["data"] = data
+    failing = sample_event(998, base_url, trace_prefix=prefix, attachments=0)
+    failing["data"] = {
+        **(failing["data"] if isinstance(failing["data"], dict) else json.loads(failing["data"])),
+        "attachments": [
+            f"{base_url}/files/998/missing.pdf?mode=status&status=404",  # permanent: dead-lettered
+            f"{base_url}/files/998/busy.pdf?mode=status&status=503",  # transient: first retry tier
+        ],
+    }
     return [
+        (failing["traceId"], json.dumps(failing)),
         (f"{prefix}-bad-1", "this is not JSON"),
         (
             f"{prefix}-bad-2",
@@ -57,21 +67,28 @@ def run_demo(settings: Settings) -> int:
         produce(settings, settings.topics.events_raw.name, records)
         print(
             f"[3/4] produced {len(records)} events to {settings.topics.events_raw.name} "
-            f"({GOOD_EVENTS} good, 1 duplicate, {len(records) - GOOD_EVENTS - 1} bad); trace ids {prefix}-*"
+            f"({GOOD_EVENTS} good, 1 duplicate, 1 with failing attachments, {len(records) - GOOD_EVENTS - 2} bad); "
+            f"trace ids {prefix}-*"
         )
 
+        from pipeline_lib.spark.download import run_download
         from pipeline_lib.spark.ingest import run_ingest
         from pipeline_lib.spark.job import flush_listener_events
+        from pipeline_lib.spark.results import run_results
         from pipeline_lib.spark.session import session_for
 
         spark = session_for(settings)
-        print("[4/4] running ingest until it has consumed everything produced")
-        run_ingest(spark, settings, available_now=True).awaitTermination()
+        for name, start in (("ingest", run_ingest), ("download", run_download), ("results", run_results)):
+            print(f"[4/4] running {name} until it has consumed everything produced")
+            start(spark, settings, available_now=True).awaitTermination()
 
         events = spark.read.format("delta").load(settings.table_path("events"))
         mine = events.filter(events.trace_id.startswith(prefix))
         event_rows = mine.count()
         with_attachments = mine.filter("attachment_count > 0").count()
+        inventory = spark.read.format("delta").load(settings.table_path("attachments"))
+        mine_rows = inventory.filter(inventory.trace_id.startswith(prefix))
+        statuses: dict[str, int] = {r["status"]: r["count"] for r in mine_rows.groupBy("status").count().collect()}
         # Stop Spark before the broker: its cached Kafka producers would otherwise keep reconnecting.
         flush_listener_events(spark)
         spark.stop()
@@ -86,19 +103,34 @@ def run_demo(settings: Settings) -> int:
         for k, v, _ in consume_all(settings, settings.topics.dlq.name, idle_timeout=3)
         if prefix in (v or b"").decode("utf-8", "replace") or (k or "").startswith(prefix)
     ]
+    cached = sum(
+        1
+        for k, _, _ in consume_all(settings, settings.topics.cached.name, idle_timeout=3)
+        if (k or "").startswith(prefix)
+    )
+    retrying = sum(
+        1 for k, _, _ in consume_all(settings, settings.retry_topics[0], idle_timeout=3) if (k or "").startswith(prefix)
+    )
 
     print("\nSummary")
     print(f"  xact_events rows            {event_rows:5d}  ({with_attachments} with attachments)")
     print(f"  download tasks (pending)    {pending:5d}  on {settings.topics.pending.name}")
-    print(f"  dead letters (ingest)       {len(dead):5d}  on {settings.topics.dlq.name}")
-    for d in dead:
-        print(f"    - [{d.get('category')}] {d.get('reason')}")
+    print(f"  downloaded to the cache     {cached:5d}  on {settings.topics.cached.name}, files in {settings.cache_dir}")
+    print(f"  waiting for a retry         {retrying:5d}  on {settings.retry_topics[0]}")
+    for stage in ("ingest", "download"):
+        mine_dead = [d for d in dead if d.get("stage") == stage]
+        print(f"  dead letters ({stage + ')':9s}     {len(mine_dead):5d}  on {settings.topics.dlq.name}")
+        for d in mine_dead:
+            print(f"    - [{d.get('category')}] {d.get('reason')}")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
+    print(f"  xact_attachments rows       {sum(statuses.values()):5d}  ({summary})")
     print("\nWhere things are")
     print(f"  xact_events table   {settings.table_path('events')}")
+    print(f"  xact_attachments    {settings.table_path('attachments')}")
     print(f"  checkpoints         {settings.storage.resolve(settings.storage.checkpoint_root)}")
     print(f"  broker log          {broker.log_file}")
     print("  inspect a topic     xact-pipeline tail xact.downloads.pending")
-    print("  (download, upload, retry and results stages are not built yet; see the open issues)")
+    print("  (upload, the retry scheduler and the DLQ table are not built yet; see the open issues)")
     if we_started_broker:
         broker.stop()
         print("  broker stopped (start it with `xact-pipeline kafka start` to keep it running)")

@@ -23,9 +23,12 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urljoin
 
 import requests
@@ -36,7 +39,7 @@ from pipeline_lib.config import DownloadSettings, Settings
 from pipeline_lib.content_policy import ContentPolicy, ContentRefused
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
 from pipeline_lib.failures import HOST_HEALTH_CATEGORIES, Failure, classify_status, failure
-from pipeline_lib.http_fetch import Resolver, guarded_session
+from pipeline_lib.http_fetch import Resolver, guarded_session, send_get
 from pipeline_lib.presigned import expiry_problem
 from pipeline_lib.times import iso_utc
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
@@ -85,7 +88,7 @@ class Downloader:
         self.settings = settings
         self.url_policy = url_policy
         self.content_policy = ContentPolicy.from_settings(settings)
-        self.cache_dir = cache_dir
+        self.cache_dir = os.path.abspath(cache_dir)
         self.breakers = breakers or shared_registry(
             "download", settings.breaker.failure_threshold, settings.breaker.open_seconds
         )
@@ -161,12 +164,7 @@ class Downloader:
                 if hop:
                     self._check_hop(url)
                 self._check_deadline(deadline)
-                response = self._session().get(
-                    url,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(s.connect_timeout_seconds, s.read_timeout_seconds),
-                )
+                response = send_get(self._session(), url, (s.connect_timeout_seconds, s.read_timeout_seconds))
                 if not (response.is_redirect and response.headers.get("location")):
                     break
                 url = urljoin(url, response.headers["location"])
@@ -199,13 +197,29 @@ class Downloader:
             raise _Stop(failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")) from None
         except requests.exceptions.ConnectionError as exc:
             raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise _Stop(failure("disk_full", f"the download cache {self.cache_dir} is full: {exc}")) from None
+        except OSError as exc:  # socket-level errors urllib3 did not wrap
             raise _Stop(failure("connection", f"I/O error: {_short(exc)}")) from None
         finally:
             if response is not None:
                 response.close()
+
+    def _open_temp(self, temp: Path) -> BinaryIO:
+        with self._cache_errors():
+            try:
+                return open(temp, "wb")  # noqa: SIM115 - closed by _store
+            except FileNotFoundError:  # first file of this folder, or the cache was cleaned up
+                temp.parent.mkdir(parents=True, exist_ok=True)
+                return open(temp, "wb")  # noqa: SIM115
+
+    @contextmanager
+    def _cache_errors(self) -> Iterator[None]:
+        """Local cache I/O errors are transient and say nothing about the source host."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _Stop(failure("disk_full", f"the download cache {self.cache_dir} is full: {exc}")) from None
+            raise _Stop(failure("cache_io", f"cannot write the download cache {self.cache_dir}: {exc}")) from None
 
     def _check_hop(self, url: str) -> None:
         self.url_policy.check_url(url)
@@ -227,39 +241,40 @@ class Downloader:
             raise _Stop(failure("content_type", str(exc))) from None
 
         final = cache_path(self.cache_dir, task.task_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}.part")
         digest = hashlib.sha256()
         count = 0
         raw = response.raw
+        out = self._open_temp(temp)
         try:
-            with open(temp, "wb") as out:
-                while True:
-                    # read1: whatever has arrived (up to a chunk), so a slow drip still reaches the
-                    # deadline check; decoded, so max_bytes counts what Content-Encoding expands to.
-                    chunk = raw.read1(s.chunk_bytes, decode_content=True)
-                    if not chunk:
-                        break
-                    count += len(chunk)
-                    if count > s.max_bytes:
-                        raise _Stop(
-                            failure(
-                                "too_large", f"the body exceeds download.max_bytes ({s.max_bytes}) after {count} bytes"
-                            )
-                        )
-                    digest.update(chunk)
+            while True:
+                # read1: whatever has arrived (up to a chunk), so a slow drip still reaches the
+                # deadline check; decoded, so max_bytes counts what Content-Encoding expands to.
+                chunk = raw.read1(s.chunk_bytes, decode_content=True)
+                if not chunk:
+                    break
+                count += len(chunk)
+                if count > s.max_bytes:
+                    message = f"the body exceeds download.max_bytes ({s.max_bytes}) after {count} bytes"
+                    raise _Stop(failure("too_large", message))
+                digest.update(chunk)
+                with self._cache_errors():
                     out.write(chunk)
-                    self._check_deadline(deadline)
+                self._check_deadline(deadline)
+            with self._cache_errors():
+                out.close()
             encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
             if declared and declared.isdigit() and not encoded and count != int(declared):
                 raise _Stop(failure("truncated", f"got {count} bytes of the {declared} announced"))
-            os.replace(temp, final)
+            with self._cache_errors():
+                os.replace(temp, final)
         finally:
+            out.close()
             if temp.exists():
                 temp.unlink()
         return CachedAttachment(
             task=task.to_dict(),
-            cache_uri=final.resolve().as_uri(),
+            cache_uri=final.as_uri(),  # cache_dir is absolute (Settings.cache_dir)
             bytes=count,
             sha256=digest.hexdigest(),
             content_type=(content_type or None),

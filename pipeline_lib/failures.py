@@ -8,6 +8,7 @@
 | http_transient  | yes       | 408, 425, 429 and every 5xx; Retry-After is a minimum delay         |
 | circuit_open    | yes       | the host's circuit breaker is open: no request was made             |
 | disk_full       | yes       | the local cache has no space left                                   |
+| cache_io        | yes       | the local cache could not be written (permissions, a lost mount)    |
 | auth            | no (1)    | 401, 403                                                            |
 | http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/3xx          |
 | expired         | no        | the presigned URL has expired (or will within the margin): no request |

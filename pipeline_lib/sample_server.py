@@ -202,3 +202,19 @@ class SampleFileServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Serve on loopback until killed; prints the base URL (benchmarks run it in its own process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="sample attachment server with fault modes (loopback)")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    server = SampleFileServer(port=args.port)
+    print(server.base_url, flush=True)
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -30,10 +30,15 @@ def test_demo_runs_end_to_end_and_prints_a_summary(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     summary = out.stdout
-    # 12 good events (indexes 0..11 carry 0..3 attachments), 1 duplicate, 3 bad ones.
-    assert re.search(r"xact_events rows\s+13\b", summary), summary
-    assert re.search(r"download tasks \(pending\)\s+19\b", summary), summary
+    # 12 good events (indexes 0..11 carry 0..3 attachments), 1 duplicate, 1 event whose two
+    # attachments fail (404, 503), 3 bad ones (one of them hostile, with one good URL).
+    assert re.search(r"xact_events rows\s+14\b", summary), summary
+    assert re.search(r"download tasks \(pending\)\s+21\b", summary), summary
     assert re.search(r"dead letters \(ingest\)\s+3\b", summary), summary
+    assert re.search(r"downloaded to the cache\s+19\b", summary), summary
+    assert re.search(r"waiting for a retry\s+1\b", summary), summary
+    assert re.search(r"dead letters \(download\)\s+1\b", summary), summary
+    assert re.search(r"xact_attachments rows\s+21\s+\(1 dead, 19 downloaded, 1 retrying\)", summary), summary
     assert "broker stopped" in summary
     assert "X-Amz-Signature=0123" not in summary + out.stderr
     assert (tmp_path / "var" / "tables" / "xact_events" / "_delta_log").is_dir()

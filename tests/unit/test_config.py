@@ -177,3 +177,18 @@ def test_secret_error_never_contains_a_value(monkeypatch):
     with pytest.raises(ConfigError) as err:
         secret_from_env("SOME_SECRET", purpose="test", key="x.y")
     assert "SOME_SECRET" in str(err.value) and "x.y" in str(err.value)
+
+
+def test_cache_dir_resolves_under_the_storage_root_and_a_uri_is_refused(tmp_path):
+    settings = load_settings("local", overrides={"storage": {"root": str(tmp_path)}})
+    assert settings.cache_dir == f"{tmp_path}/cache"
+    on_lake = load_settings(
+        "local", overrides={"storage": {"root": "abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse"}}
+    )
+    with pytest.raises(ConfigError, match=r"download.cache_dir resolves to .*abfss.* give an absolute mounted path"):
+        _ = on_lake.cache_dir
+
+
+def test_allowed_networks_must_be_cidrs():
+    with pytest.raises(ConfigError, match="url_policy.allowed_networks"):
+        load_settings("local", overrides={"url_policy": {"allowed_networks": ["localhost"]}})
