@@ -2,7 +2,8 @@
 
     xact-pipeline kafka start|stop|status|topics|reset     the local single-node broker
     xact-pipeline tables create|maintain                   create the Delta tables (never replaces one); OPTIMIZE+VACUUM
-    xact-pipeline ingest|download|results [--available-now] a streaming job (one subcommand per job)
+    xact-pipeline ingest|download|retry-scheduler|results|dlq-table   a streaming job each
+    xact-pipeline dlq list|replay|resolve [filters]        inspect, replay (--dry-run) or resolve dead letters
     xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
     xact-pipeline tail xact.downloads.pending              print messages of a topic
     xact-pipeline config show                              the resolved settings (secrets never shown)
@@ -20,10 +21,11 @@ import sys
 from collections.abc import Sequence
 
 from pipeline_lib.config import ConfigError, Settings, load_settings
+from pipeline_lib.dlq_selection import SelectionError
 from pipeline_lib.logs import get_logger, setup_logging
 
 log = get_logger("cli")
-STREAMING_JOBS = ("ingest", "download", "results")
+STREAMING_JOBS = ("ingest", "download", "retry-scheduler", "results", "dlq-table")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -68,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("topic")
     tail.add_argument("--max", type=int, default=20, help="stop after this many messages")
     tail.add_argument("--timeout", type=float, default=5.0, help="stop after this many idle seconds")
+
+    dlq = sub.add_parser("dlq", parents=[common], help="list, replay or resolve rows of the xact_dlq table")
+    dlq.add_argument("action", choices=["list", "replay", "resolve"])
+    dlq.add_argument("--task-id", action="append", default=[], help="repeatable")
+    dlq.add_argument("--trace-id", action="append", default=[], help="repeatable")
+    dlq.add_argument("--category", action="append", default=[], help="e.g. http_transient, expired; repeatable")
+    dlq.add_argument("--host", action="append", default=[], help="source host; repeatable")
+    dlq.add_argument("--stage", action="append", default=[], help="ingest, download, upload, ...; repeatable")
+    dlq.add_argument("--since", help="failed at or after (ISO 8601)")
+    dlq.add_argument("--until", help="failed before (ISO 8601)")
+    dlq.add_argument("--status", action="append", default=[], help="for list: open, replayed, resolved")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: show what would be replayed, change nothing")
+    dlq.add_argument("--force", action="store_true", help="replay: include rows replayed before")
+    dlq.add_argument("--note", help="stored on the rows (required for resolve)")
 
     config = sub.add_parser("config", parents=[common], help="show the resolved settings")
     config.add_argument("action", choices=["show"])
@@ -121,6 +137,36 @@ def _config_show(settings: Settings) -> int:
     return 0
 
 
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline_lib.dlq_selection import DlqSelection
+    from pipeline_lib.spark import dlq
+    from pipeline_lib.spark.session import session_for
+
+    default_statuses = ("open", "replayed", "resolved") if args.action == "list" else ("open",)
+    selection = DlqSelection(
+        task_ids=tuple(args.task_id), trace_ids=tuple(args.trace_id), categories=tuple(args.category),
+        hosts=tuple(args.host), stages=tuple(args.stage), since=args.since, until=args.until,
+        statuses=tuple(args.status) or default_statuses,
+    )  # fmt: skip
+    if args.action == "resolve" and not args.note:
+        raise ConfigError("dlq resolve needs --note saying why the rows are resolved (e.g. --note 'claim closed')")
+    spark = session_for(settings)
+    if args.action == "list":
+        rows = dlq.select_dead_letters(spark, settings, selection)
+        dlq.dlq_summary(rows).show(50, truncate=False)
+        rows.select("dlq_id", "status", "stage", "category", "host", "attempts", "failed_at", "reason").orderBy(
+            "failed_at"
+        ).show(50, truncate=80)
+        return 0
+    if args.action == "resolve":
+        count = dlq.resolve(spark, settings, selection, args.note)
+        print(f"resolved {count} dead letter(s) [{selection.describe()}]")
+        return 0
+    report = dlq.replay(spark, settings, selection, dry_run=args.dry_run, force=args.force, note=args.note)
+    print(report.describe())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -131,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.logging.level, settings.logging.format)
     try:
         return _dispatch(args, settings)
-    except ConfigError as exc:
+    except (ConfigError, SelectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -171,6 +217,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     # Spark-backed commands: only these import pyspark.
     from pipeline_lib.spark import job
 
+    if args.command == "dlq":
+        return _dlq(args, settings)
     if args.command == "tables":
         if args.action == "maintain":
             job.maintain(settings, args.retain_hours)

@@ -43,6 +43,7 @@ H_ERR_REASON = "xact.errors.reason"
 H_RETRY_DUE_AT = "xact.retry.due_at"
 H_RETRY_STAGE = "xact.retry.stage"
 H_RETRY_TOPIC = "xact.retry.return_topic"
+H_RETRY_FORWARDED_AT = "xact.retry.forwarded_at"  # set by the retry scheduler when it moves a message
 
 
 class ContractError(ValueError):

@@ -17,8 +17,12 @@ CLIENT_LOG = logging.getLogger("xact.kafka.client")
 CLIENT_LOG.setLevel(logging.CRITICAL)
 
 
-def produce(settings: Settings, topic: str, records: Iterable[tuple[str | None, str | bytes]]) -> int:
-    """Produce (key, value) records and wait for every delivery; returns how many were sent."""
+def produce(
+    settings: Settings,
+    topic: str,
+    records: Iterable[tuple[str | None, str | bytes] | tuple[str | None, str | bytes, dict[str, str]]],
+) -> int:
+    """Produce (key, value) or (key, value, headers) records and wait for every delivery."""
     from confluent_kafka import Producer
 
     producer = Producer(
@@ -31,10 +35,14 @@ def produce(settings: Settings, topic: str, records: Iterable[tuple[str | None, 
             errors.append(str(err))
 
     count = 0
-    for key, value in records:
+    for record in records:
+        key, value = record[0], record[1]
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(record[2].items()) if len(record) > 2 else None  # type: ignore[misc]
+        )
         while True:
             try:
-                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -10,15 +10,23 @@ from pyspark.sql.streaming import StreamingQuery
 from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.delta_tables import create_table
+from pipeline_lib.spark.dlq import dlq_table, run_dlq_table
 from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.ingest import events_table, run_ingest
 from pipeline_lib.spark.results import attachments_table, maintain_tables, run_results
+from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
 from pipeline_lib.spark.session import session_for
 
 log = get_logger("job")
 
 JobStarter = Callable[..., StreamingQuery]
-JOBS: dict[str, JobStarter] = {"ingest": run_ingest, "download": run_download, "results": run_results}
+JOBS: dict[str, JobStarter] = {
+    "ingest": run_ingest,
+    "download": run_download,
+    "retry-scheduler": run_retry_scheduler,
+    "results": run_results,
+    "dlq-table": run_dlq_table,
+}
 
 
 def create_tables(settings: Settings, spark: SparkSession | None = None) -> None:
@@ -30,7 +38,7 @@ def create_tables(settings: Settings, spark: SparkSession | None = None) -> None
 
 
 def table_specs(settings: Settings) -> list:
-    return [events_table(settings), attachments_table(settings)]
+    return [events_table(settings), attachments_table(settings), dlq_table(settings)]
 
 
 def maintain(settings: Settings, retain_hours: int) -> None:

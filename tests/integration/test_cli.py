@@ -73,3 +73,10 @@ def test_jobs_module_runs_the_ingest_job_like_spark_submit(kafka_settings):
     assert "[ingest] batch 0: in 4 rows" in out.stderr  # the progress line
     tasks = list(consume_all(kafka_settings, kafka_settings.topics.pending.name))
     assert len(tasks) == 0 + 1 + 2 + 3  # sample events 0..3 carry 0, 1, 2 and 3 attachments
+
+
+def test_dlq_commands_refuse_a_bad_filter_or_a_resolve_without_note_before_starting_spark():
+    out = cli("dlq", "replay", "--since", "yesterday")
+    assert out.returncode == 2 and "error: since: 'yesterday' is not an ISO 8601" in out.stderr
+    out = cli("dlq", "resolve", "--category", "expired")
+    assert out.returncode == 2 and "dlq resolve needs --note" in out.stderr

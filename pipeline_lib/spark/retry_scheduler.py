@@ -1,0 +1,184 @@
+"""Retry scheduler: every retry tier -> back to the stage's input topic, never before it is due.
+
+    source (Kafka, all retry tiers) -> mapInPandas(parse headers) -> groupBy(task attempt)
+        .applyInPandasWithState(hold until due, processing-time timeout) -> Kafka sink by `topic`
+
+The mechanism (runs on Spark 3.4+ and 4.x: applyInPandasWithState with
+GroupStateTimeout.ProcessingTimeTimeout):
+
+- A message that is already due is forwarded in the batch that reads it.
+- Otherwise it is kept in the query's state store (one entry per task attempt, so a redelivered
+  copy replaces, never adds) with a timeout at its due time. Spark runs a micro-batch every
+  trigger interval even without new data while timeouts are pending, and calls the function for
+  each timed-out group; it forwards the message only if the wall clock says it is due (a batch's
+  timestamp can lag the wall clock), else re-arms the timeout. So a message is never forwarded
+  early, and at most one trigger interval plus one batch's duration late. Idle batches cost one
+  state-store scan per trigger interval: no busy loop.
+- Crash safety: the state store is versioned with the checkpoint. After a kill -9 anywhere, the
+  query restarts from the last committed batch: messages read but not yet committed are read
+  again, and messages forwarded in an uncommitted batch are forwarded again (the Kafka sink is
+  at-least-once; later stages are idempotent by task id). Nothing is lost or forwarded early.
+- A retry message without usable `xact.retry.*` headers is dead-lettered (stage `retry`) at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import orjson
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from pipeline_lib.config import Settings
+from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, SourceRef
+from pipeline_lib.kafka_options import kafka_sink_options
+from pipeline_lib.retry_schedule import NotSchedulable, waiting_from_headers
+from pipeline_lib.routing import malformed_input
+from pipeline_lib.spark.kafka_io import kafka_records, read_topics
+from pipeline_lib.spark.progress import install_progress_listener, start_query
+from pipeline_lib.times import iso_from_millis
+
+JOB_NAME = "retry-scheduler"
+STAGE = "retry"
+
+SCHEDULED_SCHEMA = StructType(
+    [
+        StructField("grp", StringType(), False),
+        StructField("topic", StringType(), False),
+        StructField("key", StringType(), True),
+        StructField("value", StringType(), False),
+        StructField("headers_json", StringType(), True),
+        StructField("due_ms", LongType(), False),
+        StructField("outcome", StringType(), False),  # moved | malformed
+    ]
+)
+STATE_SCHEMA = StructType([f for f in SCHEDULED_SCHEMA.fields if f.name != "grp"])
+OUTPUT_SCHEMA = StructType(
+    [
+        StructField("outcome", StringType(), False),
+        StructField("topic", StringType(), False),
+        StructField("key", StringType(), True),
+        StructField("value", StringType(), False),
+        StructField("headers_json", StringType(), True),
+        StructField("lateness_ms", LongType(), False),  # forwarded at - due (never negative)
+    ]
+)
+
+
+def _parse_partition(settings: Settings):
+    allowed = frozenset({settings.topics.pending.name, settings.topics.cached.name})
+    dlq = settings.topics.dlq.name
+
+    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            rows = []
+            columns = ("key", "value", "headers", "topic", "partition", "offset", "timestamp_ms")
+            for key, value, headers, topic, partition, offset, ts in zip(*(pdf[c] for c in columns)):  # noqa: B905
+                key_text = key.decode("utf-8", "replace") if key is not None else None
+                text = value.decode("utf-8", "replace") if value is not None else ""
+                header_map = {
+                    h["key"]: (h["value"] or b"").decode("utf-8", "replace")
+                    for h in (headers if headers is not None else [])
+                }
+                source = f"{topic}/{partition}/{offset}"
+                try:
+                    waiting = waiting_from_headers(header_map, allowed, source)
+                except NotSchedulable as exc:
+                    now = datetime.now(timezone.utc)
+                    ref = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ts))
+                    dead = malformed_input(STAGE, str(exc), text, ref, key_text, now, dlq)
+                    topic_, key_, value_, headers_ = dead.row()
+                    rows.append(
+                        (f"malformed/{source}", topic_, key_, value_, orjson.dumps(headers_).decode(), 0, "malformed")
+                    )
+                    continue
+                headers_json = orjson.dumps(header_map).decode()
+                rows.append(
+                    (waiting.group, waiting.return_topic, key_text, text, headers_json, waiting.due_ms, "moved")
+                )
+            yield pd.DataFrame(rows, columns=SCHEDULED_SCHEMA.fieldNames())
+
+    return parse
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _forwarded(outcome: str, topic: str, key: str | None, value: str, headers: str, due: int, now: int) -> pd.DataFrame:
+    """One output row; a moved message gets an `xact.retry.forwarded_at` header (audit: when it left)."""
+    if outcome == "moved":
+        header_map = orjson.loads(headers) if headers else {}
+        header_map[H_RETRY_FORWARDED_AT] = iso_from_millis(now)
+        headers = orjson.dumps(header_map).decode()
+    return pd.DataFrame([(outcome, topic, key, value, headers, max(0, now - due))], columns=OUTPUT_SCHEMA.fieldNames())
+
+
+def hold_until_due(key: tuple[str], batches: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
+    """applyInPandasWithState function: forward a group's message when due, else keep it in state."""
+    now = _now_ms()
+    if state.hasTimedOut:
+        topic, msg_key, value, headers, due, outcome = state.get
+        if due <= now:
+            state.remove()
+            yield _forwarded(outcome, topic, msg_key, value, headers, due, now)
+        else:  # the batch's clock ran ahead of the wall clock: wait the rest
+            state.setTimeoutDuration(due - now)
+        return
+    latest = None
+    for pdf in batches:
+        for row in pdf.itertuples(index=False):
+            latest = row  # copies of one task attempt are the same message
+    if latest is None:
+        return
+    if latest.due_ms <= now:
+        if state.exists:
+            state.remove()
+        yield _forwarded(
+            latest.outcome, latest.topic, latest.key, latest.value, latest.headers_json, int(latest.due_ms), now
+        )
+        return
+    state.update((latest.topic, latest.key, latest.value, latest.headers_json, int(latest.due_ms), latest.outcome))
+    state.setTimeoutDuration(int(latest.due_ms) - now)
+
+
+def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka rows of the retry tiers -> OUTPUT_SCHEMA rows, each emitted once it is due."""
+    columns = raw.select(
+        "key", "value", "headers", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
+    )
+    scheduled = columns.mapInPandas(_parse_partition(settings), SCHEDULED_SCHEMA)
+    return scheduled.groupBy("grp").applyInPandasWithState(
+        hold_until_due,
+        OUTPUT_SCHEMA,
+        STATE_SCHEMA,
+        "append",
+        GroupStateTimeout.ProcessingTimeTimeout,
+    )
+
+
+def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
+    """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state)."""
+    install_progress_listener(spark)
+    raw = read_topics(spark, settings, list(settings.retry_topics))
+    forwarded = schedule_retries(raw, settings).observe(
+        JOB_NAME,
+        F.count(F.when(F.col("outcome") == "moved", 1)).alias("moved"),
+        F.count(F.when(F.col("outcome") == "malformed", 1)).alias("malformed"),
+        F.max(F.when(F.col("outcome") == "moved", F.col("lateness_ms"))).alias("max_lateness_ms"),
+    )
+    writer = (
+        kafka_records(forwarded)
+        .writeStream.queryName(JOB_NAME)
+        .format("kafka")
+        .outputMode("append")
+        .options(**kafka_sink_options(settings.kafka))
+        .option("checkpointLocation", settings.checkpoint(JOB_NAME))
+    )
+    return start_query(writer, settings, available_now)

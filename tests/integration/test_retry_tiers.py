@@ -1,0 +1,83 @@
+"""Retry tiers end to end on the real broker and Spark: the download job and the retry scheduler
+run side by side with second-scale delays against a source that always answers 503."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from pipeline_lib.contracts import DeadLetter, DownloadTask
+from pipeline_lib.kafka_tools import consume_all, produce
+from pipeline_lib.sample_server import SampleFileServer
+from pipeline_lib.spark.download import run_download
+from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
+from tests.factories import make_task
+
+pytestmark = pytest.mark.integration
+
+DELAYS = [1, 2, 3]
+TRIGGER = 1.0
+# Re-attempted no later than: scheduler trigger + download trigger + their batch durations.
+TOLERANCE = 2 * TRIGGER + 5
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_failing_task_goes_through_every_tier_in_order_never_early_then_to_the_dlq(
+    spark, kafka_broker, make_settings
+):
+    settings = make_settings(
+        kafka_broker.bootstrap,
+        retry__delays_seconds=DELAYS,
+        streaming__trigger_interval_seconds=TRIGGER,
+        download__breaker__failure_threshold=100,
+    )
+    kafka_broker.create_topics(settings.topic_partitions())
+    with SampleFileServer() as server:
+        task = make_task(server.url("flaky.pdf", mode="status", status=503), "flaky.pdf")
+        produce(settings, settings.topics.pending.name, [(task.trace_id, task.encode())])
+        download = run_download(spark, settings)
+        scheduler = run_retry_scheduler(spark, settings)
+        try:
+            deadline = time.monotonic() + 120
+            dead: list[DeadLetter] = []
+            while not dead and time.monotonic() < deadline:
+                assert download.exception() is None and scheduler.exception() is None
+                time.sleep(1)
+                dead = [
+                    DeadLetter.decode(v) for _, v, _ in consume_all(settings, settings.topics.dlq.name, idle_timeout=2)
+                ]
+            lateness = [
+                p["observedMetrics"]["retry-scheduler"]["max_lateness_ms"]
+                for p in scheduler.recentProgress
+                if p["observedMetrics"].get("retry-scheduler", {}) and p["observedMetrics"]["retry-scheduler"]["moved"]
+            ]
+        finally:
+            scheduler.stop()
+            download.stop()
+        assert server.requests_for("flaky.pdf") == len(DELAYS) + 1
+
+    (letter,) = dead
+    assert (letter.category, letter.attempts, letter.stage) == ("exhausted", len(DELAYS) + 1, "download")
+    history = letter.error_history
+    assert [h["attempt"] for h in history] == [0, 1, 2, 3]
+
+    # One message per tier, in order, each carrying the next attempt and its due time.
+    tiers = [[DownloadTask.decode(v) for _, v, _ in consume_all(settings, topic)] for topic in settings.retry_topics]
+    assert [[t.attempt for t in tier] for tier in tiers] == [[1], [2], [3]]
+    for delay, (retry,), failed, next_attempt in zip(DELAYS, tiers, history, history[1:], strict=False):
+        waited = (ts(next_attempt["at"]) - ts(failed["at"])).total_seconds()
+        late = (ts(next_attempt["at"]) - ts(retry.due_at)).total_seconds()
+        assert waited >= delay, f"attempt {next_attempt['attempt']} came after {waited:.2f}s, before its {delay}s delay"
+        assert 0 <= late <= TOLERANCE, f"attempt {next_attempt['attempt']} came {late:.2f}s after it was due"
+    assert lateness and max(lateness) <= (TRIGGER + 3) * 1000
+
+    # What came back to pending: the original task, then one copy per retry, in attempt order.
+    back = [DownloadTask.decode(v) for _, v, _ in consume_all(settings, settings.topics.pending.name)]
+    assert [t.attempt for t in back] == [0, 1, 2, 3]
+    forwarded = [h for _, _, h in consume_all(settings, settings.topics.pending.name)][1:]
+    assert all(ts(h["xact.retry.forwarded_at"]) >= ts(h["xact.retry.due_at"]) for h in forwarded)
