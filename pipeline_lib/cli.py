@@ -2,7 +2,7 @@
 
     xact-pipeline kafka start|stop|status|topics|reset     the local single-node broker
     xact-pipeline tables create|maintain                   create the Delta tables (never replaces one); OPTIMIZE+VACUUM
-    xact-pipeline ingest|download|retry-scheduler|results|dlq-table   a streaming job each
+    xact-pipeline ingest|download|upload|retry-scheduler|results|dlq-table   a streaming job each
     xact-pipeline dlq list|replay|resolve [filters]        inspect, replay (--dry-run) or resolve dead letters
     xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
     xact-pipeline tail xact.downloads.pending              print messages of a topic
@@ -25,7 +25,7 @@ from pipeline_lib.dlq_selection import SelectionError
 from pipeline_lib.logs import get_logger, setup_logging
 
 log = get_logger("cli")
-STREAMING_JOBS = ("ingest", "download", "retry-scheduler", "results", "dlq-table")
+STREAMING_JOBS = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table")
 
 
 def _common() -> argparse.ArgumentParser:

@@ -147,6 +147,12 @@ class DownloadSettings(_Model):
         return out
 
 
+class UploadSettings(_Model):
+    concurrency: int = Field(default=4, ge=1, le=64)  # uploads in flight per Spark task
+    chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    breaker: BreakerSettings = BreakerSettings()
+
+
 class UrlPolicySettings(_Model):
     allowed_schemes: tuple[Literal["http", "https"], ...] = ("https",)
     allowed_hosts: tuple[str, ...] = ()
@@ -165,9 +171,27 @@ class UrlPolicySettings(_Model):
 
 
 class OneLakeSettings(_Model):
-    account_url: str = "https://onelake.dfs.fabric.microsoft.com"
-    workspace: str | None = None
-    lakehouse: str | None = None
+    account_url: str = (
+        "https://onelake.dfs.fabric.microsoft.com"  # or any ADLS Gen2 https://<acct>.dfs.core.windows.net
+    )
+    workspace: str | None = None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
+    lakehouse: str | None = None  # paths go under <lakehouse>.Lakehouse/Files; null for a plain ADLS account
+    # default: DefaultAzureCredential (managed identity, Azure CLI, or AZURE_* environment variables);
+    # service_principal: the *_env variables below; token_provider: `module:function` returning
+    # (token, expires_on epoch seconds), e.g. a wrapper of notebookutils in a Fabric notebook.
+    auth: Literal["default", "service_principal", "token_provider"] = "default"
+    tenant_id_env: str = "AZURE_TENANT_ID"
+    client_id_env: str = "AZURE_CLIENT_ID"
+    client_secret_env: str = "AZURE_CLIENT_SECRET"
+    token_provider: str | None = None
+    sdk_retries: int = Field(default=2, ge=0)  # the SDK's own quick retries before the pipeline's tiers
+    timeout_seconds: float = Field(default=120, gt=0)
+
+    @model_validator(mode="after")
+    def _provider_named(self) -> OneLakeSettings:
+        if self.auth == "token_provider" and not (self.token_provider and ":" in self.token_provider):
+            raise ValueError("auth token_provider needs token_provider: 'package.module:function'")
+        return self
 
 
 class LakeSettings(_Model):
@@ -241,6 +265,7 @@ class Settings(_Model):
     topics: TopicSettings
     retry: RetrySettings
     download: DownloadSettings
+    upload: UploadSettings = UploadSettings()
     url_policy: UrlPolicySettings = UrlPolicySettings()
     storage: StorageSettings
     streaming: StreamingSettings = StreamingSettings()

@@ -17,7 +17,7 @@ from pipeline_lib.config import Settings
 from pipeline_lib.contracts import ContractError, DownloadTask, SourceRef
 from pipeline_lib.download import Downloader, DownloadOutcome
 from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.routing import OutMessage, Topics, malformed_input, result_message, route_failure
+from pipeline_lib.routing import OutMessage, Routed, Topics, malformed_input, result_message, route_failure
 
 STAGE = "download"
 
@@ -29,12 +29,6 @@ class PendingRecord:
     key: str | None
     value: bytes | str | None
     source: SourceRef
-
-
-@dataclass(frozen=True)
-class Routed:
-    messages: list[OutMessage]
-    outcome: DownloadOutcome | None = None  # None for an unreadable record
 
 
 class DownloadStage:

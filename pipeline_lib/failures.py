@@ -9,6 +9,7 @@
 | circuit_open    | yes       | the host's circuit breaker is open: no request was made             |
 | disk_full       | yes       | the local cache has no space left                                   |
 | cache_io        | yes       | the local cache could not be written (permissions, a lost mount)    |
+| cache_lost      | yes (2)   | upload: the cached file is missing or does not match its checksum   |
 | auth            | no (1)    | 401, 403                                                            |
 | http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/3xx          |
 | expired         | no        | the presigned URL has expired (or will within the margin): no request |
@@ -17,7 +18,9 @@
 | too_large       | no        | Content-Length or the bytes counted exceed download.max_bytes       |
 | content_type    | no        | the extension is not allowed, or the content type contradicts it    |
 
-(1) transient when download.auth_errors_transient is true and the URL has not expired.
+(1) transient when download.auth_errors_transient is true and the URL has not expired; for the
+    storage endpoint a 401 (a token to refresh) is transient and a 403 permanent.
+(2) not a retry tier: the task goes straight back to the pending topic for a fresh download.
 
 A transient failure goes to the next retry tier while attempts remain; everything else, and a
 transient failure with no attempt left (category kept, status `dead`), goes to the DLQ.
@@ -31,7 +34,9 @@ from email.utils import parsedate_to_datetime
 
 from pipeline_lib.redaction import redact, truncate
 
-TRANSIENT_CATEGORIES = frozenset({"timeout", "connection", "truncated", "http_transient", "circuit_open", "disk_full"})
+TRANSIENT_CATEGORIES = frozenset(
+    {"timeout", "connection", "truncated", "http_transient", "circuit_open", "disk_full", "cache_io", "cache_lost"}
+)
 PERMANENT_CATEGORIES = frozenset({"auth", "http_permanent", "expired", "policy", "too_large", "content_type"})
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 AUTH_STATUSES = frozenset({401, 403})

@@ -13,9 +13,10 @@ by the trace id, so one claim's messages stay in order within a partition.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline_lib import ids
 from pipeline_lib.config import Settings
@@ -36,6 +37,24 @@ class OutMessage:
 
     def row(self) -> tuple[str, str | None, str, dict[str, str]]:
         return self.topic, self.key, self.message.encode(), self.message.headers()
+
+
+class Outcome(Protocol):
+    """What the Spark layer's metrics read from a stage's outcome."""
+
+    @property
+    def breaker_opened(self) -> bool: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The messages one input record produced, and the outcome behind them (None: unreadable input)."""
+
+    messages: list[OutMessage]
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +97,12 @@ def route_failure(
     policy: RetryPolicy,
     topics: Topics,
     return_topic: str,
+    wrap: Callable[[DownloadTask], Message] | None = None,
 ) -> tuple[OutMessage, OutMessage]:
-    """(the retry or dead letter, the results message) for one failed attempt of `task`."""
+    """(the retry or dead letter, the results message) for one failed attempt of `task`.
+
+    `wrap` turns the retry task into the stage's own input message (upload: a CachedAttachment).
+    """
     entry = history_entry(iso_utc(at), stage, task.attempt, result.category, result.http_status, result.message)
     history = [*task.history, entry]
     first = task.first_attempt_at or iso_utc(at)
@@ -94,7 +117,7 @@ def route_failure(
             retry_stage=stage,
             return_topic=return_topic,
         )
-        routed = OutMessage("retry", step.topic, task.trace_id, retry)
+        routed = OutMessage("retry", step.topic, task.trace_id, wrap(retry) if wrap else retry)
     else:
         routed = OutMessage(
             "dead", topics.dlq, task.trace_id, _dead_letter(task, result, stage, source, at, policy, history, first)

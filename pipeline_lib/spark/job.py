@@ -16,6 +16,7 @@ from pipeline_lib.spark.ingest import events_table, run_ingest
 from pipeline_lib.spark.results import attachments_table, maintain_tables, run_results
 from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
 from pipeline_lib.spark.session import session_for
+from pipeline_lib.spark.upload import run_upload
 
 log = get_logger("job")
 
@@ -23,6 +24,7 @@ JobStarter = Callable[..., StreamingQuery]
 JOBS: dict[str, JobStarter] = {
     "ingest": run_ingest,
     "download": run_download,
+    "upload": run_upload,
     "retry-scheduler": run_retry_scheduler,
     "results": run_results,
     "dlq-table": run_dlq_table,

@@ -226,3 +226,12 @@ def test_full_cache_disk_is_transient(settings, server, monkeypatch):
     monkeypatch.setattr(builtins, "open", full_open)
     outcome = fetch(settings, server.url("full.pdf"))
     assert (outcome.failure.category, outcome.failure.transient) == ("disk_full", True)
+
+
+def test_an_unwritable_cache_is_transient_and_does_not_count_against_the_host(settings, server):
+    Path(settings.cache_dir).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.cache_dir).write_text("a file where the cache folder should be")
+    breakers = BreakerRegistry(1, 60)
+    outcome = fetch(settings, server.url("nowhere.pdf"), breakers=breakers)
+    assert (outcome.failure.category, outcome.failure.transient) == ("cache_io", True)
+    assert breakers.states() == {"127.0.0.1": "closed"}

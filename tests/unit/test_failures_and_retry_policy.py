@@ -67,3 +67,12 @@ def test_each_attempt_goes_to_its_tier_and_the_last_has_none():
 def test_retry_after_is_a_minimum_delay_only():
     assert POLICY.next_step(0, NOW, retry_after=900).delay_seconds == 900
     assert POLICY.next_step(0, NOW, retry_after=10).delay_seconds == 300
+
+
+def test_every_category_in_the_documented_table_is_known():
+    import re
+
+    from pipeline_lib import failures
+
+    documented = set(re.findall(r"^\| (\w+) +\| (?:yes|no)", failures.__doc__, flags=re.M))
+    assert documented == TRANSIENT_CATEGORIES | PERMANENT_CATEGORIES

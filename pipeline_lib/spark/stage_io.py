@@ -1,0 +1,126 @@
+"""The shared Spark wiring of the I/O stages (download, upload): Kafka records in, a pure-Python
+stage's `process` inside mapInPandas, routed messages out with their metrics, one Kafka sink.
+
+    source (Kafka) -> mapInPandas(stage.process) -> observe(metrics) -> Kafka sink by `topic`
+
+At-least-once: a micro-batch replayed after a crash repeats its I/O (into the same deterministic
+paths) and re-emits its messages; every later stage is idempotent by task id.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+import orjson
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from pipeline_lib.config import Settings
+from pipeline_lib.contracts import SourceRef
+from pipeline_lib.download_stage import PendingRecord
+from pipeline_lib.kafka_options import kafka_sink_options
+from pipeline_lib.routing import Routed
+from pipeline_lib.spark.kafka_io import kafka_records, read_topics
+from pipeline_lib.spark.progress import install_progress_listener, start_query
+from pipeline_lib.times import iso_from_millis
+
+# One row per emitted message, plus what the metrics need.
+STAGE_ROUTED_SCHEMA = StructType(
+    [
+        StructField(
+            "outcome", StringType(), False
+        ),  # e.g. cached | completed | retry | refetch | dead | malformed | result
+        StructField("topic", StringType(), False),
+        StructField("key", StringType(), True),
+        StructField("value", StringType(), False),
+        StructField("headers_json", StringType(), True),
+        StructField("bytes", LongType(), False),
+        StructField("breaker_opened", LongType(), False),
+        StructField("worker_peak_rss_bytes", LongType(), False),
+    ]
+)
+
+
+class Stage(Protocol):
+    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]: ...
+
+
+def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        stage = stage_for(settings)  # one per Python worker: pools, threads and breakers outlive a batch
+        columns = ("key", "value", "topic", "partition", "offset", "timestamp_ms")
+        for pdf in batches:
+            records = [
+                PendingRecord(
+                    key.decode("utf-8", "replace") if key is not None else None,
+                    value,
+                    SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ts)),
+                )
+                for key, value, topic, partition, offset, ts in zip(*(pdf[c] for c in columns))  # noqa: B905
+            ]
+            rows = []
+            for routed in stage.process(records):
+                size = routed.outcome.bytes if routed.outcome else 0
+                opened = int(bool(routed.outcome and routed.outcome.breaker_opened))
+                for index, out in enumerate(routed.messages):
+                    topic, key, value, headers = out.row()
+                    first = index == 0  # bytes and openings counted once per outcome
+                    rows.append(
+                        (out.outcome, topic, key, value, orjson.dumps(headers).decode(),
+                         size if first else 0, opened if first else 0)
+                    )  # fmt: skip
+            # ru_maxrss is in KiB on Linux: the worker's peak, for the memory-bound check.
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            yield pd.DataFrame([(*row, peak) for row in rows], columns=STAGE_ROUTED_SCHEMA.fieldNames()).astype(
+                {"bytes": "int64", "breaker_opened": "int64", "worker_peak_rss_bytes": "int64"}
+            )
+
+    return run
+
+
+def stage_records(raw: DataFrame, settings: Settings, stage_for: Callable[[Settings], Stage]) -> DataFrame:
+    """Kafka rows -> STAGE_ROUTED_SCHEMA rows (the stage's I/O happens here)."""
+    columns = raw.select(
+        "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
+    )
+    return columns.mapInPandas(_partition(settings, stage_for), STAGE_ROUTED_SCHEMA)
+
+
+def observe_stage(routed: DataFrame, name: str, outcomes: tuple[str, ...]) -> DataFrame:
+    """Per-micro-batch metrics in the query's progress (observedMetrics.<name>)."""
+    outcome = F.col("outcome")
+    return routed.observe(
+        name,
+        *(F.count(F.when(outcome == o, 1)).alias(o) for o in outcomes),
+        F.sum("bytes").alias("bytes"),
+        F.sum("breaker_opened").alias("breaker_openings"),
+        F.max("worker_peak_rss_bytes").alias("worker_peak_rss_bytes"),
+    )
+
+
+def run_stage(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    name: str,
+    topic: str,
+    stage_for: Callable[[Settings], Stage],
+    outcomes: tuple[str, ...],
+    available_now: bool,
+) -> StreamingQuery:
+    install_progress_listener(spark)
+    raw = read_topics(spark, settings, [topic])
+    routed = observe_stage(stage_records(raw, settings, stage_for), name, outcomes)
+    writer = (
+        kafka_records(routed)
+        .writeStream.queryName(name)
+        .format("kafka")
+        .options(**kafka_sink_options(settings.kafka))
+        .option("checkpointLocation", settings.checkpoint(name))
+    )
+    return start_query(writer, settings, available_now)

@@ -1,0 +1,195 @@
+"""The upload stage's work on a batch of cached records, without Spark: verify the cached file,
+stream it to the lake (storage.py) up to `upload.concurrency` at a time, delete the cache file
+only after a verified upload, and route every outcome.
+
+| outcome                                        | goes to                                   |
+| ---------------------------------------------- | ----------------------------------------- |
+| uploaded and verified                          | results (status completed)                |
+| cached file missing or not matching its sha256 | pending, attempt + 1: a fresh download    |
+| transient storage failure, attempts left       | retry tier (a CachedAttachment, back to cached) |
+| permanent failure, or no attempt left          | DLQ                                       |
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
+from pipeline_lib.config import Settings
+from pipeline_lib.contracts import CachedAttachment, ContractError, DownloadTask, SourceRef, history_entry
+from pipeline_lib.download_stage import PendingRecord
+from pipeline_lib.failures import Failure, failure
+from pipeline_lib.retry_policy import RetryPolicy
+from pipeline_lib.routing import OutMessage, Routed, Topics, malformed_input, result_message, route_failure
+from pipeline_lib.storage import ChunksChanged, LakeStorage, StorageFailure, StoredFile, lake_storage, verified_chunks
+from pipeline_lib.times import iso_utc
+
+STAGE = "upload"
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    cached: CachedAttachment
+    task: DownloadTask
+    finished_at: datetime
+    seconds: float
+    stored: StoredFile | None = None
+    failure: Failure | None = None
+    breaker_opened: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return self.stored.bytes if self.stored else 0
+
+
+def cache_file(uri: str) -> Path:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("file", ""):
+        raise ValueError(f"cache URI {uri!r} is not a file URI")
+    return Path(unquote(parts.path))
+
+
+class Uploader:
+    def __init__(self, settings: Settings, storage: LakeStorage | None = None, breakers: BreakerRegistry | None = None):
+        self.storage = storage or lake_storage(settings)
+        self.chunk_bytes = settings.upload.chunk_bytes
+        b = settings.upload.breaker
+        self.breaker = (breakers or shared_registry("upload", b.failure_threshold, b.open_seconds)).get(
+            self.storage.endpoint
+        )
+
+    def upload(self, cached: CachedAttachment) -> UploadOutcome:
+        task = cached.download_task
+        started = time.monotonic()
+
+        def done(
+            stored: StoredFile | None = None, result: Failure | None = None, opened: bool = False
+        ) -> UploadOutcome:
+            now = datetime.now(timezone.utc)
+            return UploadOutcome(cached, task, now, time.monotonic() - started, stored, result, opened)
+
+        try:
+            source = cache_file(cached.cache_uri)
+        except ValueError as exc:
+            return done(result=failure("cache_lost", str(exc)))
+        if not source.is_file():
+            return done(
+                result=failure(
+                    "cache_lost", f"the cached file {source} is missing (another host, or the cache was lost)"
+                )
+            )
+        if source.stat().st_size != cached.bytes:
+            return done(
+                result=failure(
+                    "cache_lost", f"the cached file {source} has {source.stat().st_size} bytes, not {cached.bytes}"
+                )
+            )
+        if not self.breaker.allow():
+            return done(
+                result=failure("circuit_open", f"circuit breaker for {self.storage.endpoint} is open; no request made")
+            )
+        try:
+            stored = self.storage.put(
+                verified_chunks(source, cached.bytes, cached.sha256, self.chunk_bytes),
+                task.blob_path, size=cached.bytes, sha256=cached.sha256, content_type=cached.content_type,
+            )  # fmt: skip
+        except ChunksChanged as exc:
+            self.breaker.record_neutral()
+            return done(result=failure("cache_lost", str(exc)))
+        except StorageFailure as exc:
+            opened = self.breaker.record_failure() if exc.failure.transient else False
+            if not exc.failure.transient:
+                self.breaker.record_neutral()
+            return done(result=exc.failure, opened=opened)
+        self.breaker.record_success()
+        try:
+            source.unlink()  # only after a verified upload
+        except OSError:
+            pass  # already gone: another copy of this message uploaded it
+        return done(stored=stored)
+
+
+class UploadStage:
+    def __init__(self, settings: Settings, uploader: Uploader | None = None) -> None:
+        self.uploader = uploader or Uploader(settings)
+        self.retry_policy = RetryPolicy.from_settings(settings)
+        self.topics = Topics.from_settings(settings)
+        self.cached_topic = settings.topics.cached.name
+        self._pool = ThreadPoolExecutor(settings.upload.concurrency, thread_name_prefix="upload")
+
+    _instances: dict[str, UploadStage] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> UploadStage:
+        key = settings.model_dump_json()
+        with cls._lock:
+            stage = cls._instances.get(key)
+            if stage is None:
+                stage = cls._instances[key] = cls(settings)
+            return stage
+
+    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
+        now = datetime.now(timezone.utc)
+        decoded: list[tuple[PendingRecord, CachedAttachment | Routed]] = []
+        for record in records:
+            raw = record.value
+            try:
+                decoded.append((record, CachedAttachment.decode(raw if raw is not None else b"")))
+            except ContractError as exc:
+                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
+                dead = malformed_input(
+                    STAGE,
+                    f"not a readable cached attachment: {exc}",
+                    text,
+                    record.source,
+                    record.key,
+                    now,
+                    self.topics.dlq,
+                )
+                decoded.append((record, Routed([dead])))
+        items = [item for _, item in decoded if isinstance(item, CachedAttachment)]
+        outcomes = iter(self._pool.map(self.uploader.upload, items))
+        for record, item in decoded:
+            yield item if isinstance(item, Routed) else self.route(next(outcomes), record.source)
+
+    def route(self, outcome: UploadOutcome, source: SourceRef | None) -> Routed:
+        task, cached, at = outcome.task, outcome.cached, outcome.finished_at
+        if outcome.stored is not None:
+            result = result_message(
+                task, STAGE, "completed", at, bytes=outcome.stored.bytes, sha256=outcome.stored.sha256,
+                content_type=cached.content_type, downloaded_at=cached.downloaded_at, uploaded_at=iso_utc(at),
+            )  # fmt: skip
+            return Routed([OutMessage("completed", self.topics.results, task.trace_id, result)], outcome)
+        assert outcome.failure is not None
+        f = outcome.failure
+        if f.category == "cache_lost" and task.attempt + 1 < self.retry_policy.max_attempts:
+            entry = history_entry(iso_utc(at), STAGE, task.attempt, f.category, None, f.message)
+            again = replace(
+                task, attempt=task.attempt + 1, history=[*task.history, entry],
+                first_attempt_at=task.first_attempt_at or iso_utc(at), due_at=None, retry_stage=None, return_topic=None,
+            )  # fmt: skip
+            facts = {"error_category": f.category, "error_message": f.message}
+            return Routed(
+                [
+                    OutMessage("refetch", self.topics.pending, task.trace_id, again),
+                    OutMessage(
+                        "result",
+                        self.topics.results,
+                        task.trace_id,
+                        result_message(task, STAGE, "retrying", at, **facts),
+                    ),
+                ]
+            )
+        failed, result_msg = route_failure(
+            task, f, stage=STAGE, source=source, at=at, policy=self.retry_policy, topics=self.topics,
+            return_topic=self.cached_topic, wrap=lambda retry: replace(cached, task=retry.to_dict()),
+        )  # fmt: skip
+        return Routed([failed, result_msg], outcome)
