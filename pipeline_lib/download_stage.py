@@ -7,7 +7,6 @@ tests and the benchmark call it directly.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pipeline_lib.contracts import ContractError, DownloadTask, SourceRef
 from pipeline_lib.download import Downloader, DownloadOutcome
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.routing import OutMessage, Routed, Topics, malformed_input, result_message, route_failure
+from pipeline_lib.worker_state import per_worker
 
 STAGE = "download"
 
@@ -40,19 +40,10 @@ class DownloadStage:
         self.concurrency = settings.download.concurrency
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="download")
 
-    _instances: dict[str, DownloadStage] = {}
-    _lock = threading.Lock()
-
     @classmethod
     def for_settings(cls, settings: Settings) -> DownloadStage:
-        """One stage per settings per process: HTTP pools, threads and circuit breakers outlive a
-        micro-batch (PySpark reuses its Python workers)."""
-        key = settings.model_dump_json()
-        with cls._lock:
-            stage = cls._instances.get(key)
-            if stage is None:
-                stage = cls._instances[key] = cls(settings)
-            return stage
+        """The stage of this worker process for these settings (worker_state.per_worker)."""
+        return per_worker(cls, settings)
 
     def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
         """Route every record, downloading up to `concurrency` at once; yields in input order."""

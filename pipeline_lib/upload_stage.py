@@ -12,7 +12,6 @@ only after a verified upload, and route every outcome.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.routing import OutMessage, Routed, Topics, malformed_input, result_message, route_failure
 from pipeline_lib.storage import ChunksChanged, LakeStorage, StorageFailure, StoredFile, lake_storage, verified_chunks
 from pipeline_lib.times import iso_utc
+from pipeline_lib.worker_state import per_worker
 
 STAGE = "upload"
 
@@ -124,17 +124,10 @@ class UploadStage:
         self.cached_topic = settings.topics.cached.name
         self._pool = ThreadPoolExecutor(settings.upload.concurrency, thread_name_prefix="upload")
 
-    _instances: dict[str, UploadStage] = {}
-    _lock = threading.Lock()
-
     @classmethod
     def for_settings(cls, settings: Settings) -> UploadStage:
-        key = settings.model_dump_json()
-        with cls._lock:
-            stage = cls._instances.get(key)
-            if stage is None:
-                stage = cls._instances[key] = cls(settings)
-            return stage
+        """The stage of this worker process for these settings (worker_state.per_worker)."""
+        return per_worker(cls, settings)
 
     def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
         now = datetime.now(timezone.utc)
