@@ -1,10 +1,10 @@
 """`xact-pipeline demo`: the stages that exist so far, end to end, on embedded defaults.
 
 Starts the local broker (if not running) and a sample file server, produces sample events (plus a
-few bad ones and one whose attachments fail), runs ingest, download and results until each has
-processed them, then prints counts per outcome and where the files and tables are. Each run uses
-fresh trace ids, so its summary counts only its own records; tables and topics accumulate across
-runs (`make clean` removes the local tables).
+few bad ones and one whose attachments fail), runs ingest, download, upload, results and the DLQ
+table job until each has processed them, then prints counts per outcome and where the files and
+tables are. Each run uses fresh trace ids, so its summary counts only its own records; tables and
+topics accumulate across runs (`make clean` removes the local tables).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 from pipeline_lib.config import Settings
 from pipeline_lib.kafka_tools import consume_all, produce
@@ -71,14 +72,18 @@ def run_demo(settings: Settings) -> int:
             f"trace ids {prefix}-*"
         )
 
+        from pipeline_lib.spark.dlq import run_dlq_table
         from pipeline_lib.spark.download import run_download
         from pipeline_lib.spark.ingest import run_ingest
         from pipeline_lib.spark.job import flush_listener_events
         from pipeline_lib.spark.results import run_results
         from pipeline_lib.spark.session import session_for
+        from pipeline_lib.spark.upload import run_upload
 
         spark = session_for(settings)
-        for name, start in (("ingest", run_ingest), ("download", run_download), ("results", run_results)):
+        jobs = (("ingest", run_ingest), ("download", run_download), ("upload", run_upload),
+                ("results", run_results), ("dlq-table", run_dlq_table))  # fmt: skip
+        for name, start in jobs:
             print(f"[4/4] running {name} until it has consumed everything produced")
             start(spark, settings, available_now=True).awaitTermination()
 
@@ -89,6 +94,9 @@ def run_demo(settings: Settings) -> int:
         inventory = spark.read.format("delta").load(settings.table_path("attachments"))
         mine_rows = inventory.filter(inventory.trace_id.startswith(prefix))
         statuses: dict[str, int] = {r["status"]: r["count"] for r in mine_rows.groupBy("status").count().collect()}
+        dlq_ids = {
+            r.dlq_id for r in spark.read.format("delta").load(settings.table_path("dlq")).select("dlq_id").collect()
+        }
         # Stop Spark before the broker: its cached Kafka producers would otherwise keep reconnecting.
         flush_listener_events(spark)
         spark.stop()
@@ -108,6 +116,9 @@ def run_demo(settings: Settings) -> int:
         for k, _, _ in consume_all(settings, settings.topics.cached.name, idle_timeout=3)
         if (k or "").startswith(prefix)
     )
+    dlq_rows = sum(1 for d in dead if d.get("dlq_id") in dlq_ids)
+    lake = Path(settings.storage.resolve(settings.storage.lake.local_root)) / settings.storage.lake.files_prefix
+    uploaded = sum(1 for p in lake.rglob("*") if p.is_file() and f"/{prefix}-" in str(p))
     retrying = sum(
         1 for k, _, _ in consume_all(settings, settings.retry_topics[0], idle_timeout=3) if (k or "").startswith(prefix)
     )
@@ -116,7 +127,11 @@ def run_demo(settings: Settings) -> int:
     print(f"  xact_events rows            {event_rows:5d}  ({with_attachments} with attachments)")
     print(f"  download tasks (pending)    {pending:5d}  on {settings.topics.pending.name}")
     print(f"  downloaded to the cache     {cached:5d}  on {settings.topics.cached.name}, files in {settings.cache_dir}")
-    print(f"  waiting for a retry         {retrying:5d}  on {settings.retry_topics[0]}")
+    print(f"  uploaded to the lake        {uploaded:5d}  files under {lake}")
+    print(
+        f"  waiting for a retry         {retrying:5d}  on {settings.retry_topics[0]} "
+        "(`xact-pipeline retry-scheduler` moves it back when due)"
+    )
     for stage in ("ingest", "download"):
         mine_dead = [d for d in dead if d.get("stage") == stage]
         print(f"  dead letters ({stage + ')':9s}     {len(mine_dead):5d}  on {settings.topics.dlq.name}")
@@ -124,13 +139,14 @@ def run_demo(settings: Settings) -> int:
             print(f"    - [{d.get('category')}] {d.get('reason')}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
     print(f"  xact_attachments rows       {sum(statuses.values()):5d}  ({summary})")
+    print(f"  xact_dlq rows               {dlq_rows:5d}  (`xact-pipeline dlq list`, notebooks/dlq_replay.ipynb)")
     print("\nWhere things are")
     print(f"  xact_events table   {settings.table_path('events')}")
     print(f"  xact_attachments    {settings.table_path('attachments')}")
+    print(f"  xact_dlq            {settings.table_path('dlq')}")
     print(f"  checkpoints         {settings.storage.resolve(settings.storage.checkpoint_root)}")
     print(f"  broker log          {broker.log_file}")
     print("  inspect a topic     xact-pipeline tail xact.downloads.pending")
-    print("  (upload, the retry scheduler and the DLQ table are not built yet; see the open issues)")
     if we_started_broker:
         broker.stop()
         print("  broker stopped (start it with `xact-pipeline kafka start` to keep it running)")

@@ -38,7 +38,9 @@ def test_demo_runs_end_to_end_and_prints_a_summary(tmp_path):
     assert re.search(r"downloaded to the cache\s+19\b", summary), summary
     assert re.search(r"waiting for a retry\s+1\b", summary), summary
     assert re.search(r"dead letters \(download\)\s+1\b", summary), summary
-    assert re.search(r"xact_attachments rows\s+21\s+\(1 dead, 19 downloaded, 1 retrying\)", summary), summary
+    assert re.search(r"uploaded to the lake\s+19\b", summary), summary
+    assert re.search(r"xact_attachments rows\s+21\s+\(19 completed, 1 dead, 1 retrying\)", summary), summary
+    assert re.search(r"xact_dlq rows\s+4\b", summary), summary
     assert "broker stopped" in summary
     assert "X-Amz-Signature=0123" not in summary + out.stderr
     assert (tmp_path / "var" / "tables" / "xact_events" / "_delta_log").is_dir()
