@@ -10,7 +10,7 @@ Rows:
   (upload.concurrency threads, each file re-hashed while streamed, temp name, rename, cache file
   deleted after the verified upload);
 - upload job (--spark): the streaming job with Trigger.AvailableNow from the cached topic to the
-  results topic, including Spark's per-query start.
+  results topic, including Spark's per-query start (Python workers, Kafka clients: seconds).
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="xact-bench-") as tmp:
         root = Path(tmp)
+        broker = None
+        if args.spark:
+            from pipeline_lib.local_kafka import LocalKafka, free_port
+
+            broker = LocalKafka(root / "broker", free_port(), free_port(), heap="512m")
+            broker.start()
         settings = load_settings("local", overrides={"storage": {"root": str(root / "var")},
                                                      "download": {"cache_dir": str(root / "cache")}})  # fmt: skip
         for name, (count, size) in SETS.items():
@@ -84,38 +90,38 @@ def main() -> None:
             done = sum(1 for r in routed if r.messages[0].outcome == "completed")
             assert done == count, [m.message for r in routed for m in r.messages][:2]
             rows.append((f"{name} {count} x {size // MiB} MiB", mib / copy_s, mib / stage_s, None))
-            if args.spark:
-                rows[-1] = (*rows[-1][:3], spark_job(settings, root, name, count, size, mib))
+            if broker is not None:
+                rows[-1] = (*rows[-1][:3], spark_job(broker.bootstrap, root, name, count, size, mib))
+        if broker is not None:
+            from pipeline_lib.spark.session import session_for
+
+            session_for(settings).stop()  # before the broker: its cached producers would keep reconnecting
+            broker.stop()
     print(f"\n{'set':<22} {'copy MiB/s':>11} {'stage MiB/s':>12} {'ratio':>6} {'job MiB/s':>10}")
     for label, copy_rate, stage_rate, job_rate in rows:
         job = f"{job_rate:>10.0f}" if job_rate else f"{'-':>10}"
         print(f"{label:<22} {copy_rate:>11.0f} {stage_rate:>12.0f} {stage_rate / copy_rate:>5.2f}x {job}")
 
 
-def spark_job(settings, root: Path, name: str, count: int, size: int, mib: float) -> float:
+def spark_job(bootstrap: str, root: Path, name: str, count: int, size: int, mib: float) -> float:
     from pipeline_lib.kafka_tools import produce
-    from pipeline_lib.local_kafka import LocalKafka, free_port
     from pipeline_lib.spark.session import session_for
     from pipeline_lib.spark.upload import run_upload
 
-    broker = LocalKafka(root / "broker", free_port(), free_port(), heap="512m")
-    broker.start()
-    try:
-        s = load_settings("local", overrides={
-            "kafka": {"bootstrap_servers": broker.bootstrap}, "storage": {"root": str(root / f"var-{name}")},
-            "download": {"cache_dir": str(root / "cache")},
-        })  # fmt: skip
-        broker.create_topics(s.topic_partitions())
-        items = make_cache(root / "cache" / f"{name}-job", f"{name}-job", count, size)
-        produce(s, s.topics.cached.name, [(i.download_task.trace_id, i.encode(), i.headers()) for i in items])
-        spark = session_for(s)
-        start = time.perf_counter()
-        run_upload(spark, s, available_now=True).awaitTermination()
-        elapsed = time.perf_counter() - start
-        spark.stop()
-        return mib / elapsed
-    finally:
-        broker.stop()
+    s = load_settings("local", overrides={
+        "kafka": {"bootstrap_servers": bootstrap}, "storage": {"root": str(root / f"var-{name}")},
+        "download": {"cache_dir": str(root / "cache")},
+        "topics": {"cached": {"name": f"cached-{name}", "partitions": 2}},
+    })  # fmt: skip
+    from pipeline_lib.local_kafka import create_topics
+
+    create_topics(bootstrap, s.topic_partitions())
+    items = make_cache(root / "cache" / f"{name}-job", f"{name}-job", count, size)
+    produce(s, s.topics.cached.name, [(i.download_task.trace_id, i.encode(), i.headers()) for i in items])
+    spark = session_for(s)
+    start = time.perf_counter()
+    run_upload(spark, s, available_now=True).awaitTermination()
+    return mib / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":
