@@ -26,7 +26,15 @@ def produce(
     from confluent_kafka import Producer
 
     producer = Producer(
-        {**librdkafka_config(settings.kafka), "linger.ms": 20, "enable.idempotence": True, "logger": CLIENT_LOG}  # type: ignore[dict-item]
+        {
+            **librdkafka_config(settings.kafka),
+            "linger.ms": 20,
+            "enable.idempotence": True,
+            # The Java client's partitioner (Spark's sinks): a key lands on the same partition
+            # whichever of the two produced it, so one trace's messages keep their order.
+            "partitioner": "murmur2_random",
+            "logger": CLIENT_LOG,
+        }  # type: ignore[dict-item]
     )
     errors: list[str] = []
 

@@ -120,6 +120,10 @@ class CallableTokenCredential:
         self._provider, self._margin = provider, margin
         self._token: Any = None
 
+    def invalidate(self) -> None:
+        """Forget the cached token (the service refused it): the next request fetches a new one."""
+        self._token = None
+
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         from azure.core.credentials import AccessToken
 
@@ -204,6 +208,7 @@ class OneLakeStorage:
         from azure.storage.filedatalake import DataLakeServiceClient
 
         self.endpoint = account_url
+        self.credential = credential
         self.file_system = file_system
         self.root = root.strip("/")
         service = DataLakeServiceClient(
@@ -250,7 +255,10 @@ class OneLakeStorage:
         except ChunksChanged:
             raise
         except AzureError as exc:
-            raise StorageFailure(_classify_azure(exc)) from None
+            result = _classify_azure(exc)
+            if result.http_status == 401 and hasattr(self.credential, "invalidate"):
+                self.credential.invalidate()  # a refused token is not reused by the retry
+            raise StorageFailure(result) from None
         finally:
             if created:
                 self._delete_quietly(temp_client)

@@ -188,3 +188,14 @@ def test_local_lake_rejects_nothing_it_can_write(tmp_path):
         iter([b"ab", b"c"]), "x/y.pdf", size=3, sha256=hashlib.sha256(b"abc").hexdigest(), content_type=None
     )
     assert Path(stored.uri).read_bytes() == b"abc"
+
+
+def test_a_401_drops_the_cached_token_and_the_next_attempt_succeeds_with_a_fresh_one(settings, dfs):
+    fetched: list[float] = []
+    storage = onelake(dfs, tokens=fetched)
+    dfs.fail("any", 401, times=1)
+    first = uploader(settings, storage).upload(cache(settings, "h.pdf", b"x" * 10))
+    assert (first.failure.category, first.failure.transient) == ("auth", True)
+    second = uploader(settings, storage).upload(cache(settings, "h.pdf", b"x" * 10))
+    assert second.failure is None
+    assert len(fetched) == 2 and dfs.tokens[-1] == "token-2"  # a new token after the refusal
