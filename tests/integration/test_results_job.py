@@ -31,8 +31,8 @@ def test_results_job_keeps_one_row_per_task_across_batches_and_dead_letters_bad_
         ("t1", result("t1", 0, "retrying", "2026-11-27T10:00:00Z", http_status=503)),
         ("t1", result("t1", 1, "completed", "2026-11-27T10:10:00Z", bytes=42, sha256="ab" * 32)),
         ("t1", result("t1", 1, "completed", "2026-11-27T10:10:00Z", bytes=42, sha256="ab" * 32)),  # duplicate
+        ("t1", "garbage"),  # same key: 4th record of t1's partition, offset 3
         ("t2", result("t2", 0, "dead", "2026-11-27T10:05:00Z", error_category="permanent", http_status=404)),
-        ("x", "garbage"),
     ])  # fmt: skip
     run_once(spark, kafka_settings)
     # A late, older outcome of t1 arrives in a later batch after a restart.
@@ -52,7 +52,7 @@ def test_results_job_keeps_one_row_per_task_across_batches_and_dead_letters_bad_
 
     (dead,) = [DeadLetter.decode(v) for _, v, _ in consume_all(kafka_settings, kafka_settings.topics.dlq.name)]
     assert dead.stage == "results" and dead.category == "malformed" and dead.payload == "garbage"
-    assert dead.source.topic == topic and dead.source.offset == 4
+    assert dead.source.topic == topic and dead.source.offset == 3
 
 
 def test_maintenance_compacts_and_vacuums_existing_tables_and_skips_missing_ones(spark, kafka_settings, tmp_path):
