@@ -32,14 +32,22 @@ from typing import BinaryIO
 from urllib.parse import urljoin
 
 import requests
-from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.response import BaseHTTPResponse
 
 from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
 from pipeline_lib.config import DownloadSettings, Settings
 from pipeline_lib.content_policy import ContentPolicy, ContentRefused
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
 from pipeline_lib.failures import HOST_HEALTH_CATEGORIES, Failure, classify_status, failure
-from pipeline_lib.http_fetch import Resolver, guarded_session, send_get
+from pipeline_lib.http_fetch import REDIRECT_STATUSES, Resolver, guarded_session, send_get
 from pipeline_lib.presigned import expiry_problem
 from pipeline_lib.times import iso_utc
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
@@ -165,7 +173,7 @@ class Downloader:
                     self._check_hop(url)
                 self._check_deadline(deadline)
                 response = send_get(self._session(), url, (s.connect_timeout_seconds, s.read_timeout_seconds))
-                if not (response.is_redirect and response.headers.get("location")):
+                if not (response.status in REDIRECT_STATUSES and response.headers.get("location")):
                     break
                 url = urljoin(url, response.headers["location"])
                 response.close()
@@ -173,29 +181,34 @@ class Downloader:
             else:
                 raise _Stop(failure("policy", f"more than download.max_redirects ({s.max_redirects}) redirects"))
             assert response is not None
-            if response.status_code != 200:
+            if response.status != 200:
                 raise _Stop(
                     classify_status(
-                        response.status_code,
+                        response.status,
                         retry_after=response.headers.get("retry-after"),
                         auth_transient=s.auth_errors_transient,
                     )
                 )
-            return self._store(task, response, deadline)
+            cached = self._store(task, response, deadline)
+            response.release_conn()  # read to the end: the connection goes back to the pool
+            response = None
+            return cached
         except _Stop:
             raise
         except UrlRefused as exc:
             if exc.rule == "dns":
                 raise _Stop(failure("connection", str(exc))) from None
             raise _Stop(failure("policy", f"redirect or address refused ({exc.rule}): {exc}")) from None
-        except (TimeoutError, requests.exceptions.Timeout, ReadTimeoutError) as exc:
+        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 derives it from that
+            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
+        except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
             raise _Stop(failure("timeout", f"timed out: {_short(exc)}")) from None
-        except (requests.exceptions.ChunkedEncodingError, ProtocolError) as exc:
+        except ProtocolError as exc:
             category = "truncated" if "IncompleteRead" in repr(exc) else "connection"
             raise _Stop(failure(category, f"the connection broke while reading the body: {_short(exc)}")) from None
         except DecodeError as exc:
             raise _Stop(failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")) from None
-        except requests.exceptions.ConnectionError as exc:
+        except HTTPError as exc:  # any other urllib3 failure (TLS, proxy, ...)
             raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
         except OSError as exc:  # socket-level errors urllib3 did not wrap
             raise _Stop(failure("connection", f"I/O error: {_short(exc)}")) from None
@@ -229,7 +242,7 @@ class Downloader:
         if time.monotonic() > deadline:
             raise _Stop(failure("timeout", "download.total_timeout_seconds passed"))
 
-    def _store(self, task: DownloadTask, response: requests.Response, deadline: float) -> CachedAttachment:
+    def _store(self, task: DownloadTask, response: BaseHTTPResponse, deadline: float) -> CachedAttachment:
         s = self.settings
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > s.max_bytes:
@@ -244,7 +257,7 @@ class Downloader:
         temp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}.part")
         digest = hashlib.sha256()
         count = 0
-        raw = response.raw
+        raw = response
         out = self._open_temp(temp)
         try:
             while True:
