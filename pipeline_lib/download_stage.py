@@ -1,7 +1,7 @@
 """The download stage's work on one batch of pending records, without Spark: decode each task,
 download up to `download.concurrency` at a time, and route every outcome (routing.py).
 
-The Spark job calls `DownloadStage.for_settings(settings).process(records)` inside mapInPandas;
+The Spark job calls `DownloadStage.for_settings(settings).process(records)` inside mapInArrow;
 tests and the benchmark call it directly.
 """
 
