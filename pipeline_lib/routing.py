@@ -98,16 +98,25 @@ def route_failure(
     topics: Topics,
     return_topic: str,
     wrap: Callable[[DownloadTask], Message] | None = None,
+    requeue_topic: str | None = None,
 ) -> tuple[OutMessage, OutMessage]:
     """(the retry or dead letter, the results message) for one failed attempt of `task`.
 
     `wrap` turns the retry task into the stage's own input message (upload: a CachedAttachment).
+    `requeue_topic`, when set, sends a transient failure with attempts left straight to that topic
+    as a fresh task (no tier, no wait): the upload's lost cache file goes back to pending.
     """
     entry = history_entry(iso_utc(at), stage, task.attempt, result.category, result.http_status, result.message)
     history = [*task.history, entry]
     first = task.first_attempt_at or iso_utc(at)
     step = policy.next_step(task.attempt, at, result.retry_after_seconds) if result.transient else None
-    if step is not None:
+    if step is not None and requeue_topic is not None:
+        again = replace(
+            task, attempt=step.next_attempt, history=history, first_attempt_at=first,
+            due_at=None, retry_stage=None, return_topic=None,
+        )  # fmt: skip
+        routed = OutMessage("refetch", requeue_topic, task.trace_id, again)
+    elif step is not None:
         retry = replace(
             task,
             attempt=step.next_attempt,

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import CachedAttachment, ContractError, DownloadTask, SourceRef, history_entry
+from pipeline_lib.contracts import CachedAttachment, ContractError, DownloadTask, SourceRef
 from pipeline_lib.download_stage import PendingRecord
 from pipeline_lib.failures import Failure, failure
 from pipeline_lib.retry_policy import RetryPolicy
@@ -163,26 +163,10 @@ class UploadStage:
             return Routed([OutMessage("completed", self.topics.results, task.trace_id, result)], outcome)
         assert outcome.failure is not None
         f = outcome.failure
-        if f.category == "cache_lost" and task.attempt + 1 < self.retry_policy.max_attempts:
-            entry = history_entry(iso_utc(at), STAGE, task.attempt, f.category, None, f.message)
-            again = replace(
-                task, attempt=task.attempt + 1, history=[*task.history, entry],
-                first_attempt_at=task.first_attempt_at or iso_utc(at), due_at=None, retry_stage=None, return_topic=None,
-            )  # fmt: skip
-            facts = {"error_category": f.category, "error_message": f.message}
-            return Routed(
-                [
-                    OutMessage("refetch", self.topics.pending, task.trace_id, again),
-                    OutMessage(
-                        "result",
-                        self.topics.results,
-                        task.trace_id,
-                        result_message(task, STAGE, "retrying", at, **facts),
-                    ),
-                ]
-            )
         failed, result_msg = route_failure(
             task, f, stage=STAGE, source=source, at=at, policy=self.retry_policy, topics=self.topics,
             return_topic=self.cached_topic, wrap=lambda retry: replace(cached, task=retry.to_dict()),
+            # A lost or changed cache file needs a fresh download, at once, not an upload retry later.
+            requeue_topic=self.topics.pending if f.category == "cache_lost" else None,
         )  # fmt: skip
         return Routed([failed, result_msg], outcome)
