@@ -199,3 +199,17 @@ def test_a_401_drops_the_cached_token_and_the_next_attempt_succeeds_with_a_fresh
     second = uploader(settings, storage).upload(cache(settings, "h.pdf", b"x" * 10))
     assert second.failure is None
     assert len(fetched) == 2 and dfs.tokens[-1] == "token-2"  # a new token after the refusal
+
+
+def test_a_transient_storage_failure_goes_to_its_tier_as_a_cached_attachment_back_to_cached(settings, dfs):
+    dfs.fail("append", 503, times=5)
+    stage = UploadStage(settings, uploader(settings, onelake(dfs)))
+    item = cache(settings, "i.pdf", b"x" * 100)
+    failed, result = stage.route(stage.uploader.upload(item), None).messages
+    assert (failed.outcome, failed.topic) == ("retry", settings.retry_topics[0])
+    retry = failed.message
+    assert isinstance(retry, CachedAttachment) and retry.cache_uri == item.cache_uri
+    task = retry.download_task
+    assert (task.attempt, task.retry_stage, task.return_topic) == (1, "upload", settings.topics.cached.name)
+    assert retry.headers()["xact.retry.stage"] == "upload" and retry.headers()["xact.schema"] == "cached_attachment/1"
+    assert task.history[-1]["http_status"] == 503 and result.message.status == "retrying"
