@@ -25,8 +25,8 @@ from pathlib import Path
 
 from pipeline_lib.config import load_settings
 from pipeline_lib.contracts import CachedAttachment, SourceRef
-from pipeline_lib.download_stage import PendingRecord
 from pipeline_lib.logs import setup_logging
+from pipeline_lib.routing import PendingRecord
 from pipeline_lib.upload_stage import UploadStage
 from tests.factories import make_task
 

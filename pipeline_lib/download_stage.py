@@ -9,26 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import ContractError, DownloadTask, SourceRef
+from pipeline_lib.contracts import DownloadTask, SourceRef
 from pipeline_lib.download import Downloader, DownloadOutcome
 from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.routing import OutMessage, Routed, Topics, malformed_input, result_message, route_failure
+from pipeline_lib.routing import (
+    OutMessage,
+    PendingRecord,
+    Routed,
+    Topics,
+    process_records,
+    result_message,
+    route_failure,
+)
 from pipeline_lib.worker_state import per_worker
 
 STAGE = "download"
-
-
-@dataclass(frozen=True)
-class PendingRecord:
-    """One Kafka record of the pending topic."""
-
-    key: str | None
-    value: bytes | str | None
-    source: SourceRef
 
 
 class DownloadStage:
@@ -47,26 +44,15 @@ class DownloadStage:
 
     def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
         """Route every record, downloading up to `concurrency` at once; yields in input order."""
-        now = datetime.now(timezone.utc)
-        decoded: list[tuple[PendingRecord, DownloadTask | Routed]] = []
-        for record in records:
-            decoded.append((record, self._decode(record, now)))
-        tasks = [item for _, item in decoded if isinstance(item, DownloadTask)]
-        outcomes = iter(self._pool.map(self.downloader.download, tasks))
-        for record, item in decoded:
-            if isinstance(item, Routed):
-                yield item
-            else:
-                yield self.route(next(outcomes), record.source)
-
-    def _decode(self, record: PendingRecord, now: datetime) -> DownloadTask | Routed:
-        raw = record.value
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
-        try:
-            return DownloadTask.decode(raw if raw is not None else b"")
-        except ContractError as exc:
-            reason = f"not a readable download task: {exc}"
-            return Routed([malformed_input(STAGE, reason, text, record.source, record.key, now, self.topics.dlq)])
+        return process_records(
+            records,
+            DownloadTask,
+            self.downloader.download,
+            self.route,
+            self._pool,
+            stage=STAGE,
+            dlq_topic=self.topics.dlq,
+        )
 
     def route(self, outcome: DownloadOutcome, source: SourceRef | None) -> Routed:
         task, at = outcome.task, outcome.finished_at

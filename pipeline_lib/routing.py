@@ -13,14 +13,23 @@ by the trace id, so one claim's messages stay in order within a partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import Any, Protocol, TypeVar
 
 from pipeline_lib import ids
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import AttachmentResult, DeadLetter, DownloadTask, Message, SourceRef, history_entry
+from pipeline_lib.contracts import (
+    AttachmentResult,
+    ContractError,
+    DeadLetter,
+    DownloadTask,
+    Message,
+    SourceRef,
+    history_entry,
+)
 from pipeline_lib.failures import Failure
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.times import iso_utc
@@ -37,6 +46,15 @@ class OutMessage:
 
     def row(self) -> tuple[str, str | None, str, dict[str, str]]:
         return self.topic, self.key, self.message.encode(), self.message.headers()
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """One Kafka record a stage reads: key, value and where it was read (for dead letters)."""
+
+    key: str | None
+    value: bytes | str | None
+    source: SourceRef
 
 
 class Outcome(Protocol):
@@ -183,3 +201,37 @@ def malformed_input(
         payload=payload,
     )
     return OutMessage("malformed", dlq_topic, key, dead)
+
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R")  # a stage's outcome
+
+
+def process_records(
+    records: Iterable[PendingRecord],
+    message_cls: type[M],
+    work: Callable[[M], R],
+    route: Callable[[R, SourceRef | None], Routed],
+    pool: Executor,
+    *,
+    stage: str,
+    dlq_topic: str,
+) -> Iterator[Routed]:
+    """The I/O stages' loop: decode every record as `message_cls` (an unreadable one is
+    dead-lettered as malformed, never dropped), run `work` on the readable ones on `pool`, and
+    yield `route(outcome, source)` for each record in input order."""
+    now = datetime.now(timezone.utc)
+    decoded: list[tuple[PendingRecord, M | Routed]] = []
+    for record in records:
+        raw = record.value
+        try:
+            decoded.append((record, message_cls.decode(raw if raw is not None else b"")))
+        except ContractError as exc:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
+            reason = f"not a readable {message_cls.KIND.replace('_', ' ')}: {exc}"
+            dead = malformed_input(stage, reason, text, record.source, record.key, now, dlq_topic)
+            decoded.append((record, Routed([dead])))
+    items = [item for _, item in decoded if not isinstance(item, Routed)]
+    outcomes = iter(pool.map(work, items))
+    for record, item in decoded:
+        yield item if isinstance(item, Routed) else route(next(outcomes), record.source)

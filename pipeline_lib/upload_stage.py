@@ -22,11 +22,18 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import CachedAttachment, ContractError, DownloadTask, SourceRef
-from pipeline_lib.download_stage import PendingRecord
+from pipeline_lib.contracts import CachedAttachment, DownloadTask, SourceRef
 from pipeline_lib.failures import Failure, failure
 from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.routing import OutMessage, Routed, Topics, malformed_input, result_message, route_failure
+from pipeline_lib.routing import (
+    OutMessage,
+    PendingRecord,
+    Routed,
+    Topics,
+    process_records,
+    result_message,
+    route_failure,
+)
 from pipeline_lib.storage import ChunksChanged, LakeStorage, StorageFailure, StoredFile, lake_storage, verified_chunks
 from pipeline_lib.times import iso_utc
 from pipeline_lib.worker_state import per_worker
@@ -130,28 +137,16 @@ class UploadStage:
         return per_worker(cls, settings)
 
     def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
-        now = datetime.now(timezone.utc)
-        decoded: list[tuple[PendingRecord, CachedAttachment | Routed]] = []
-        for record in records:
-            raw = record.value
-            try:
-                decoded.append((record, CachedAttachment.decode(raw if raw is not None else b"")))
-            except ContractError as exc:
-                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
-                dead = malformed_input(
-                    STAGE,
-                    f"not a readable cached attachment: {exc}",
-                    text,
-                    record.source,
-                    record.key,
-                    now,
-                    self.topics.dlq,
-                )
-                decoded.append((record, Routed([dead])))
-        items = [item for _, item in decoded if isinstance(item, CachedAttachment)]
-        outcomes = iter(self._pool.map(self.uploader.upload, items))
-        for record, item in decoded:
-            yield item if isinstance(item, Routed) else self.route(next(outcomes), record.source)
+        """Route every record, uploading up to `upload.concurrency` at once; yields in input order."""
+        return process_records(
+            records,
+            CachedAttachment,
+            self.uploader.upload,
+            self.route,
+            self._pool,
+            stage=STAGE,
+            dlq_topic=self.topics.dlq,
+        )
 
     def route(self, outcome: UploadOutcome, source: SourceRef | None) -> Routed:
         task, cached, at = outcome.task, outcome.cached, outcome.finished_at

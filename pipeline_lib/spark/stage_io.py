@@ -21,9 +21,8 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import SourceRef
-from pipeline_lib.download_stage import PendingRecord
 from pipeline_lib.kafka_options import kafka_sink_options
-from pipeline_lib.routing import Routed
+from pipeline_lib.routing import PendingRecord, Routed
 from pipeline_lib.spark.kafka_io import kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.times import iso_from_millis

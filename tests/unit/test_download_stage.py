@@ -10,7 +10,8 @@ from pipeline_lib.circuit_breaker import BreakerRegistry
 from pipeline_lib.config import load_settings
 from pipeline_lib.contracts import CachedAttachment, DeadLetter, DownloadTask, SourceRef
 from pipeline_lib.download import Downloader
-from pipeline_lib.download_stage import DownloadStage, PendingRecord
+from pipeline_lib.download_stage import DownloadStage
+from pipeline_lib.routing import PendingRecord
 from pipeline_lib.sample_server import SampleFileServer
 from tests.factories import make_task
 
