@@ -36,7 +36,9 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
         produce(s, s.topics.dlq.name, [("junk", "not a dead letter")])
         run_available_now(run_dlq_table, spark, s)
         # The same dead letters delivered again (at-least-once upstream) add no row.
-        produce(s, s.topics.dlq.name, [(None, v) for v in values(s, s.topics.dlq.name)[:2]])
+        letters = [v for v in values(s, s.topics.dlq.name) if b'"schema":"dead_letter"' in v]
+        assert len(letters) == 2
+        produce(s, s.topics.dlq.name, [(None, v) for v in letters])
         run_available_now(run_dlq_table, spark, s)
 
         rows = {r.task_id or r.stage: r for r in dlq_rows(spark, s).collect()}
