@@ -5,7 +5,8 @@
 Starts its own broker on free loopback ports in a temporary directory, produces the events, runs
 the ingest job (Trigger.AvailableNow) over them, and prints a table:
 - end to end: first batch start to last batch end, including the Kafka writes and the Delta MERGE;
-- per batch: median of Spark's processedRowsPerSecond;
+- per batch: median of Spark's processedRowsPerSecond, and where a warm batch's time goes
+  (median seconds of each step of the batch writer, first batch left out: it warms the JVM);
 - reference: the pure-Python decision (`ingest_record`) alone on one core, the ceiling per core.
 The target (issue #3) is at least 5,000 events/s sustained.
 """
@@ -76,12 +77,13 @@ def main() -> None:
             produce_s = time.perf_counter() - t0
             reference = python_reference(events)
 
-            from pipeline_lib.spark.ingest import run_ingest
+            from pipeline_lib.spark.ingest import IngestBatchWriter, run_ingest
             from pipeline_lib.spark.session import session_for
 
             spark = session_for(settings)
             start = time.perf_counter()
-            query = run_ingest(spark, settings, available_now=True)
+            writer = IngestBatchWriter(settings)
+            query = run_ingest(spark, settings, available_now=True, writer=writer)
             query.awaitTermination()
             wall = time.perf_counter() - start
             progress = [p for p in query.recentProgress if p["numInputRows"]]
@@ -101,6 +103,10 @@ def main() -> None:
         ("ingest per batch, median", f"{statistics.median(batch_rates):,.0f} events/s"),
         ("reference: ingest_record, 1 core", f"{reference:,.0f} events/s"),
     ]
+    warm = [s for s in writer.step_seconds[1:] if s] or writer.step_seconds
+    for step in warm[0] if warm else {}:
+        seconds = statistics.median(s[step] for s in warm)
+        rows.append((f"warm batch step: {step}, median", f"{seconds:.2f} s"))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{width}}  value")
     print(f"{'-' * width}  {'-' * 30}")

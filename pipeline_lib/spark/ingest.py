@@ -1,7 +1,7 @@
 """Ingest: xact.events.raw -> download tasks on xact.downloads.pending, dead letters on
 xact.downloads.dlq, one row per event in xact_events.
 
-    source (Kafka raw events) -> route_events (mapInPandas over events.ingest_record) -> foreachBatch:
+    source (Kafka raw events) -> route_events (mapInArrow over events.ingest_record) -> foreachBatch:
         1. tasks and dead letters of events not yet in xact_events -> Kafka (routed by `topic`)
         2. those events -> xact_events (append, exactly once per micro-batch via txnAppId/txnVersion)
 
@@ -11,17 +11,20 @@ are emitted again, which is harmless because task ids are deterministic and ever
 is idempotent by task id. Step 2 before step 1 would be wrong: a crash between them would lose
 the tasks. A crash after step 2 replays a batch whose append Delta skips (same txnVersion).
 
-Ingest is the only writer of xact_events, so an anti-join plus an idempotent append keeps one row
-per event at a fraction of the cost of a MERGE (measured in benchmarks/ingest_throughput.py).
+Ingest is the only writer of xact_events, so looking up the batch's event ids in the table (a
+semi-join of ids only, the batch side broadcast) plus an idempotent append keeps one row per event
+at a fraction of the cost of a MERGE (measured in benchmarks/ingest_throughput.py).
+
+The Python side emits typed rows (Kafka headers as an array, the events row as a struct), so no
+JSON is parsed again in the JVM; the writer logs each batch's step times (route, dedup, kafka, delta).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import orjson
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -31,6 +34,7 @@ from pipeline_lib.contracts import SourceRef
 from pipeline_lib.events import ingest_record
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
+from pipeline_lib.progress import StepTimer
 from pipeline_lib.spark.delta_tables import (
     TableSpec,
     append_once,
@@ -39,11 +43,21 @@ from pipeline_lib.spark.delta_tables import (
     drop_duplicate_keys,
     existing_keys,
 )
-from pipeline_lib.spark.kafka_io import dead_letter_row, kafka_records, read_topics
+from pipeline_lib.spark.kafka_io import (
+    arrow_batch,
+    arrow_schema,
+    dead_letter_row,
+    header_entries,
+    kafka_records,
+    read_topics,
+)
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.schemas import EVENTS_SCHEMA, ROUTED_SCHEMA
 from pipeline_lib.times import iso_from_millis
 from pipeline_lib.url_policy import UrlPolicy
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = get_logger("ingest")
 JOB_NAME = "ingest"
@@ -54,31 +68,23 @@ def events_table(settings: Settings) -> TableSpec:
 
 
 def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
-    """The mapInPandas function: raw Kafka rows in, ROUTED_SCHEMA rows out."""
+    """The mapInArrow function: raw Kafka rows in, ROUTED_SCHEMA rows out."""
+    out_schema = arrow_schema(ROUTED_SCHEMA)
 
-    def route(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
+    def route(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
             now = datetime.now(timezone.utc)
+            cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
             rows: list[tuple] = []
             for key, value, topic, partition, offset, timestamp in zip(  # noqa: B905 - equal-length columns
-                pdf["key"], pdf["value"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp_ms"]
+                cols["key"], cols["value"], cols["topic"], cols["partition"], cols["offset"], cols["timestamp_ms"]
             ):
-                source = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(timestamp))
+                source = SourceRef(topic, partition, offset, iso_from_millis(timestamp))
                 result = ingest_record(value, source, policy, now)
                 if result.event is not None:
                     event = result.event
-                    rows.append(
-                        (
-                            "event",
-                            event["event_id"],
-                            event["event_id"],
-                            event["event_date"],
-                            None,
-                            event["trace_id"],
-                            orjson.dumps(event).decode(),
-                            None,
-                        )
-                    )
+                    event_id, event_date = event["event_id"], event["event_date"]
+                    rows.append(("event", event_id, event_id, event_date, None, None, None, None, event))
                 for task in result.tasks:
                     rows.append(
                         (
@@ -89,14 +95,15 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
                             pending_topic,
                             task.trace_id,
                             task.encode(),
-                            orjson.dumps(task.headers()).decode(),
+                            header_entries(task.headers()),
+                            None,
                         )
                     )
                 for dead in result.dead:
                     # A malformed event has no trace id: keep the producer's key for the operator.
                     dlq_key = dead.trace_id or (key.decode("utf-8", "replace") if key is not None else None)
                     rows.append(dead_letter_row(dead, dlq_topic, dlq_key))
-            yield pd.DataFrame(rows, columns=ROUTED_SCHEMA.fieldNames())
+            yield arrow_batch(rows, out_schema)
 
     return route
 
@@ -109,13 +116,13 @@ def route_events(raw: DataFrame, settings: Settings) -> DataFrame:
     columns = raw.select(
         "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
     )
-    return columns.mapInPandas(fn, ROUTED_SCHEMA)
+    return columns.mapInArrow(fn, ROUTED_SCHEMA)
 
 
 def event_rows(routed: DataFrame) -> DataFrame:
     """The xact_events rows among routed rows, typed by EVENTS_SCHEMA."""
-    parsed = routed.filter(F.col("kind") == "event").select(F.from_json("value", EVENTS_SCHEMA).alias("e"))
-    return parsed.select("e.*")
+    events = routed.filter(F.col("kind") == "event")
+    return events.select(*(F.col("event")[f.name].cast(f.dataType).alias(f.name) for f in EVENTS_SCHEMA))
 
 
 class IngestBatchWriter:
@@ -131,35 +138,69 @@ class IngestBatchWriter:
         self.kafka_options = kafka_sink_options(settings.kafka)
         self.checkpoint = settings.checkpoint(JOB_NAME)
         self.app_id = app_id
+        self.step_seconds: list[dict[str, float]] = []  # per micro-batch, for benchmarks and tuning
 
     def __call__(self, routed: DataFrame, batch_id: int) -> None:
         spark = routed.sparkSession
         if self.app_id is None:
             self.app_id = f"{JOB_NAME}-{checkpoint_query_id(spark, self.checkpoint)}"
+        steps = StepTimer()
         batch = routed.persist()
         try:
-            dates = [
-                r.event_date for r in batch.select("event_date").where("event_date IS NOT NULL").distinct().collect()
-            ]
-            known = existing_keys(spark, self.table, dates, "event_date") if dates else None
-            unique = drop_duplicate_keys(batch, ["kind", "id"])  # an event delivered twice in one batch
-            outgoing = unique.filter(F.col("kind").isin("task", "dlq"))
-            events = event_rows(unique)
-            if known is not None:
-                # Work of an event already recorded was emitted when it was first seen.
-                known = known.withColumnRenamed("event_id", "known_id")
-                outgoing = outgoing.join(known, F.col("event_id") == F.col("known_id"), "left_anti")
-                events = events.join(known, F.col("event_id") == F.col("known_id"), "left_anti")
+            with steps("route"):  # the Python decisions, cached for the writes below
+                dates, duplicated = self._batch_facts(batch)
+            with steps("dedup"):
+                unique = drop_duplicate_keys(batch, ["kind", "id"]) if duplicated else batch
+                recorded = self._recorded_event_ids(batch, dates)
+                if recorded:
+                    # Work of an event already recorded was emitted when it was first seen.
+                    unique = unique.filter(F.col("event_id").isNull() | ~F.col("event_id").isin(recorded))
             # Kafka first: a crash after it replays the batch, re-emitting harmless duplicates.
             # The reverse order could record an event whose tasks were never emitted.
-            kafka_records(outgoing).write.format("kafka").options(**self.kafka_options).save()
-            append_once(events, self.table, self.app_id, batch_id)
+            with steps("kafka"):
+                outgoing = unique.filter(F.col("kind").isin("task", "dlq"))
+                kafka_records(outgoing).write.format("kafka").options(**self.kafka_options).save()
+            with steps("delta"):
+                append_once(event_rows(unique), self.table, self.app_id, batch_id)
         finally:
             batch.unpersist()
+        self.step_seconds.append(steps.seconds)
+        log.info("batch %d: %s (%d already recorded)", batch_id, steps, len(recorded))
+
+    @staticmethod
+    def _batch_facts(batch: DataFrame) -> tuple[list[str], bool]:
+        """One pass over the batch: its events' dates, and whether a row key repeats (rare)."""
+        facts = batch.agg(
+            F.collect_set(F.when(F.col("kind") == "event", F.col("event_date"))).alias("dates"),
+            (F.count(F.lit(1)) > F.count_distinct("kind", "id")).alias("duplicated"),
+        ).first()
+        assert facts is not None  # a global aggregate always has one row
+        return sorted(facts["dates"]), bool(facts["duplicated"])
+
+    def _recorded_event_ids(self, batch: DataFrame, dates: list[str]) -> list[str]:
+        """Ids of this batch's events that xact_events already holds (usually none).
+
+        Only ids travel: the table's ids of the batch's dates are semi-joined with the batch's
+        broadcast event ids, so the wide task rows are never shuffled.
+        """
+        if not dates:
+            return []
+        events = batch.filter(F.col("kind") == "event").select("event_id")
+        known = existing_keys(batch.sparkSession, self.table, dates, "event_date")
+        return [r.event_id for r in known.join(F.broadcast(events), "event_id", "left_semi").distinct().collect()]
 
 
-def run_ingest(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
-    """Start the ingest query; with `available_now`, it processes what is there and stops."""
+def run_ingest(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    available_now: bool = False,
+    writer: IngestBatchWriter | None = None,
+) -> StreamingQuery:
+    """Start the ingest query; with `available_now`, it processes what is there and stops.
+
+    `writer` lets a caller keep the batch writer (e.g. to read its `step_seconds`).
+    """
     create_table(spark, events_table(settings))
     install_progress_listener(spark)
     raw = read_topics(spark, settings, [settings.topics.events_raw.name])
@@ -170,9 +211,9 @@ def run_ingest(spark: SparkSession, settings: Settings, *, available_now: bool =
             for kind, name in (("event", "events"), ("task", "tasks"), ("dlq", "dead_letters"))
         ),
     )
-    writer = (
+    stream = (
         routed.writeStream.queryName(JOB_NAME)
-        .foreachBatch(IngestBatchWriter(settings))
+        .foreachBatch(writer or IngestBatchWriter(settings))
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
-    return start_query(writer, settings, available_now)
+    return start_query(stream, settings, available_now)

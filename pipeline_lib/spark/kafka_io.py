@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import orjson
-from pyspark.sql import DataFrame, SparkSession
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
 
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DeadLetter
 from pipeline_lib.kafka_options import java_client_options
 from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> DataFrame:
@@ -30,15 +37,40 @@ def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> D
 
 
 def kafka_records(routed: DataFrame) -> DataFrame:
-    """Routed rows as Kafka sink rows: topic, key, value, headers."""
-    headers = F.transform(
-        F.map_entries(F.from_json("headers_json", "map<string,string>")),
+    """Routed rows (with a KAFKA_HEADERS_TYPE `headers` column) as Kafka sink rows."""
+    return routed.select("topic", "key", "value", "headers")
+
+
+def headers_from_json(column: str) -> Column:
+    """A JSON object of string headers as KAFKA_HEADERS_TYPE (for rows that keep headers as JSON)."""
+    return F.transform(
+        F.map_entries(F.from_json(column, "map<string,string>")),
         lambda e: F.struct(e["key"].alias("key"), e["value"].cast("binary").alias("value")),
     ).cast(KAFKA_HEADERS_TYPE)
-    return routed.select("topic", "key", "value", headers.alias("headers"))
+
+
+def header_entries(headers: Mapping[str, str]) -> list[dict[str, object]]:
+    """Message headers as a KAFKA_HEADERS_TYPE value for an Arrow batch."""
+    return [{"key": k, "value": v.encode("utf-8")} for k, v in headers.items()]
+
+
+def arrow_schema(schema: StructType) -> pa.Schema:
+    """The Arrow schema mapInArrow must yield for `schema` (no timestamp columns: they travel as ISO strings)."""
+    return to_arrow_schema(schema)
+
+
+def arrow_batch(rows: Sequence[tuple], schema: pa.Schema) -> pa.RecordBatch:
+    """Row tuples (in schema order) as one Arrow batch; nested values are dicts and lists."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows)) if rows else [() for _ in schema]  # noqa: B905 - rows have equal length
+    return pa.RecordBatch.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, schema)],  # noqa: B905 - one column per field
+        schema=schema,
+    )
 
 
 def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None) -> tuple:
     """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
-    headers = orjson.dumps(dead.headers()).decode()
-    return ("dlq", dead.dlq_id, dead.event_id, None, dlq_topic, key, dead.encode(), headers)
+    headers = header_entries(dead.headers())
+    return ("dlq", dead.dlq_id, dead.event_id, None, dlq_topic, key, dead.encode(), headers, None)

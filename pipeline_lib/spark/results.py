@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -37,10 +37,13 @@ from pipeline_lib.contracts import AttachmentResult, DeadLetter, SourceRef
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.delta_tables import TableSpec, checkpoint_query_id, create_table, require_table
-from pipeline_lib.spark.kafka_io import dead_letter_row, kafka_records, read_topics
+from pipeline_lib.spark.kafka_io import arrow_batch, arrow_schema, dead_letter_row, kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.schemas import ROUTED_SCHEMA, message_schema
 from pipeline_lib.times import iso_from_millis, iso_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = get_logger("results")
 JOB_NAME = "results"
@@ -176,21 +179,24 @@ def merge_results(latest: DataFrame, spec: TableSpec, app_id: str | None = None,
 
 
 def _dead_letters(dlq_topic: str):
-    def to_dead(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    out_schema = arrow_schema(ROUTED_SCHEMA)
+
+    def to_dead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         now = iso_utc(datetime.now(timezone.utc))
-        for pdf in batches:
+        for batch in batches:
+            cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
             rows = []
             for reason, raw, topic, partition, offset, ms in zip(  # noqa: B905 - equal-length columns
-                pdf["_malformed"], pdf["_raw"], pdf["topic"], pdf["partition"], pdf["offset"], pdf["timestamp_ms"]
+                cols["_malformed"], cols["_raw"], cols["topic"], cols["partition"], cols["offset"], cols["timestamp_ms"]
             ):
-                source = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ms))
+                source = SourceRef(topic, partition, offset, iso_from_millis(ms))
                 dead = DeadLetter(
                     dlq_id=ids.dlq_id("results", source.topic, str(source.partition), str(source.offset)),
                     stage="results", category="malformed", reason=str(reason), failed_at=now,
                     source=source, payload=raw,
                 )  # fmt: skip
                 rows.append(dead_letter_row(dead, dlq_topic, None))
-            yield pd.DataFrame(rows, columns=ROUTED_SCHEMA.fieldNames())
+            yield arrow_batch(rows, out_schema)
 
     return to_dead
 
@@ -213,7 +219,7 @@ class ResultsBatchWriter:
             bad = batch.filter(F.col("_malformed").isNotNull())
             if not bad.isEmpty():
                 dead = bad.select("_malformed", "_raw", "topic", "partition", "offset", "timestamp_ms")
-                routed = dead.mapInPandas(_dead_letters(self.dlq_topic), ROUTED_SCHEMA)
+                routed = dead.mapInArrow(_dead_letters(self.dlq_topic), ROUTED_SCHEMA)
                 kafka_records(routed).write.format("kafka").options(**self.kafka_options).save()
             good = batch.filter(F.col("_malformed").isNull())
             merge_results(latest_per_task(good), self.table, self.app_id, batch_id)

@@ -40,7 +40,7 @@ from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, SourceRef
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.retry_schedule import NotSchedulable, waiting_from_headers
 from pipeline_lib.routing import malformed_input
-from pipeline_lib.spark.kafka_io import kafka_records, read_topics
+from pipeline_lib.spark.kafka_io import headers_from_json, kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.times import iso_from_millis
 
@@ -174,7 +174,7 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
         F.max(F.when(F.col("outcome") == "moved", F.col("lateness_ms"))).alias("max_lateness_ms"),
     )
     writer = (
-        kafka_records(forwarded)
+        kafka_records(forwarded.withColumn("headers", headers_from_json("headers_json")))
         .writeStream.queryName(JOB_NAME)
         .format("kafka")
         .outputMode("append")

@@ -37,17 +37,29 @@ EVENTS_SCHEMA = StructType(
     ]
 )
 
-# What ingest's mapInPandas emits: one row per events row, task or dead letter.
+KAFKA_HEADERS_TYPE = ArrayType(StructType([StructField("key", StringType()), StructField("value", BinaryType())]))
+
+# An xact_events row as ingest's Python side emits it: dates and timestamps as ISO strings
+# (typed by a cast in Spark), everything else as in EVENTS_SCHEMA.
+EVENT_VALUES_TYPE = StructType(
+    [
+        StructField(f.name, StringType() if isinstance(f.dataType, (DateType, TimestampType)) else f.dataType)
+        for f in EVENTS_SCHEMA
+    ]
+)
+
+# What ingest's mapInArrow emits: one row per events row, task or dead letter.
 ROUTED_SCHEMA = StructType(
     [
         StructField("kind", StringType(), False),  # event | task | dlq
         StructField("id", StringType(), False),  # event_id, task_id or dlq_id
         StructField("event_id", StringType(), True),
         StructField("event_date", StringType(), True),
-        StructField("topic", StringType(), True),
+        StructField("topic", StringType(), True),  # Kafka rows (task, dlq): their topic, key, value, headers
         StructField("key", StringType(), True),
-        StructField("value", StringType(), False),
-        StructField("headers_json", StringType(), True),
+        StructField("value", StringType(), True),
+        StructField("headers", KAFKA_HEADERS_TYPE, True),
+        StructField("event", EVENT_VALUES_TYPE, True),  # event rows only
     ]
 )
 
@@ -63,6 +75,3 @@ def message_schema(cls: type) -> StructType:
             raise TypeError(f"{cls.__name__}.{f.name}: no Spark type for {annotation!r}")
         out.append(StructField(f.name, kinds[base], nullable="None" in annotation))
     return StructType(out)
-
-
-KAFKA_HEADERS_TYPE = ArrayType(StructType([StructField("key", StringType()), StructField("value", BinaryType())]))

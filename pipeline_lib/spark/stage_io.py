@@ -13,7 +13,6 @@ import resource
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-import orjson
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -23,8 +22,9 @@ from pipeline_lib.config import Settings
 from pipeline_lib.contracts import SourceRef
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.routing import PendingRecord, Routed
-from pipeline_lib.spark.kafka_io import kafka_records, read_topics
+from pipeline_lib.spark.kafka_io import arrow_schema, header_entries, kafka_records, read_topics
 from pipeline_lib.spark.progress import install_progress_listener, start_query
+from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
 from pipeline_lib.times import iso_from_millis
 
 # One row per emitted message, plus what the metrics need.
@@ -36,7 +36,7 @@ STAGE_ROUTED_SCHEMA = StructType(
         StructField("topic", StringType(), False),
         StructField("key", StringType(), True),
         StructField("value", StringType(), False),
-        StructField("headers_json", StringType(), True),
+        StructField("headers", KAFKA_HEADERS_TYPE, True),
         StructField("bytes", LongType(), False),
         StructField("breaker_opened", LongType(), False),
         StructField("worker_peak_rss_bytes", LongType(), False),
@@ -53,10 +53,7 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
     # batch is only extra copies (the 2 GiB download's worker peak RSS went from 207 to 177 MiB).
     import pyarrow as pa
 
-    out_schema = pa.schema(
-        [pa.field(f.name, pa.int64() if isinstance(f.dataType, LongType) else pa.string(), f.nullable)
-         for f in STAGE_ROUTED_SCHEMA.fields]
-    )  # fmt: skip
+    out_schema = arrow_schema(STAGE_ROUTED_SCHEMA)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stage = stage_for(settings)  # one per Python worker: pools, threads and breakers outlive a batch
@@ -81,7 +78,7 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
                     first = index == 0  # bytes and openings counted once per outcome
                     for name, item in (
                         ("outcome", out.outcome), ("topic", topic), ("key", key), ("value", value),
-                        ("headers_json", orjson.dumps(headers).decode()), ("bytes", size if first else 0),
+                        ("headers", header_entries(headers)), ("bytes", size if first else 0),
                         ("breaker_opened", opened if first else 0),
                     ):  # fmt: skip
                         columns[name].append(item)

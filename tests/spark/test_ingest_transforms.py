@@ -95,7 +95,7 @@ def test_event_rows_flatten_to_the_table_schema(spark, make_settings):
         actual.schema,
     )
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
-    # from_json makes every field nullable; the Delta table enforces NOT NULL at write time.
+    # The routed struct makes every field nullable; the Delta table enforces NOT NULL at write time.
     assert [(f.name, f.dataType) for f in event_rows(routed).schema] == [(f.name, f.dataType) for f in EVENTS_SCHEMA]
 
 

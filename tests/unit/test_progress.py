@@ -1,4 +1,6 @@
-from pipeline_lib.progress import format_progress
+import pytest
+
+from pipeline_lib.progress import StepTimer, format_progress
 
 PROGRESS = {
     "name": "ingest",
@@ -22,3 +24,16 @@ def test_progress_line_has_rows_rate_outcomes_and_lag():
 def test_progress_line_without_metrics_says_so():
     line = format_progress("x", {"batchId": 0, "numInputRows": 0, "sources": [{}], "sink": {"numOutputRows": 5}})
     assert line == "[x] batch 0: in 0 rows (0.0/s), out 5 rows, lag n/a, 0 ms"
+
+
+def test_step_timer_adds_up_each_named_step_in_order_even_when_it_raises():
+    ticks = iter([0.0, 1.5, 2.0, 2.25, 3.0, 3.5])
+    steps = StepTimer(clock=lambda: next(ticks))
+    with steps("route"):
+        pass
+    with steps("kafka"):
+        pass
+    with pytest.raises(RuntimeError), steps("route"):
+        raise RuntimeError("boom")
+    assert steps.seconds == {"route": 2.0, "kafka": 0.25}
+    assert str(steps) == "route 2.0 s, kafka 0.2 s"
