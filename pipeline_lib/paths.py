@@ -8,6 +8,7 @@ Windows device names (OneLake paths are opened from Windows tools too).
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import unicodedata
@@ -15,16 +16,18 @@ from urllib.parse import unquote, urlsplit
 
 MAX_COMPONENT = 120
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*%#]')
+_DOTS = re.compile(r"\.{2,}")
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 FNOL_SUBTYPE = "firstNoticeOfLossReceived"
 ESTIMATE_SUBTYPE = "estimatePackageReceived"
 
 
+@functools.lru_cache(maxsize=65536)  # pure; an event's trace id and assignment repeat for each URL
 def sanitize_component(value: str, fallback: str = "unnamed", max_length: int = MAX_COMPONENT) -> str:
     """One safe path component: never '.', '..', empty, a device name or longer than max_length."""
     text = unicodedata.normalize("NFC", str(value))
     text = _UNSAFE.sub("_", text)
-    text = re.sub(r"\.{2,}", "_", text)  # no traversal, even embedded
+    text = _DOTS.sub("_", text)  # no traversal, even embedded
     text = text.strip(" .")
     if not text:
         text = fallback

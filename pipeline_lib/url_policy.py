@@ -73,12 +73,14 @@ class UrlPolicy:
             raise UrlRefused("syntax", "the URL has no host")
         if not self.host_allowed(host):
             raise UrlRefused("host", f"host {host!r} is not in url_policy.allowed_hosts")
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None:
-            self.check_address(literal)
+        # An IP literal ends with a digit (IPv4) or holds a colon (IPv6); a name never parses as one.
+        if host[-1].isdigit() or ":" in host:
+            try:
+                literal = ipaddress.ip_address(host)
+            except ValueError:
+                literal = None
+            if literal is not None:
+                self.check_address(literal)
         return host, port or (443 if scheme == "https" else 80)
 
     def check_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> None:
