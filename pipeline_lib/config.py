@@ -52,6 +52,7 @@ class KafkaSettings(_Model):
     min_partitions: int | None = Field(default=None, gt=0)  # split Kafka partitions into more Spark tasks
     fail_on_data_loss: bool = True
     producer_options: dict[str, str | int] = {}  # Kafka producer settings for Spark sinks, e.g. linger.ms
+    consumer_options: dict[str, str | int] = {}  # Kafka consumer settings for Spark sources, e.g. fetch.max.wait.ms
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSettings:

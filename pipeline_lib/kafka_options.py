@@ -75,3 +75,8 @@ def librdkafka_config(kafka: KafkaSettings) -> dict[str, str]:
 def kafka_sink_options(kafka: KafkaSettings) -> dict[str, str]:
     """Options for a Spark Kafka sink: the client options plus producer tuning (kafka.producer_options)."""
     return {**java_client_options(kafka), **{f"kafka.{k}": str(v) for k, v in kafka.producer_options.items()}}
+
+
+def kafka_source_options(kafka: KafkaSettings) -> dict[str, str]:
+    """Options for a Spark Kafka source: the client options plus consumer tuning (kafka.consumer_options)."""
+    return {**java_client_options(kafka), **{f"kafka.{k}": str(v) for k, v in kafka.consumer_options.items()}}

@@ -12,7 +12,7 @@ from pyspark.sql.types import StructType
 
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DeadLetter
-from pipeline_lib.kafka_options import java_client_options
+from pipeline_lib.kafka_options import kafka_source_options
 from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> D
     kafka = settings.kafka
     reader = (
         spark.readStream.format("kafka")
-        .options(**java_client_options(kafka))
+        .options(**kafka_source_options(kafka))
         .option("subscribe", ",".join(topics))
         .option("startingOffsets", kafka.starting_offsets)
         .option("maxOffsetsPerTrigger", str(kafka.max_offsets_per_trigger))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_lib.config import ConfigError, delay_label, load_settings, secret_from_env
-from pipeline_lib.kafka_options import java_client_options, librdkafka_config
+from pipeline_lib.kafka_options import java_client_options, kafka_sink_options, kafka_source_options, librdkafka_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -192,3 +192,13 @@ def test_cache_dir_resolves_under_the_storage_root_and_a_uri_is_refused(tmp_path
 def test_allowed_networks_must_be_cidrs():
     with pytest.raises(ConfigError, match="url_policy.allowed_networks"):
         load_settings("local", overrides={"url_policy": {"allowed_networks": ["localhost"]}})
+
+
+def test_spark_sources_and_sinks_get_their_own_client_tuning_on_top_of_the_connection():
+    settings = load_settings("local", overrides={"kafka": {"consumer_options": {"fetch.max.wait.ms": 20}}})
+    source, sink = kafka_source_options(settings.kafka), kafka_sink_options(settings.kafka)
+    assert source["kafka.fetch.max.wait.ms"] == "20" and "kafka.linger.ms" not in source
+    assert sink["kafka.linger.ms"] == "20" and "kafka.fetch.max.wait.ms" not in sink
+    assert source["kafka.bootstrap.servers"] == sink["kafka.bootstrap.servers"] == settings.kafka.bootstrap_servers
+    # The shipped default: no half-second stall at the start of every micro-batch.
+    assert load_settings("local").kafka.consumer_options["fetch.max.wait.ms"] == 50
