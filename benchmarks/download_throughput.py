@@ -10,6 +10,10 @@ query (0.5 s trigger), warmed up once; "stage" is the time from producing a set'
 of the micro-batch that routed its last one (Kafka in, cached messages out), "in batches" the time
 inside those micro-batches. Ratios use "stage".
 
+Two references explain the ratios: the micro-batch floor (16 files of 1 KiB through the same
+query: Kafka in, one batch, cached out, no bandwidth to speak of) and SHA-256 on one core (the
+stage hashes every byte; curl does not).
+
 Targets (issue #4): >= 0.9x curl MiB/s on 256 MiB files, >= 0.7x on 1 MiB files, >= 0.25x curl
 files/s on 64 KiB files, >= 0.9x the concurrency bound (concurrency / latency) with 100 ms latency,
 and a Python worker peak RSS below 200 MiB while it downloads a 2 GiB file.
@@ -18,6 +22,7 @@ and a Python worker peak RSS below 200 MiB while it downloads a 2 GiB file.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import statistics
 import subprocess
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline_lib.config import Settings, load_settings
-from pipeline_lib.kafka_tools import produce
+from pipeline_lib.kafka_tools import make_producer, produce
 from pipeline_lib.local_kafka import LocalKafka, free_port
 from pipeline_lib.logs import setup_logging
 from tests.factories import make_task
@@ -82,6 +87,7 @@ class RunningStage:
         from pipeline_lib.spark.download import run_download
 
         self.settings = settings
+        self.producer = make_producer(settings)  # long-lived, like a real upstream producer
         self.query = run_download(spark, settings)
         self.seen: set[int] = set()
         self.totals = {"cached": 0, "retry": 0, "dead": 0, "malformed": 0, "bytes": 0, "busy_ms": 0, "peak": 0}
@@ -107,7 +113,9 @@ class RunningStage:
             for i, u in enumerate(file_urls)
         ]
         start = time.perf_counter()
-        produce(self.settings, self.settings.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks])
+        produce(
+            self.settings, self.settings.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks], self.producer
+        )
         while True:
             self._poll()
             done = sum(self.totals[k] - before[k] for k in ("cached", "retry", "dead", "malformed"))
@@ -156,6 +164,9 @@ def main() -> None:
             spark = session_for(settings)
             stage = RunningStage(spark, settings)
             stage.run(urls(base, FileSet("warmup", 64, 64 * 1024), 0), 0)  # Python workers, consumers, producer
+            floor = statistics.median(
+                stage.run(urls(base, FileSet("floor", 16, 1024), run), run)[0] for run in (9001, 9002, 9003)
+            )
             rows = []
             run = 0
             for fs in chosen:
@@ -187,6 +198,16 @@ def main() -> None:
             broker.stop()
             server.terminate()
     report(rows)
+    print(f"\nmicro-batch floor (16 x 1 KiB, median of 3): {floor:.2f} s")
+    print(f"SHA-256 on one core: {sha256_rate():,.0f} MiB/s")
+
+
+def sha256_rate(mib: int = 512) -> float:
+    block, digest = b"\0" * MiB, hashlib.sha256()
+    start = time.perf_counter()
+    for _ in range(mib):
+        digest.update(block)
+    return mib / (time.perf_counter() - start)
 
 
 def report(rows) -> None:

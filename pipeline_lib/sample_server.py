@@ -72,6 +72,9 @@ def sample_sha256(name: str, size: int) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "xact-sample-server/1"
     protocol_version = "HTTP/1.1"  # keep-alive, as real object stores do
+    # TCP_NODELAY, as production web servers set it: with Nagle, a body's last partial segment
+    # waits for the client's delayed ACK (up to 40 ms), which the latency benchmark would count.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
