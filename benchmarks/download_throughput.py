@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline_lib.config import Settings, load_settings
-from pipeline_lib.kafka_tools import make_producer, produce
-from pipeline_lib.local_kafka import LocalKafka, free_port
+from pipeline_lib.kafka_client import create_topics, make_producer, produce
+from pipeline_lib.local.broker import LocalKafka, free_port
+from pipeline_lib.local.samples import sample_task
 from pipeline_lib.logs import setup_logging
-from tests.factories import make_task
 
 MiB = 1024 * 1024
 SLOTS = 2  # local[2]: Spark task slots on this 2-core machine
@@ -109,7 +109,7 @@ class RunningStage:
         self._poll()
         before = dict(self.totals)
         tasks = [
-            make_task(u, u.rsplit("/", 1)[1].split("?")[0], trace_id=f"bench-{run}-{i}")
+            sample_task(u, u.rsplit("/", 1)[1].split("?")[0], trace_id=f"bench-{run}-{i}")
             for i, u in enumerate(file_urls)
         ]
         start = time.perf_counter()
@@ -143,7 +143,9 @@ def main() -> None:
     setup_logging("WARNING")
     chosen = [SETS[name] for name in args.sets.split(",")]
 
-    server = subprocess.Popen([sys.executable, "-m", "pipeline_lib.sample_server"], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_lib.local.sample_server"], stdout=subprocess.PIPE, text=True
+    )
     base = server.stdout.readline().strip()
     with tempfile.TemporaryDirectory(prefix="xact-bench-") as tmp:
         broker = LocalKafka(Path(tmp) / "broker", free_port(), free_port(), heap="512m")
@@ -158,7 +160,7 @@ def main() -> None:
                 "spark": {"master": f"local[{SLOTS}]"},
                 "download": {"concurrency": CONCURRENCY, "max_bytes": 3 * 1024 * MiB},
             })  # fmt: skip
-            broker.create_topics(settings.topic_partitions())
+            create_topics(broker.bootstrap, settings.topic_partitions())
             from pipeline_lib.spark.session import session_for
 
             spark = session_for(settings)

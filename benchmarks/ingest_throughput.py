@@ -18,21 +18,21 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline_lib.config import load_settings
 from pipeline_lib.contracts import SourceRef
 from pipeline_lib.events import ingest_record
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.local_kafka import LocalKafka, free_port
+from pipeline_lib.kafka_client import consume_all, create_topics, produce
+from pipeline_lib.local.broker import LocalKafka, free_port
+from pipeline_lib.local.samples import sample_event
 from pipeline_lib.logs import setup_logging
-from pipeline_lib.samples import sample_event
 from pipeline_lib.url_policy import UrlPolicy
 
 
 def make_events(count: int) -> list[tuple[str, str]]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [
         (
             f"bench-{i:07d}",
@@ -44,7 +44,7 @@ def make_events(count: int) -> list[tuple[str, str]]:
 
 def python_reference(events: list[tuple[str, str]]) -> float:
     policy = UrlPolicy(frozenset({"https"}))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     sample = events[: min(len(events), 20000)]
     start = time.perf_counter()
     for i, (_, value) in enumerate(sample):
@@ -70,7 +70,7 @@ def main() -> None:
                     "storage": {"root": f"{tmp}/var"},
                 },
             )
-            broker.create_topics(settings.topic_partitions())
+            create_topics(broker.bootstrap, settings.topic_partitions())
             events = make_events(args.events)
             t0 = time.perf_counter()
             produce(settings, settings.topics.events_raw.name, events)

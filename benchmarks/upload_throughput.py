@@ -25,10 +25,10 @@ from pathlib import Path
 
 from pipeline_lib.config import load_settings
 from pipeline_lib.contracts import CachedAttachment, SourceRef
+from pipeline_lib.local.samples import sample_task
 from pipeline_lib.logs import setup_logging
 from pipeline_lib.routing import PendingRecord
-from pipeline_lib.upload_stage import UploadStage
-from tests.factories import make_task
+from pipeline_lib.upload.stage import UploadStage
 
 MiB = 1024 * 1024
 SETS = {"medium": (200, MiB), "large": (4, 256 * MiB)}
@@ -39,7 +39,7 @@ def make_cache(folder: Path, name: str, count: int, size: int) -> list[CachedAtt
     block = os.urandom(MiB)
     items = []
     for i in range(count):
-        task = make_task(f"https://files.example.com/{name}/{i}.pdf", f"{name}-{i}.pdf", trace_id=f"bench-{name}-{i}")
+        task = sample_task(f"https://files.example.com/{name}/{i}.pdf", f"{name}-{i}.pdf", trace_id=f"bench-{name}-{i}")
         path = folder / task.task_id
         digest = hashlib.sha256()
         with open(path, "wb") as f:
@@ -63,7 +63,7 @@ def main() -> None:
         root = Path(tmp)
         broker = None
         if args.spark:
-            from pipeline_lib.local_kafka import LocalKafka, free_port
+            from pipeline_lib.local.broker import LocalKafka, free_port
 
             broker = LocalKafka(root / "broker", free_port(), free_port(), heap="512m")
             broker.start()
@@ -104,7 +104,7 @@ def main() -> None:
 
 
 def spark_job(bootstrap: str, root: Path, name: str, count: int, size: int, mib: float) -> float:
-    from pipeline_lib.kafka_tools import produce
+    from pipeline_lib.kafka_client import produce
     from pipeline_lib.spark.session import session_for
     from pipeline_lib.spark.upload import run_upload
 
@@ -113,7 +113,7 @@ def spark_job(bootstrap: str, root: Path, name: str, count: int, size: int, mib:
         "download": {"cache_dir": str(root / "cache")},
         "topics": {"cached": {"name": f"cached-{name}", "partitions": 2}},
     })  # fmt: skip
-    from pipeline_lib.local_kafka import create_topics
+    from pipeline_lib.kafka_client import create_topics
 
     create_topics(bootstrap, s.topic_partitions())
     items = make_cache(root / "cache" / f"{name}-job", f"{name}-job", count, size)

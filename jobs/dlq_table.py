@@ -1,8 +1,7 @@
-"""dlq-table job (see pipeline_lib.spark.dlq)."""
+"""The dlq-table job for spark-submit and Fabric Spark Job Definitions (main file); see
+pipeline_lib.spark.dlq_table. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-import sys
-
-from pipeline_lib.cli import main
+from pipeline_lib.spark.dlq_table import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["dlq-table", *sys.argv[1:]]))
+    raise SystemExit(main())

@@ -1,9 +1,7 @@
-"""Download job: xact.downloads.pending -> cache, routed to cached / retry / dlq / results
-(see pipeline_lib.spark.download)."""
+"""The download job for spark-submit and Fabric Spark Job Definitions (main file); see
+pipeline_lib.spark.download. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-import sys
-
-from pipeline_lib.cli import main
+from pipeline_lib.spark.download import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["download", *sys.argv[1:]]))
+    raise SystemExit(main())

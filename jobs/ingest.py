@@ -1,8 +1,7 @@
-"""Ingest job: xact.events.raw -> xact.downloads.pending + xact_events (see pipeline_lib.spark.ingest)."""
+"""The ingest job for spark-submit and Fabric Spark Job Definitions (main file); see
+pipeline_lib.spark.ingest. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-import sys
-
-from pipeline_lib.cli import main
+from pipeline_lib.spark.ingest import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["ingest", *sys.argv[1:]]))
+    raise SystemExit(main())

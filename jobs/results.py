@@ -1,8 +1,7 @@
-"""Results job: xact.downloads.results -> xact_attachments (see pipeline_lib.spark.results)."""
+"""The results job for spark-submit and Fabric Spark Job Definitions (main file); see
+pipeline_lib.spark.results. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-import sys
-
-from pipeline_lib.cli import main
+from pipeline_lib.spark.results import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["results", *sys.argv[1:]]))
+    raise SystemExit(main())

@@ -1,8 +1,7 @@
-"""retry-scheduler job (see pipeline_lib.spark.retry_scheduler)."""
+"""The retry-scheduler job for spark-submit and Fabric Spark Job Definitions (main file); see
+pipeline_lib.spark.retry_scheduler. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-import sys
-
-from pipeline_lib.cli import main
+from pipeline_lib.spark.retry_scheduler import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["retry-scheduler", *sys.argv[1:]]))
+    raise SystemExit(main())

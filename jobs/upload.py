@@ -1,8 +1,7 @@
-"""Upload job: xact.downloads.cached -> the lake (see pipeline_lib.spark.upload)."""
+"""The upload job for spark-submit and Fabric Spark Job Definitions (main file); see
+pipeline_lib.spark.upload. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-import sys
-
-from pipeline_lib.cli import main
+from pipeline_lib.spark.upload import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["upload", *sys.argv[1:]]))
+    raise SystemExit(main())

@@ -1,7 +1,9 @@
 """xact attachment pipeline: Kafka claim events -> attachments in OneLake, inventory in Delta.
 
-Top-level modules are the pure-Python core (no pyspark import); `pipeline_lib.spark` wires them
-into Spark Structured Streaming jobs.
+The top-level modules are the shared pure-Python core; `download/` and `upload/` hold each I/O
+stage's work without Spark; `local/` is local tooling (broker, sample servers, demo) that no
+streaming job imports; `spark/` is the only code that imports pyspark and wires the rest into
+Structured Streaming jobs.
 """
 
 __version__ = "0.1.0"

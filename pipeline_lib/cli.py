@@ -20,15 +20,16 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pipeline_lib.config import ConfigError, Settings, load_settings
-from pipeline_lib.dlq_selection import SelectionError
+from pipeline_lib.config import Settings, load_settings
+from pipeline_lib.errors import PipelineError
 from pipeline_lib.logs import get_logger, setup_logging
 
 log = get_logger("cli")
 STREAMING_JOBS = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table")
 
 
-def _common() -> argparse.ArgumentParser:
+def common_arguments() -> argparse.ArgumentParser:
+    """The arguments every command and job takes: where settings come from, and how loud to be."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env", default="local", help="local | fabric | databricks | path/to/overlay.yaml")
     common.add_argument("--conf-dir", help="folder with base.yaml and the overlays (default: the project's conf/)")
@@ -40,11 +41,37 @@ def _common() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one setting, e.g. --set kafka.bootstrap_servers=127.0.0.1:9092",
     )
+    common.add_argument(
+        "--verbose", action="store_true", help="debug logging, and Spark's own warnings (logging.spark_level WARN)"
+    )
     return common
 
 
+def _job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--available-now", action="store_true", help="process what is in Kafka now, then stop")
+    parser.add_argument("--timeout", type=float, help="stop after this many seconds")
+
+
+def job_parser(job: str) -> argparse.ArgumentParser:
+    """The parser of one job's own entry point (console script xact-<job>, jobs/<job>.py)."""
+    parser = argparse.ArgumentParser(prog=f"xact-{job}", description=f"the {job} streaming job",
+                                     parents=[common_arguments()])  # fmt: skip
+    _job_arguments(parser)
+    return parser
+
+
+def load_args_settings(args: argparse.Namespace) -> Settings:
+    """The settings the arguments name, with logging set up from them."""
+    overrides = list(args.overrides)
+    if args.verbose:
+        overrides += ["logging.level=DEBUG", "logging.spark_level=WARN"]
+    settings = load_settings(args.env, conf_dir=args.conf_dir, overrides=overrides)
+    setup_logging(settings.logging.level, settings.logging.format)
+    return settings
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    common = common_arguments()
     parser = argparse.ArgumentParser(prog="xact-pipeline", description=__doc__.split("\n\n")[0], parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -58,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     for job in STREAMING_JOBS:
-        p = sub.add_parser(job, parents=[common], help=f"run the {job} streaming job")
-        p.add_argument("--available-now", action="store_true", help="process what is in Kafka now, then stop")
-        p.add_argument("--timeout", type=float, help="stop after this many seconds")
-
+        _job_arguments(sub.add_parser(job, parents=[common], help=f"run the {job} streaming job"))
     samples = sub.add_parser("produce-samples", parents=[common], help="produce sample claim events")
     samples.add_argument("--count", type=int, default=10)
     samples.add_argument("--base-url", default="http://127.0.0.1:8765", help="where the sample attachments are served")
@@ -92,13 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(args.env, conf_dir=args.conf_dir, overrides=args.overrides)
-
-
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline_lib.kafka_client import create_topics, list_topics
     from pipeline_lib.kafka_options import librdkafka_config
-    from pipeline_lib.local_kafka import LocalKafka, create_topics, list_topics
+    from pipeline_lib.local.broker import LocalKafka
 
     broker = LocalKafka.from_settings(settings)
     if args.action == "start":
@@ -138,9 +159,7 @@ def _config_show(settings: Settings) -> int:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline_lib.dlq_selection import DlqSelection
-    from pipeline_lib.spark import dlq
-    from pipeline_lib.spark.session import session_for
+    from pipeline_lib.replay import DlqSelection, resolve_note
 
     default_statuses = ("open", "replayed", "resolved") if args.action == "list" else ("open",)
     selection = DlqSelection(
@@ -148,21 +167,24 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         hosts=tuple(args.host), stages=tuple(args.stage), since=args.since, until=args.until,
         statuses=tuple(args.status) or default_statuses,
     )  # fmt: skip
-    if args.action == "resolve" and not args.note:
-        raise ConfigError("dlq resolve needs --note saying why the rows are resolved (e.g. --note 'claim closed')")
+    if args.action == "resolve":
+        resolve_note(args.note)  # before Spark starts: a missing note is a usage error
+    from pipeline_lib.spark import dlq_analysis
+    from pipeline_lib.spark.session import session_for
+
     spark = session_for(settings)
     if args.action == "list":
-        rows = dlq.select_dead_letters(spark, settings, selection)
-        dlq.dlq_summary(rows).show(50, truncate=False)
+        rows = dlq_analysis.select_dead_letters(spark, settings, selection)
+        dlq_analysis.dlq_summary(rows).show(50, truncate=False)
         rows.select("dlq_id", "status", "stage", "category", "host", "attempts", "failed_at", "reason").orderBy(
             "failed_at"
         ).show(50, truncate=80)
         return 0
     if args.action == "resolve":
-        count = dlq.resolve(spark, settings, selection, args.note)
+        count = dlq_analysis.resolve(spark, settings, selection, args.note)
         print(f"resolved {count} dead letter(s) [{selection.describe()}]")
         return 0
-    report = dlq.replay(spark, settings, selection, dry_run=args.dry_run, force=args.force, note=args.note)
+    report = dlq_analysis.replay(spark, settings, selection, dry_run=args.dry_run, force=args.force, note=args.note)
     print(report.describe())
     return 0
 
@@ -170,27 +192,14 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = _load(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.logging.level, settings.logging.format)
-    try:
+        settings = load_args_settings(args)
         return _dispatch(args, settings)
-    except (ConfigError, SelectionError) as exc:
+    except PipelineError as exc:  # every error raised on purpose: one line that says what to do
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - known failure classes get one clear line
-        from pipeline_lib.jvm import ArtifactResolutionError, JavaError
-        from pipeline_lib.local_kafka import BrokerError
-
-        if isinstance(exc, (BrokerError, JavaError, ArtifactResolutionError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,33 +208,33 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "config":
         return _config_show(settings)
     if args.command == "produce-samples":
-        from pipeline_lib.samples import produce_sample_events
+        from pipeline_lib.local.samples import produce_sample_events
 
         sent = produce_sample_events(settings, args.count, args.base_url)
         print(f"produced {sent} events to {settings.topics.events_raw.name}")
         return 0
     if args.command == "tail":
-        from pipeline_lib.kafka_tools import tail_topic
+        from pipeline_lib.kafka_client import tail_topic
 
         for line in tail_topic(settings, args.topic, max_messages=args.max, idle_timeout=args.timeout):
             print(line)
         return 0
     if args.command == "demo":
-        from pipeline_lib.demo import run_demo
+        from pipeline_lib.local.demo import run_demo
 
         return run_demo(settings)
-    # Spark-backed commands: only these import pyspark.
-    from pipeline_lib.spark import job
-
     if args.command == "dlq":
         return _dlq(args, settings)
+    # Spark-backed commands: only these import pyspark.
+    from pipeline_lib.spark import runner
+
     if args.command == "tables":
         if args.action == "maintain":
-            job.maintain(settings, args.retain_hours)
+            runner.maintain(settings, args.retain_hours)
         else:
-            job.create_tables(settings)
+            runner.create_all_tables(settings)
         return 0
-    return job.run_streaming_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
+    return runner.run_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
 
 
 if __name__ == "__main__":

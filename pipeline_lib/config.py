@@ -20,39 +20,49 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline_lib.errors import PipelineError
+
 ENVIRONMENTS = ("local", "fabric", "databricks")
 CONF_DIR_ENV = "XACT_CONF_DIR"
 _PLACEHOLDER = re.compile(r"<[a-z][a-z0-9_-]*>")
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A setting is missing, malformed or unsafe; the message says which key, where, and how to fix it."""
+
+    exit_code = 2
 
 
 class _Model(BaseModel):
+    """Settings models declare types and constraints; conf/base.yaml holds every default value.
+
+    No field has a default here (tests/unit/test_config.py checks it): a default in two places
+    drifts, and base.yaml is the commented reference that ships with the package.
+    """
+
     # Unknown keys are typos until proven otherwise: reject them by name.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class OAuthSettings(_Model):
-    token_endpoint_url: str | None = None
-    scope: str | None = None
-    client_id_env: str = "AZURE_CLIENT_ID"
-    client_secret_env: str = "AZURE_CLIENT_SECRET"
+    token_endpoint_url: str | None
+    scope: str | None
+    client_id_env: str
+    client_secret_env: str
 
 
 class KafkaSettings(_Model):
     bootstrap_servers: str = Field(min_length=1)
-    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "OAUTHBEARER"] | None = None
-    connection_string_env: str = "EVENTHUBS_CONNECTION_STRING"
-    oauth: OAuthSettings = OAuthSettings()
-    starting_offsets: Literal["earliest", "latest"] = "earliest"
-    max_offsets_per_trigger: int = Field(default=10000, gt=0)
-    min_partitions: int | None = Field(default=None, gt=0)  # split Kafka partitions into more Spark tasks
-    fail_on_data_loss: bool = True
-    producer_options: dict[str, str | int] = {}  # Kafka producer settings for Spark sinks, e.g. linger.ms
-    consumer_options: dict[str, str | int] = {}  # Kafka consumer settings for Spark sources, e.g. fetch.max.wait.ms
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"]
+    sasl_mechanism: Literal["PLAIN", "OAUTHBEARER"] | None
+    connection_string_env: str
+    oauth: OAuthSettings
+    starting_offsets: Literal["earliest", "latest"]
+    max_offsets_per_trigger: int = Field(gt=0)
+    min_partitions: int | None = Field(gt=0)  # split Kafka partitions into more Spark tasks
+    fail_on_data_loss: bool
+    producer_options: dict[str, str | int]  # Kafka producer settings for Spark sinks, e.g. linger.ms
+    consumer_options: dict[str, str | int]  # Kafka consumer settings for Spark sources, e.g. fetch.max.wait.ms
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSettings:
@@ -74,7 +84,7 @@ class TopicSettings(_Model):
     cached: TopicSpec
     results: TopicSpec
     dlq: TopicSpec
-    retry_partitions: int = Field(default=3, gt=0)
+    retry_partitions: int = Field(gt=0)
 
 
 def delay_label(seconds: int) -> str:
@@ -105,8 +115,8 @@ class RetrySettings(_Model):
 
 
 class BreakerSettings(_Model):
-    failure_threshold: int = Field(default=5, ge=1)  # consecutive transient failures that open it
-    open_seconds: float = Field(default=60, gt=0)  # how long it stays open before one probe
+    failure_threshold: int = Field(ge=1)  # consecutive transient failures that open it
+    open_seconds: float = Field(gt=0)  # how long it stays open before one probe
 
 
 # Generic types a server may send for any file; they never contradict the extension.
@@ -120,20 +130,20 @@ GENERIC_CONTENT_TYPES = (
 
 
 class DownloadSettings(_Model):
-    concurrency: int = Field(default=8, ge=1, le=256)  # downloads in flight per Spark task
+    concurrency: int = Field(ge=1, le=256)  # downloads in flight per Spark task
     cache_dir: str = Field(min_length=1)  # relative: under storage.root
-    connect_timeout_seconds: float = Field(default=10, gt=0)
-    read_timeout_seconds: float = Field(default=60, gt=0)
-    total_timeout_seconds: float = Field(default=900, gt=0)
-    max_redirects: int = Field(default=5, ge=0)
-    max_bytes: int = Field(default=2 * 1024**3, gt=0)  # counted after Content-Encoding is decoded
-    chunk_bytes: int = Field(default=1024 * 1024, ge=4096)
-    expiry_margin_seconds: float = Field(default=60, ge=0)  # a presigned URL this close to expiry is dead
-    auth_errors_transient: bool = False  # retry 401/403 of URLs that have not expired
+    connect_timeout_seconds: float = Field(gt=0)
+    read_timeout_seconds: float = Field(gt=0)
+    total_timeout_seconds: float = Field(gt=0)
+    max_redirects: int = Field(ge=0)
+    max_bytes: int = Field(gt=0)  # counted after Content-Encoding is decoded
+    chunk_bytes: int = Field(ge=4096)
+    expiry_margin_seconds: float = Field(ge=0)  # a presigned URL this close to expiry is dead
+    auth_errors_transient: bool  # retry 401/403 of URLs that have not expired
     # Extension -> the content types a server may send for it. One mapping, so the two allowlists
     # cannot disagree; the generic types above are accepted for every listed extension.
     content_types: dict[str, tuple[str, ...]] = Field(min_length=1)
-    breaker: BreakerSettings = BreakerSettings()
+    breaker: BreakerSettings
 
     @field_validator("content_types")
     @classmethod
@@ -149,16 +159,16 @@ class DownloadSettings(_Model):
 
 
 class UploadSettings(_Model):
-    concurrency: int = Field(default=4, ge=1, le=64)  # uploads in flight per Spark task
-    chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
-    breaker: BreakerSettings = BreakerSettings()
+    concurrency: int = Field(ge=1, le=64)  # uploads in flight per Spark task
+    chunk_bytes: int = Field(ge=64 * 1024)
+    breaker: BreakerSettings
 
 
 class UrlPolicySettings(_Model):
-    allowed_schemes: tuple[Literal["http", "https"], ...] = ("https",)
-    allowed_hosts: tuple[str, ...] = ()
-    allow_private_addresses: bool = False  # local overlay only: loopback and private ranges
-    allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the address check, e.g. 127.0.0.1/32
+    allowed_schemes: tuple[Literal["http", "https"], ...]
+    allowed_hosts: tuple[str, ...]
+    allow_private_addresses: bool  # local overlay only: loopback and private ranges
+    allowed_networks: tuple[str, ...]  # CIDRs exempt from the address check, e.g. 127.0.0.1/32
 
     @field_validator("allowed_networks")
     @classmethod
@@ -172,21 +182,19 @@ class UrlPolicySettings(_Model):
 
 
 class OneLakeSettings(_Model):
-    account_url: str = (
-        "https://onelake.dfs.fabric.microsoft.com"  # or any ADLS Gen2 https://<acct>.dfs.core.windows.net
-    )
-    workspace: str | None = None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
-    lakehouse: str | None = None  # paths go under <lakehouse>.Lakehouse/Files; null for a plain ADLS account
+    account_url: str  # OneLake's DFS endpoint, or any ADLS Gen2 https://<acct>.dfs.core.windows.net
+    workspace: str | None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
+    lakehouse: str | None  # paths go under <lakehouse>.Lakehouse/Files; null for a plain ADLS account
     # default: DefaultAzureCredential (managed identity, Azure CLI, or AZURE_* environment variables);
     # service_principal: the *_env variables below; token_provider: `module:function` returning
     # (token, expires_on epoch seconds), e.g. a wrapper of notebookutils in a Fabric notebook.
-    auth: Literal["default", "service_principal", "token_provider"] = "default"
-    tenant_id_env: str = "AZURE_TENANT_ID"
-    client_id_env: str = "AZURE_CLIENT_ID"
-    client_secret_env: str = "AZURE_CLIENT_SECRET"
-    token_provider: str | None = None
-    sdk_retries: int = Field(default=2, ge=0)  # the SDK's own quick retries before the pipeline's tiers
-    timeout_seconds: float = Field(default=120, gt=0)
+    auth: Literal["default", "service_principal", "token_provider"]
+    tenant_id_env: str
+    client_id_env: str
+    client_secret_env: str
+    token_provider: str | None
+    sdk_retries: int = Field(ge=0)  # the SDK's own quick retries before the pipeline's tiers
+    timeout_seconds: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _provider_named(self) -> OneLakeSettings:
@@ -196,10 +204,10 @@ class OneLakeSettings(_Model):
 
 
 class LakeSettings(_Model):
-    backend: Literal["local", "onelake"] = "local"
-    local_root: str = "lake/Files"
-    files_prefix: str = "xact/attachments"
-    onelake: OneLakeSettings = OneLakeSettings()
+    backend: Literal["local", "onelake"]
+    local_root: str
+    files_prefix: str
+    onelake: OneLakeSettings
 
     @model_validator(mode="after")
     def _onelake_needs_names(self) -> LakeSettings:
@@ -216,9 +224,9 @@ class TableSettings(_Model):
 
 class StorageSettings(_Model):
     root: str = Field(min_length=1)
-    lake: LakeSettings = LakeSettings()
+    lake: LakeSettings
     tables: TableSettings
-    checkpoint_root: str = "checkpoints"
+    checkpoint_root: str
 
     def resolve(self, path: str) -> str:
         """An absolute path or URI as is; a relative path under `root`."""
@@ -231,27 +239,29 @@ class StorageSettings(_Model):
 
 
 class StreamingSettings(_Model):
-    trigger_interval_seconds: float = Field(default=10, gt=0)
+    trigger_interval_seconds: float = Field(gt=0)
 
 
 class SparkSettings(_Model):
-    app_name: str = "xact-pipeline"
-    master: str | None = None
-    shuffle_partitions: int = Field(default=8, gt=0)
-    extra_conf: dict[str, str] = {}
+    app_name: str
+    master: str | None
+    shuffle_partitions: int = Field(gt=0)
+    extra_conf: dict[str, str]
 
 
 class LoggingSettings(_Model):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    format: Literal["text", "json"]
+    # Spark's own JVM log level for sessions the pipeline builds (local runs, tests); --verbose: WARN.
+    spark_level: Literal["ERROR", "WARN", "INFO", "DEBUG"]
 
 
 class LocalKafkaSettings(_Model):
-    home: str | None = None  # None: <XACT_CACHE_DIR or ~/.cache/xact-pipeline>/broker
-    port: int = Field(default=9092, gt=0, lt=65536)
-    controller_port: int = Field(default=9093, gt=0, lt=65536)
-    heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
-    start_timeout_seconds: float = Field(default=90, gt=0)
+    home: str | None  # None: <XACT_CACHE_DIR or ~/.cache/xact-pipeline>/broker
+    port: int = Field(gt=0, lt=65536)
+    controller_port: int = Field(gt=0, lt=65536)
+    heap: str = Field(pattern=r"^\d+[mMgG]$")
+    start_timeout_seconds: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> LocalKafkaSettings:
@@ -261,18 +271,18 @@ class LocalKafkaSettings(_Model):
 
 
 class Settings(_Model):
-    environment: str = "local"
+    environment: str  # set by the loader: the overlay's name
     kafka: KafkaSettings
     topics: TopicSettings
     retry: RetrySettings
     download: DownloadSettings
-    upload: UploadSettings = UploadSettings()
-    url_policy: UrlPolicySettings = UrlPolicySettings()
+    upload: UploadSettings
+    url_policy: UrlPolicySettings
     storage: StorageSettings
-    streaming: StreamingSettings = StreamingSettings()
-    spark: SparkSettings = SparkSettings()
-    logging: LoggingSettings = LoggingSettings()
-    local_kafka: LocalKafkaSettings = LocalKafkaSettings()
+    streaming: StreamingSettings
+    spark: SparkSettings
+    logging: LoggingSettings
+    local_kafka: LocalKafkaSettings
 
     @property
     def retry_topics(self) -> tuple[str, ...]:

@@ -20,11 +20,15 @@ CachedAttachment whose task says so) with `due_at`, `retry_stage` and `return_to
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 import orjson
 
+from pipeline_lib import ids
+from pipeline_lib.errors import PipelineError
 from pipeline_lib.redaction import redact, redact_url, truncate
+from pipeline_lib.times import iso_utc
 
 SCHEMA_VERSION = 1
 PAYLOAD_LIMIT = 4000  # characters of an offending payload kept in a dead letter
@@ -46,7 +50,7 @@ H_RETRY_TOPIC = "xact.retry.return_topic"
 H_RETRY_FORWARDED_AT = "xact.retry.forwarded_at"  # set by the retry scheduler when it moves a message
 
 
-class ContractError(ValueError):
+class ContractError(PipelineError, ValueError):
     """A message does not follow its contract; the message names the field and the kind."""
 
 
@@ -194,6 +198,23 @@ class DeadLetter(Message):
             object.__setattr__(self, "payload", truncate(redact(self.payload), PAYLOAD_LIMIT))
         if isinstance(self.source, dict):
             object.__setattr__(self, "source", SourceRef(**self.source))
+
+    @classmethod
+    def malformed(
+        cls, stage: str, reason: str, payload: bytes | str | None, source: SourceRef, at: datetime
+    ) -> DeadLetter:
+        """The dead letter of a record a stage cannot read: its id is its provenance, so reading the
+        same record again gives the same dead letter."""
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+        return cls(
+            dlq_id=ids.dlq_id(stage, source.topic, str(source.partition), str(source.offset)),
+            stage=stage,
+            category="malformed",
+            reason=reason,
+            failed_at=iso_utc(at),
+            source=source,
+            payload=text,
+        )
 
     def headers(self) -> dict[str, str]:
         out = {**super().headers(), H_ERR_STAGE: self.stage, H_ERR_REASON: truncate(self.reason, 200)}

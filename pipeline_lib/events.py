@@ -10,20 +10,21 @@ It never raises for bad input: everything bad becomes a dead letter with a reaso
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from pipeline_lib import ids
 from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
+from pipeline_lib.errors import PipelineError
 from pipeline_lib.paths import destination_path
 from pipeline_lib.redaction import redact, redact_url
-from pipeline_lib.times import iso_utc
+from pipeline_lib.times import iso_utc, parse_iso
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
 
 
-class EventInvalid(ValueError):
+class EventInvalid(PipelineError, ValueError):
     """The event breaks its schema; the message names the field and what was expected."""
 
 
@@ -105,10 +106,9 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
 
 def parse_timestamp(text: str, name: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_iso(text)
     except ValueError:
         raise EventInvalid(f"field {name} must be an ISO 8601 date-time, got {text[:60]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _redact_tree(value: Any, known: dict[str, str]) -> Any:
@@ -184,22 +184,12 @@ def status_subtype(event_type: str) -> str:
 def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
     """Decide what one raw event becomes: an events row, download tasks and dead letters."""
     now_iso = iso_utc(now)
-    payload = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     try:
         event = decode_event(raw)
         row = flatten_event(event)
         urls = attachment_urls(event)
     except EventInvalid as exc:
-        dead = DeadLetter(
-            dlq_id=ids.dlq_id("ingest", source.topic, str(source.partition), str(source.offset)),
-            stage="ingest",
-            category="malformed",
-            reason=str(exc),
-            failed_at=now_iso,
-            source=source,
-            payload=payload,
-        )
-        return IngestResult(dead=[dead])
+        return IngestResult(dead=[DeadLetter.malformed("ingest", str(exc), raw, source, now)])
 
     trace_id, event_type = row["trace_id"], row["event_type"]
     event_id = ids.event_id(trace_id, event_type, row["utc_datetime"])

@@ -6,9 +6,10 @@ parses a body and serves every stage's messages alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from pipeline_lib.contracts import H_ATTEMPT, H_RETRY_DUE_AT, H_RETRY_TOPIC, H_TASK_ID
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.times import parse_iso
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Waiting:
     due_ms: int
 
 
-class NotSchedulable(ValueError):
+class NotSchedulable(PipelineError, ValueError):
     """The message lacks what the scheduler needs; it is dead-lettered with this reason."""
 
 
@@ -34,11 +35,9 @@ def waiting_from_headers(headers: dict[str, str], allowed_topics: frozenset[str]
     if not due_text or not topic:
         raise NotSchedulable(f"retry message without the {H_RETRY_DUE_AT} and {H_RETRY_TOPIC} headers")
     try:
-        due = datetime.fromisoformat(due_text.replace("Z", "+00:00"))
-    except ValueError:
-        raise NotSchedulable(f"header {H_RETRY_DUE_AT} is not an ISO 8601 time: {due_text!r}") from None
-    if due.tzinfo is None:
-        raise NotSchedulable(f"header {H_RETRY_DUE_AT} has no time zone: {due_text!r}")
+        due = parse_iso(due_text, naive="error")
+    except ValueError as exc:
+        raise NotSchedulable(f"header {H_RETRY_DUE_AT} is not an ISO 8601 time with a zone: {exc}") from None
     if topic not in allowed_topics:
         raise NotSchedulable(
             f"header {H_RETRY_TOPIC} names {topic!r}, not a stage input topic ({', '.join(sorted(allowed_topics))})"

@@ -13,10 +13,10 @@ by the trace id, so one claim's messages stay in order within a partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from pipeline_lib import ids
@@ -32,7 +32,7 @@ from pipeline_lib.contracts import (
 )
 from pipeline_lib.failures import Failure
 from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.times import iso_utc
+from pipeline_lib.times import iso_from_millis, iso_utc
 
 
 @dataclass(frozen=True)
@@ -165,11 +165,12 @@ def _dead_letter(
     first_attempt_at: str,
 ) -> DeadLetter:
     exhausted = result.transient  # transient, yet no attempt left
+    # The category is a column of its own: the reason says what happened, not the category again.
     reason = (
         f"gave up after {task.attempt + 1} attempts (retry.delays_seconds has {len(policy.delays_seconds)} tiers); "
-        f"last failure: {result.category}: {result.message}"
+        f"last failure ({result.category}): {result.message}"
         if exhausted
-        else f"{result.category}: {result.message}"
+        else result.message
     )
     return DeadLetter(
         dlq_id=ids.dlq_id(stage, task.task_id, task.replay_id or "", str(task.attempt)),
@@ -188,19 +189,31 @@ def _dead_letter(
 
 
 def malformed_input(
-    stage: str, reason: str, payload: str, source: SourceRef, key: str | None, at: datetime, dlq_topic: str
+    stage: str,
+    reason: str,
+    payload: bytes | str | None,
+    source: SourceRef,
+    key: str | None,
+    at: datetime,
+    dlq_topic: str,
 ) -> OutMessage:
     """A message a stage cannot read: dead-lettered with its provenance, never dropped."""
-    dead = DeadLetter(
-        dlq_id=ids.dlq_id(stage, source.topic, str(source.partition), str(source.offset)),
-        stage=stage,
-        category="malformed",
-        reason=reason,
-        failed_at=iso_utc(at),
-        source=source,
-        payload=payload,
-    )
-    return OutMessage("malformed", dlq_topic, key, dead)
+    return OutMessage("malformed", dlq_topic, key, DeadLetter.malformed(stage, reason, payload, source, at))
+
+
+def pending_records(columns: Mapping[str, list[Any]]) -> list[PendingRecord]:
+    """Kafka records from the column lists of one Arrow batch (spark.kafka_io.RECORD_COLUMNS)."""
+    return [
+        PendingRecord(
+            key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            value,
+            SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ms)),
+        )
+        for key, value, topic, partition, offset, ms in zip(  # noqa: B905 - equal-length columns
+            columns["key"], columns["value"], columns["topic"], columns["partition"], columns["offset"],
+            columns["timestamp_ms"],
+        )
+    ]  # fmt: skip
 
 
 M = TypeVar("M", bound=Message)
@@ -220,16 +233,15 @@ def process_records(
     """The I/O stages' loop: decode every record as `message_cls` (an unreadable one is
     dead-lettered as malformed, never dropped), run `work` on the readable ones on `pool`, and
     yield `route(outcome, source)` for each record in input order."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     decoded: list[tuple[PendingRecord, M | Routed]] = []
     for record in records:
         raw = record.value
         try:
             decoded.append((record, message_cls.decode(raw if raw is not None else b"")))
         except ContractError as exc:
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
             reason = f"not a readable {message_cls.KIND.replace('_', ' ')}: {exc}"
-            dead = malformed_input(stage, reason, text, record.source, record.key, now, dlq_topic)
+            dead = malformed_input(stage, reason, raw, record.source, record.key, now, dlq_topic)
             decoded.append((record, Routed([dead])))
     items = [item for _, item in decoded if not isinstance(item, Routed)]
     outcomes = iter(pool.map(work, items))

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pipeline_lib.config import UrlPolicySettings
+from pipeline_lib.errors import PipelineError
 
 
-class UrlRefused(ValueError):
+class UrlRefused(PipelineError, ValueError):
     """The URL is not allowed; `rule` names the check (scheme, host, credentials, address, syntax)."""
 
     def __init__(self, rule: str, message: str) -> None:

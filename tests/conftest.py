@@ -1,8 +1,10 @@
-"""Shared fixtures: one real Kafka broker and one SparkSession per test session.
+"""Shared fixtures: one real Kafka broker and one SparkSession per test session, a fresh sample
+attachment server per test, and settings rooted in each test's tmp dir.
 
 The broker is this project's own LocalKafka on free loopback ports in a temporary directory, so
-tests never touch a broker a developer runs on 9092. Spark is local[2] with the real Kafka
-connector and Delta jars from the project's cache.
+tests never touch a broker a developer runs on 9092; it starts only for tests that ask for it.
+Spark is local[2] with the real Kafka connector and Delta jars from the project's cache; chispa
+tests that need no broker get Spark without one.
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ from typing import Any
 import pytest
 
 from pipeline_lib.config import Settings, load_settings
-from pipeline_lib.local_kafka import LocalKafka, free_port
+from pipeline_lib.kafka_client import create_topics
+from pipeline_lib.local.broker import LocalKafka, free_port
+from pipeline_lib.local.sample_server import SampleFileServer
 from pipeline_lib.logs import setup_logging
 
 setup_logging("INFO")
+
+
+def _stop_spark_first() -> None:
+    """Spark's cached Kafka producers reconnect (and warn) if the broker goes first: stop Spark."""
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +44,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     try:
         yield broker
     finally:
+        _stop_spark_first()
         broker.stop()
 
 
@@ -66,33 +81,41 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def kafka_settings(kafka_broker: LocalKafka, make_settings: Callable[..., Settings]) -> Settings:
+def make_kafka_settings(kafka_broker: LocalKafka, make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """make_settings pointing at the session broker, with the settings' topics created."""
+
+    def factory(**overrides: Any) -> Settings:
+        settings = make_settings(kafka_broker.bootstrap, **overrides)
+        create_topics(kafka_broker.bootstrap, settings.topic_partitions())
+        return settings
+
+    return factory
+
+
+@pytest.fixture
+def kafka_settings(make_kafka_settings: Callable[..., Settings]) -> Settings:
     """Settings pointing at the session broker, with this test's topics created."""
-    settings = make_settings(kafka_broker.bootstrap)
-    kafka_broker.create_topics(settings.topic_partitions())
-    return settings
+    return make_kafka_settings()
+
+
+@pytest.fixture
+def sample_server() -> Iterator[SampleFileServer]:
+    """A fresh attachment server with fault modes on loopback (its request counts are this test's)."""
+    with SampleFileServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def spark(kafka_broker: LocalKafka):
-    """Depends on the broker only so that Spark (and its cached Kafka producers) stops first."""
+def spark():
+    """One local[2] session with the Kafka connector and Delta; quiet (Spark's own log at ERROR)."""
     from pyspark.sql import SparkSession
 
-    from pipeline_lib.spark.session import with_delta, with_kafka, with_local_defaults
+    from pipeline_lib.spark.session import with_delta, with_kafka, with_local_defaults, with_spark_log_level
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = with_local_defaults(SparkSession.builder.master("local[2]").appName("xact-tests"), shuffle_partitions=2)
-    session = with_delta(with_kafka(builder)).config("spark.driver.memory", "1g").getOrCreate()
+    session = with_delta(with_kafka(with_spark_log_level(builder))).config("spark.driver.memory", "1g").getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
-
-
-def run_available_now(start, spark, settings) -> None:
-    """Run a job's query with Trigger.AvailableNow to the end; fail on its exception."""
-    query = start(spark, settings, available_now=True)
-    try:
-        query.awaitTermination(300)
-        assert query.exception() is None
-    finally:
-        query.stop()

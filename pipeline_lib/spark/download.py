@@ -4,11 +4,13 @@ wiring, download_stage.py the work)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from pipeline_lib.config import Settings
-from pipeline_lib.download_stage import DownloadStage
+from pipeline_lib.download.stage import DownloadStage
 from pipeline_lib.spark.stage_io import run_stage
 
 JOB_NAME = "download"
@@ -21,3 +23,10 @@ def run_download(spark: SparkSession, settings: Settings, *, available_now: bool
         spark, settings, name=JOB_NAME, topic=settings.topics.pending.name, stage_for=DownloadStage.for_settings,
         outcomes=OUTCOMES, available_now=available_now,
     )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `xact-download` and jobs/download.py: load settings, get the session, run the download job."""
+    from pipeline_lib.spark.runner import job_main
+
+    return job_main(JOB_NAME, argv)

@@ -21,39 +21,41 @@ JSON is parsed again in the JVM; the writer logs each batch's step times (route,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import SourceRef
+from pipeline_lib.contracts import DeadLetter
 from pipeline_lib.events import ingest_record
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import StepTimer
-from pipeline_lib.spark.delta_tables import (
-    TableSpec,
+from pipeline_lib.routing import pending_records
+from pipeline_lib.spark.kafka_io import (
+    KAFKA_HEADERS_TYPE,
+    arrow_batch,
+    arrow_schema,
+    header_entries,
+    kafka_records,
+    read_topics,
+    record_columns,
+)
+from pipeline_lib.spark.progress import install_progress_listener, start_query
+from pipeline_lib.spark.tables import (
+    EVENTS_SCHEMA,
     append_once,
     checkpoint_query_id,
     create_table,
     drop_duplicate_keys,
+    events_table,
     existing_keys,
 )
-from pipeline_lib.spark.kafka_io import (
-    arrow_batch,
-    arrow_schema,
-    dead_letter_row,
-    header_entries,
-    kafka_records,
-    read_topics,
-)
-from pipeline_lib.spark.progress import install_progress_listener, start_query
-from pipeline_lib.spark.schemas import EVENTS_SCHEMA, ROUTED_SCHEMA
-from pipeline_lib.times import iso_from_millis
 from pipeline_lib.url_policy import UrlPolicy
 
 if TYPE_CHECKING:
@@ -62,9 +64,35 @@ if TYPE_CHECKING:
 log = get_logger("ingest")
 JOB_NAME = "ingest"
 
+# An xact_events row as ingest's Python side emits it: dates and timestamps as ISO strings
+# (typed by a cast in Spark), everything else as in EVENTS_SCHEMA.
+EVENT_VALUES_TYPE = StructType(
+    [
+        StructField(f.name, StringType() if isinstance(f.dataType, (DateType, TimestampType)) else f.dataType)
+        for f in EVENTS_SCHEMA
+    ]
+)
 
-def events_table(settings: Settings) -> TableSpec:
-    return TableSpec("xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id",), ("event_date",))
+# What ingest's mapInArrow emits: one row per events row, task or dead letter.
+ROUTED_SCHEMA = StructType(
+    [
+        StructField("kind", StringType(), False),  # event | task | dlq
+        StructField("id", StringType(), False),  # event_id, task_id or dlq_id
+        StructField("event_id", StringType(), True),
+        StructField("event_date", StringType(), True),
+        StructField("topic", StringType(), True),  # Kafka rows (task, dlq): their topic, key, value, headers
+        StructField("key", StringType(), True),
+        StructField("value", StringType(), True),
+        StructField("headers", KAFKA_HEADERS_TYPE, True),
+        StructField("event", EVENT_VALUES_TYPE, True),  # event rows only
+    ]
+)
+
+
+def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None) -> tuple:
+    """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
+    headers = header_entries(dead.headers())
+    return ("dlq", dead.dlq_id, dead.event_id, None, dlq_topic, key, dead.encode(), headers, None)
 
 
 def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
@@ -73,14 +101,10 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
 
     def route(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            now = datetime.now(timezone.utc)
-            cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+            now = datetime.now(UTC)
             rows: list[tuple] = []
-            for key, value, topic, partition, offset, timestamp in zip(  # noqa: B905 - equal-length columns
-                cols["key"], cols["value"], cols["topic"], cols["partition"], cols["offset"], cols["timestamp_ms"]
-            ):
-                source = SourceRef(topic, partition, offset, iso_from_millis(timestamp))
-                result = ingest_record(value, source, policy, now)
+            for record in pending_records(batch.to_pydict()):
+                result = ingest_record(record.value, record.source, policy, now)
                 if result.event is not None:
                     event = result.event
                     event_id, event_date = event["event_id"], event["event_date"]
@@ -101,8 +125,7 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
                     )
                 for dead in result.dead:
                     # A malformed event has no trace id: keep the producer's key for the operator.
-                    dlq_key = dead.trace_id or (key.decode("utf-8", "replace") if key is not None else None)
-                    rows.append(dead_letter_row(dead, dlq_topic, dlq_key))
+                    rows.append(dead_letter_row(dead, dlq_topic, dead.trace_id or record.key))
             yield arrow_batch(rows, out_schema)
 
     return route
@@ -113,10 +136,7 @@ def route_events(raw: DataFrame, settings: Settings) -> DataFrame:
     fn = _route_partition(
         UrlPolicy.from_settings(settings.url_policy), settings.topics.pending.name, settings.topics.dlq.name
     )
-    columns = raw.select(
-        "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
-    )
-    return columns.mapInArrow(fn, ROUTED_SCHEMA)
+    return record_columns(raw).mapInArrow(fn, ROUTED_SCHEMA)
 
 
 def event_rows(routed: DataFrame) -> DataFrame:
@@ -217,3 +237,10 @@ def run_ingest(
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
     return start_query(stream, settings, available_now)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `xact-ingest` and jobs/ingest.py: load settings, get the session, run the ingest job."""
+    from pipeline_lib.spark.runner import job_main
+
+    return job_main(JOB_NAME, argv)

@@ -1,4 +1,5 @@
-"""Kafka sources for the streaming jobs, configured from settings (sinks: kafka_options.kafka_sink_options)."""
+"""Kafka I/O of the streaming jobs: sources configured from settings, the columns every job reads,
+and the rows a Kafka sink writes (options: kafka_options.kafka_sink_options)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,31 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, BinaryType, StringType, StructField, StructType
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import DeadLetter
 from pipeline_lib.kafka_options import kafka_source_options
-from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
+from pipeline_lib.routing import OutMessage
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+
+# Kafka record headers as the source reads them (includeHeaders) and the sink writes them.
+KAFKA_HEADERS_TYPE = ArrayType(StructType([StructField("key", StringType()), StructField("value", BinaryType())]))
+
+# Rows for a Kafka sink whose `topic` column routes each row.
+KAFKA_ROW_SCHEMA = StructType(
+    [
+        StructField("topic", StringType(), False),
+        StructField("key", StringType(), True),
+        StructField("value", StringType(), False),
+        StructField("headers", KAFKA_HEADERS_TYPE, True),
+    ]
+)
+
+# What every job's Python side reads of a Kafka record (routing.pending_records turns it into records).
+RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp_ms")
 
 
 def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> DataFrame:
@@ -34,6 +51,12 @@ def read_topics(spark: SparkSession, settings: Settings, topics: list[str]) -> D
     if kafka.min_partitions:
         reader = reader.option("minPartitions", str(kafka.min_partitions))
     return reader.load()
+
+
+def record_columns(raw: DataFrame, *, headers: bool = False) -> DataFrame:
+    """The RECORD_COLUMNS of Kafka source rows (the timestamp as epoch milliseconds), plus `headers`."""
+    columns = [F.col(c) for c in RECORD_COLUMNS[:-1]] + [F.unix_millis("timestamp").alias("timestamp_ms")]
+    return raw.select(*columns, *([F.col("headers")] if headers else []))
 
 
 def kafka_records(routed: DataFrame) -> DataFrame:
@@ -54,6 +77,12 @@ def header_entries(headers: Mapping[str, str]) -> list[dict[str, object]]:
     return [{"key": k, "value": v.encode("utf-8")} for k, v in headers.items()]
 
 
+def kafka_row(message: OutMessage) -> tuple[str, str | None, str, list[dict[str, object]]]:
+    """A routed message as a KAFKA_ROW_SCHEMA row."""
+    topic, key, value, headers = message.row()
+    return topic, key, value, header_entries(headers)
+
+
 def arrow_schema(schema: StructType) -> pa.Schema:
     """The Arrow schema mapInArrow must yield for `schema` (no timestamp columns: they travel as ISO strings)."""
     return to_arrow_schema(schema)
@@ -68,9 +97,3 @@ def arrow_batch(rows: Sequence[tuple], schema: pa.Schema) -> pa.RecordBatch:
         [pa.array(col, type=f.type) for col, f in zip(columns, schema)],  # noqa: B905 - one column per field
         schema=schema,
     )
-
-
-def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None) -> tuple:
-    """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
-    headers = header_entries(dead.headers())
-    return ("dlq", dead.dlq_id, dead.event_id, None, dlq_topic, key, dead.encode(), headers, None)

@@ -15,17 +15,17 @@ log = get_logger("progress")
 
 
 class ProgressListener(StreamingQueryListener):
-    def onQueryStarted(self, event) -> None:  # noqa: ANN001, N802 - Spark's callback names
+    def onQueryStarted(self, event) -> None:
         log.info("[%s] started (id %s)", event.name or "query", event.id)
 
-    def onQueryProgress(self, event) -> None:  # noqa: ANN001, N802
+    def onQueryProgress(self, event) -> None:
         progress = json.loads(event.progress.json)
         log.info(format_progress(progress.get("name") or "query", progress))
 
-    def onQueryIdle(self, event) -> None:  # noqa: ANN001, N802
+    def onQueryIdle(self, event) -> None:
         pass
 
-    def onQueryTerminated(self, event) -> None:  # noqa: ANN001, N802
+    def onQueryTerminated(self, event) -> None:
         if event.exception:
             log.error("query %s failed: %s", event.id, event.exception)
         else:

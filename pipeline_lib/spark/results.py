@@ -13,85 +13,69 @@ checkpoint commit is skipped without touching the table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterator, Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import (
-    DateType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from pipeline_lib import ids
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import AttachmentResult, DeadLetter, SourceRef
+from pipeline_lib.contracts import AttachmentResult
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
-from pipeline_lib.spark.delta_tables import TableSpec, checkpoint_query_id, create_table, require_table
-from pipeline_lib.spark.kafka_io import arrow_batch, arrow_schema, dead_letter_row, kafka_records, read_topics
+from pipeline_lib.routing import malformed_input, pending_records
+from pipeline_lib.spark.kafka_io import (
+    KAFKA_ROW_SCHEMA,
+    arrow_batch,
+    arrow_schema,
+    kafka_records,
+    kafka_row,
+    read_topics,
+    record_columns,
+)
 from pipeline_lib.spark.progress import install_progress_listener, start_query
-from pipeline_lib.spark.schemas import ROUTED_SCHEMA, message_schema
-from pipeline_lib.times import iso_from_millis, iso_utc
+from pipeline_lib.spark.tables import (
+    ATTACHMENTS_SCHEMA,
+    TableSpec,
+    attachments_table,
+    checkpoint_query_id,
+    create_table,
+    require_table,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = get_logger("results")
 JOB_NAME = "results"
-
-ATTACHMENTS_SCHEMA = StructType(
-    [
-        StructField("task_id", StringType(), False),
-        StructField("trace_id", StringType(), False),
-        StructField("attachment_url", StringType()),
-        StructField("blob_path", StringType()),
-        StructField("file_type", StringType()),
-        StructField("status_subtype", StringType()),
-        StructField("assignment_id", StringType()),
-        StructField("bytes", LongType()),
-        StructField("sha256", StringType()),
-        StructField("content_type", StringType()),
-        StructField("status", StringType(), False),
-        StructField("stage", StringType(), False),
-        StructField("http_status", IntegerType()),
-        StructField("attempt", IntegerType(), False),  # 0-based attempt of the winning outcome
-        StructField("attempts", IntegerType(), False),  # attempt + 1
-        StructField("error_category", StringType()),
-        StructField("error_message", StringType()),
-        StructField("created_at", TimestampType()),
-        StructField("downloaded_at", TimestampType()),
-        StructField("uploaded_at", TimestampType()),
-        StructField("first_seen_at", TimestampType(), False),
-        StructField("updated_at", TimestampType(), False),  # occurred_at of the winning outcome
-        StructField("event_date", DateType(), False),
-    ]
-)
+STAGE = "results"
 OUTCOME_COLUMNS = [f.name for f in ATTACHMENTS_SCHEMA if f.name not in ("task_id", "first_seen_at", "event_date")]
 
 
-def attachments_table(settings: Settings) -> TableSpec:
-    return TableSpec(
-        "xact_attachments", settings.table_path("attachments"), ATTACHMENTS_SCHEMA, ("task_id",), ("event_date",)
-    )
+def message_schema(cls: type) -> StructType:
+    """The Spark schema of a contracts.Message body, from its dataclass fields (for from_json)."""
+    kinds = {"str": StringType(), "int": LongType()}
+    out = []
+    for f in fields(cls):
+        annotation = str(f.type)
+        base = annotation.split("|")[0].strip()
+        if base not in kinds:
+            raise TypeError(f"{cls.__name__}.{f.name}: no Spark type for {annotation!r}")
+        out.append(StructField(f.name, kinds[base], nullable="None" in annotation))
+    return StructType(out)
 
 
 def parse_results(raw: DataFrame) -> DataFrame:
     """Kafka rows -> typed result rows plus `_malformed` (a reason, or null) and the source coordinates."""
     body = F.from_json(F.col("value").cast("string"), message_schema(AttachmentResult))
     schema_tag = F.get_json_object(F.col("value").cast("string"), "$.schema")
-    parsed = raw.select(
-        body.alias("r"), schema_tag.alias("_schema"), F.col("value").cast("string").alias("_raw"),
-        "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms"),
-    )  # fmt: skip
+    parsed = record_columns(raw).select(
+        body.alias("r"), schema_tag.alias("_schema"), "key", "value", "topic", "partition", "offset", "timestamp_ms"
+    )
     r = F.col("r")
     # try_: Spark 4 runs in ANSI mode, where a bad value would fail the whole query.
     ts = lambda name: F.try_to_timestamp(r[name])  # noqa: E731 - local shorthand
@@ -133,7 +117,7 @@ def parse_results(raw: DataFrame) -> DataFrame:
         ts("occurred_at").alias("updated_at"),
         F.to_date(ts("event_date")).alias("event_date"),
         malformed.alias("_malformed"),
-        "_raw", "topic", "partition", "offset", "timestamp_ms",
+        "key", "value", "topic", "partition", "offset", "timestamp_ms",
     )  # fmt: skip
 
 
@@ -179,23 +163,16 @@ def merge_results(latest: DataFrame, spec: TableSpec, app_id: str | None = None,
 
 
 def _dead_letters(dlq_topic: str):
-    out_schema = arrow_schema(ROUTED_SCHEMA)
+    out_schema = arrow_schema(KAFKA_ROW_SCHEMA)
 
     def to_dead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        now = iso_utc(datetime.now(timezone.utc))
+        now = datetime.now(UTC)
         for batch in batches:
-            cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-            rows = []
-            for reason, raw, topic, partition, offset, ms in zip(  # noqa: B905 - equal-length columns
-                cols["_malformed"], cols["_raw"], cols["topic"], cols["partition"], cols["offset"], cols["timestamp_ms"]
-            ):
-                source = SourceRef(topic, partition, offset, iso_from_millis(ms))
-                dead = DeadLetter(
-                    dlq_id=ids.dlq_id("results", source.topic, str(source.partition), str(source.offset)),
-                    stage="results", category="malformed", reason=str(reason), failed_at=now,
-                    source=source, payload=raw,
-                )  # fmt: skip
-                rows.append(dead_letter_row(dead, dlq_topic, None))
+            columns = batch.to_pydict()
+            rows = [
+                kafka_row(malformed_input(STAGE, str(reason), record.value, record.source, None, now, dlq_topic))
+                for reason, record in zip(columns["_malformed"], pending_records(columns))  # noqa: B905
+            ]
             yield arrow_batch(rows, out_schema)
 
     return to_dead
@@ -218,8 +195,8 @@ class ResultsBatchWriter:
         try:
             bad = batch.filter(F.col("_malformed").isNotNull())
             if not bad.isEmpty():
-                dead = bad.select("_malformed", "_raw", "topic", "partition", "offset", "timestamp_ms")
-                routed = dead.mapInArrow(_dead_letters(self.dlq_topic), ROUTED_SCHEMA)
+                dead = bad.select("_malformed", "key", "value", "topic", "partition", "offset", "timestamp_ms")
+                routed = dead.mapInArrow(_dead_letters(self.dlq_topic), KAFKA_ROW_SCHEMA)
                 kafka_records(routed).write.format("kafka").options(**self.kafka_options).save()
             good = batch.filter(F.col("_malformed").isNull())
             merge_results(latest_per_task(good), self.table, self.app_id, batch_id)
@@ -241,15 +218,8 @@ def run_results(spark: SparkSession, settings: Settings, *, available_now: bool 
     return start_query(writer, settings, available_now)
 
 
-def maintain_tables(spark: SparkSession, specs: list[TableSpec], retain_hours: int) -> None:
-    """OPTIMIZE (compaction) then VACUUM each existing table; missing tables are skipped with a note."""
-    for spec in specs:
-        if not DeltaTable.isDeltaTable(spark, spec.path):
-            log.info("%s: no table at %s, skipped", spec.name, spec.path)
-            continue
-        table = DeltaTable.forPath(spark, spec.path)
-        metrics = table.optimize().executeCompaction().first()
-        table.vacuum(retain_hours)
-        log.info(
-            "%s: optimized (%s) and vacuumed (retain %d h)", spec.name, metrics and metrics["metrics"], retain_hours
-        )
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `xact-results` and jobs/results.py: load settings, get the session, run the results job."""
+    from pipeline_lib.spark.runner import job_main
+
+    return job_main(JOB_NAME, argv)

@@ -24,8 +24,8 @@ GroupStateTimeout.ProcessingTimeTimeout):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import orjson
 import pandas as pd
@@ -90,7 +90,7 @@ def _parse_partition(settings: Settings):
                 try:
                     waiting = waiting_from_headers(header_map, allowed, source)
                 except NotSchedulable as exc:
-                    now = datetime.now(timezone.utc)
+                    now = datetime.now(UTC)
                     ref = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ts))
                     dead = malformed_input(STAGE, str(exc), text, ref, key_text, now, dlq)
                     topic_, key_, value_, headers_ = dead.row()
@@ -182,3 +182,10 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
     return start_query(writer, settings, available_now)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `xact-retry-scheduler` and jobs/retry_scheduler.py: settings, session, the scheduler."""
+    from pipeline_lib.spark.runner import job_main
+
+    return job_main(JOB_NAME, argv)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from pyspark.sql import SparkSession
 
 from pipeline_lib.config import Settings
-from pipeline_lib.jvm import check_java, spark_package_jars
+from pipeline_lib.spark.jvm import cache_root, check_java, spark_package_jars
 from pipeline_lib.versions import DELTA_PACKAGE, SPARK_KAFKA_PACKAGE
 
 
@@ -26,7 +27,7 @@ def _add_jars(builder: SparkSession.Builder, packages: list[str]) -> SparkSessio
     session start; `spark.jars` is one comma-separated conf, so the steps merge and compose.
     """
     jars = [str(j) for j in spark_package_jars(packages)]
-    current = builder._options.get("spark.jars", "")  # noqa: SLF001 - the builder has no public getter
+    current = builder._options.get("spark.jars", "")  # the builder has no public getter
     merged = [j for j in current.split(",") if j]
     merged += [j for j in jars if j not in merged]
     return builder.config("spark.jars", ",".join(merged))
@@ -44,6 +45,38 @@ def with_delta(builder: SparkSession.Builder) -> SparkSession.Builder:
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
     )
+
+
+def _merge_java_options(builder: SparkSession.Builder, key: str, option: str) -> SparkSession.Builder:
+    current = builder._options.get(key, "")  # the builder has no public getter
+    return builder if option in current else builder.config(key, f"{current} {option}".strip())
+
+
+def with_spark_log_level(builder: SparkSession.Builder, level: str = "ERROR") -> SparkSession.Builder:
+    """Spark's JVM logs at `level` from its first line on (log4j2), so a person sees the pipeline's lines.
+
+    `setLogLevel` alone comes too late: the JVM prints its start-up warnings (a loopback host
+    name, the default log4j profile) before a session exists. The config goes to the driver and
+    to executors (a standalone cluster's workers are JVMs of their own).
+    """
+    config = cache_root() / f"spark-log4j2-{level.lower()}.properties"
+    text = (
+        "status = error\n"
+        "appender.console.type = Console\n"
+        "appender.console.name = console\n"
+        "appender.console.target = SYSTEM_ERR\n"
+        "appender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = %d{HH:mm:ss} %-5p %c{1}: %m%n\n"
+        f"rootLogger.level = {level.lower()}\n"
+        "rootLogger.appenderRef.console.ref = console\n"
+    )
+    if not config.is_file() or config.read_text() != text:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(text)
+    option = f"-Dlog4j2.configurationFile=file:{config}"
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        builder = _merge_java_options(builder, key, option)
+    return builder
 
 
 def with_local_defaults(builder: SparkSession.Builder, shuffle_partitions: int = 4) -> SparkSession.Builder:
@@ -72,10 +105,53 @@ def session_for(settings: Settings) -> SparkSession:
     # Python workers must run the interpreter that has this package and its dependencies;
     # pyspark reads this variable (not a conf) when it starts the context.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the driver binds to loopback (with_local_defaults)
     builder = SparkSession.builder.master(spark_conf.master).appName(spark_conf.app_name)
-    builder = with_delta(with_kafka(with_local_defaults(builder, spark_conf.shuffle_partitions)))
+    builder = with_local_defaults(builder, spark_conf.shuffle_partitions)
+    builder = with_delta(with_kafka(with_spark_log_level(builder, settings.logging.spark_level)))
     for key, value in spark_conf.extra_conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark = start_filtering_jvm_stderr(builder) if settings.logging.spark_level == "ERROR" else builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.logging.spark_level)
     return spark
+
+
+# Lines the JVM prints to stderr itself (System.err, not a logger), so no log level turns them off.
+JVM_NOISE = (
+    "WARNING: Using incubator modules:",  # the JDK, for Spark 4's --add-modules jdk.incubator.vector
+    'Setting default log level to "',  # Spark treats a PySpark session like a REPL
+    "To adjust logging level use sc.setLogLevel(",
+)
+
+
+def start_filtering_jvm_stderr(builder: SparkSession.Builder, noise: tuple[str, ...] = JVM_NOISE) -> SparkSession:
+    """getOrCreate, with the JVM's stderr passed through a filter that drops `noise` lines.
+
+    The JVM (and the Python workers it starts) inherit stderr when the session starts the
+    gateway, so for that moment fd 2 is a pipe whose reader forwards every other line to the
+    real stderr. A session whose JVM already runs is returned as is.
+    """
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is not None:  # the JVM already runs: nothing to start
+        return builder.getOrCreate()
+    read_fd, write_fd = os.pipe()
+    real_stderr = os.dup(2)
+    threading.Thread(
+        target=_forward_lines, args=(read_fd, real_stderr, noise), name="jvm-stderr", daemon=True
+    ).start()
+    sys.stderr.flush()
+    os.dup2(write_fd, 2)
+    try:
+        return builder.getOrCreate()
+    finally:
+        sys.stderr.flush()
+        os.dup2(real_stderr, 2)
+        os.close(write_fd)
+
+
+def _forward_lines(read_fd: int, out_fd: int, noise: tuple[str, ...]) -> None:
+    with os.fdopen(read_fd, "rb", buffering=0) as source, os.fdopen(out_fd, "wb", buffering=0) as out:
+        for line in iter(source.readline, b""):
+            if not line.decode("utf-8", "replace").startswith(noise):
+                out.write(line)

@@ -19,13 +19,17 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import SourceRef
 from pipeline_lib.kafka_options import kafka_sink_options
-from pipeline_lib.routing import PendingRecord, Routed
-from pipeline_lib.spark.kafka_io import arrow_schema, header_entries, kafka_records, read_topics
+from pipeline_lib.routing import PendingRecord, Routed, pending_records
+from pipeline_lib.spark.kafka_io import (
+    KAFKA_HEADERS_TYPE,
+    arrow_schema,
+    header_entries,
+    kafka_records,
+    read_topics,
+    record_columns,
+)
 from pipeline_lib.spark.progress import install_progress_listener, start_query
-from pipeline_lib.spark.schemas import KAFKA_HEADERS_TYPE
-from pipeline_lib.times import iso_from_millis
 
 # One row per emitted message, plus what the metrics need.
 STAGE_ROUTED_SCHEMA = StructType(
@@ -58,17 +62,7 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stage = stage_for(settings)  # one per Python worker: pools, threads and breakers outlive a batch
         for batch in batches:
-            cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-            records = [
-                PendingRecord(
-                    key.decode("utf-8", "replace") if key is not None else None,
-                    value,
-                    SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ts)),
-                )
-                for key, value, topic, partition, offset, ts in zip(  # noqa: B905 - equal-length columns
-                    cols["key"], cols["value"], cols["topic"], cols["partition"], cols["offset"], cols["timestamp_ms"]
-                )
-            ]
+            records = pending_records(batch.to_pydict())
             columns: dict[str, list] = {name: [] for name in out_schema.names}
             for routed in stage.process(records):
                 size = routed.outcome.bytes if routed.outcome else 0
@@ -92,10 +86,7 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
 
 def stage_records(raw: DataFrame, settings: Settings, stage_for: Callable[[Settings], Stage]) -> DataFrame:
     """Kafka rows -> STAGE_ROUTED_SCHEMA rows (the stage's I/O happens here)."""
-    columns = raw.select(
-        "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
-    )
-    return columns.mapInArrow(_partition(settings, stage_for), STAGE_ROUTED_SCHEMA)
+    return record_columns(raw).mapInArrow(_partition(settings, stage_for), STAGE_ROUTED_SCHEMA)
 
 
 def observe_stage(routed: DataFrame, name: str, outcomes: tuple[str, ...]) -> DataFrame:

@@ -4,12 +4,14 @@ or the DLQ (stage_io.py has the wiring, upload_stage.py the work)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from pipeline_lib.config import Settings
 from pipeline_lib.spark.stage_io import run_stage
-from pipeline_lib.upload_stage import UploadStage
+from pipeline_lib.upload.stage import UploadStage
 
 JOB_NAME = "upload"
 OUTCOMES = ("completed", "refetch", "retry", "dead", "malformed")
@@ -21,3 +23,10 @@ def run_upload(spark: SparkSession, settings: Settings, *, available_now: bool =
         spark, settings, name=JOB_NAME, topic=settings.topics.cached.name, stage_for=UploadStage.for_settings,
         outcomes=OUTCOMES, available_now=available_now,
     )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `xact-upload` and jobs/upload.py: load settings, get the session, run the upload job."""
+    from pipeline_lib.spark.runner import job_main
+
+    return job_main(JOB_NAME, argv)

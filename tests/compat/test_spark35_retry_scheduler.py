@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -43,20 +43,17 @@ def ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_the_scheduler_forwards_every_message_when_due_and_never_early_on_spark_35(
-    spark35, kafka_broker, make_settings
-):
-    from pipeline_lib.kafka_tools import consume_all, produce
+def test_the_scheduler_forwards_every_message_when_due_and_never_early_on_spark_35(spark35, make_kafka_settings):
+    from pipeline_lib.kafka_client import consume_all, produce
+    from pipeline_lib.local.samples import sample_task
     from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
     from pipeline_lib.times import iso_utc
-    from tests.factories import make_task
 
-    settings = make_settings(kafka_broker.bootstrap, streaming__trigger_interval_seconds=1)
-    kafka_broker.create_topics(settings.topic_partitions())
-    now = datetime.now(timezone.utc)
+    settings = make_kafka_settings(streaming__trigger_interval_seconds=1)
+    now = datetime.now(UTC)
     records = []
     for i in range(8):
-        task = make_task(f"http://127.0.0.1:9/f{i}.pdf", f"f{i}.pdf", trace_id=f"T-{i}", attempt=1,
+        task = sample_task(f"http://127.0.0.1:9/f{i}.pdf", f"f{i}.pdf", trace_id=f"T-{i}", attempt=1,
                          due_at=iso_utc(now + timedelta(seconds=i)), retry_stage="download",
                          return_topic=settings.topics.pending.name)  # fmt: skip
         records.append((task.trace_id, task.encode(), task.headers()))

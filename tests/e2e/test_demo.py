@@ -1,4 +1,5 @@
-"""The README's first command, end to end: `xact-pipeline demo` on its own broker and ports."""
+"""The README's first command, end to end: `xact-pipeline demo` on its own broker and ports, printing
+only the pipeline's own lines and its summary."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_lib.local_kafka import free_port
+from pipeline_lib.local.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -43,4 +44,8 @@ def test_demo_runs_end_to_end_and_prints_a_summary(tmp_path):
     assert re.search(r"xact_dlq rows\s+4\b", summary), summary
     assert "broker stopped" in summary
     assert "X-Amz-Signature=0123" not in summary + out.stderr
+    assert "[http_permanent] HTTP 404 from the source" in summary  # the reason does not repeat the category
+    # Quiet: every stderr line is one of the pipeline's own log lines (no JVM, Spark or Kafka chatter).
+    foreign = [line for line in out.stderr.splitlines() if not re.match(r"\d\d:\d\d:\d\d [A-Z]+ +xact\.", line)]
+    assert foreign == [], "\n".join(foreign[:20])
     assert (tmp_path / "var" / "tables" / "xact_events" / "_delta_log").is_dir()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_lib.kafka_tools import consume_all
+from pipeline_lib.kafka_client import consume_all
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -80,3 +80,21 @@ def test_dlq_commands_refuse_a_bad_filter_or_a_resolve_without_note_before_start
     assert out.returncode == 2 and "error: since: 'yesterday' is not an ISO 8601" in out.stderr
     out = cli("dlq", "resolve", "--category", "expired")
     assert out.returncode == 2 and "dlq resolve needs --note" in out.stderr
+
+
+def test_a_missing_table_is_one_error_line_naming_the_command(tmp_path):
+    out = cli("dlq", "list", f"--set=storage.root={tmp_path}")
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: Delta table xact_dlq does not exist at "), out.stderr[-2000:]
+    assert "xact-pipeline tables create" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_each_job_has_its_own_console_script():
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e for e in entry_points(group="console_scripts") if e.name.startswith("xact-")}
+    for job in ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table"):
+        assert scripts[f"xact-{job}"].load().__module__ == f"pipeline_lib.spark.{job.replace('-', '_')}"
+    out = subprocess.run([sys.executable, "jobs/upload.py", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "usage: xact-upload" in out.stdout

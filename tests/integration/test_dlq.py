@@ -8,13 +8,13 @@ import json
 import pytest
 
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
-from pipeline_lib.dlq_selection import DlqSelection
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.sample_server import SampleFileServer
-from pipeline_lib.spark.dlq import dlq_rows, replay, resolve, run_dlq_table
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.local.samples import sample_task
+from pipeline_lib.replay import DlqSelection
+from pipeline_lib.spark.dlq_analysis import dlq_rows, replay, resolve
+from pipeline_lib.spark.dlq_table import run_dlq_table
 from pipeline_lib.spark.download import run_download
-from tests.conftest import run_available_now
-from tests.factories import make_task
+from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
 
@@ -23,67 +23,64 @@ def values(settings, topic):
     return [v for _, v, _ in consume_all(settings, topic)]
 
 
-def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(spark, kafka_settings):
-    s = kafka_settings
-    with SampleFileServer() as server:
-        # 404 on the first request only: dead on the first run, fine when replayed.
-        tasks = [
-            make_task(server.url(f"{n}.pdf", 1000, mode="flaky", fail=1, status=404, sig="SECRET"), f"{n}.pdf")
-            for n in ("a", "b")
-        ]
-        produce(s, s.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks])
-        run_available_now(run_download, spark, s)
-        produce(s, s.topics.dlq.name, [("junk", "not a dead letter")])
-        run_available_now(run_dlq_table, spark, s)
-        # The same dead letters delivered again (at-least-once upstream) add no row.
-        letters = [v for v in values(s, s.topics.dlq.name) if b'"schema":"dead_letter"' in v]
-        assert len(letters) == 2
-        produce(s, s.topics.dlq.name, [(None, v) for v in letters])
-        run_available_now(run_dlq_table, spark, s)
+def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(spark, kafka_settings, sample_server):
+    s, server = kafka_settings, sample_server
+    # 404 on the first request only: dead on the first run, fine when replayed.
+    tasks = [
+        sample_task(server.url(f"{n}.pdf", 1000, mode="flaky", fail=1, status=404, sig="SECRET"), f"{n}.pdf")
+        for n in ("a", "b")
+    ]
+    produce(s, s.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks])
+    run_available_now(run_download, spark, s)
+    produce(s, s.topics.dlq.name, [("junk", "not a dead letter")])
+    run_available_now(run_dlq_table, spark, s)
+    # The same dead letters delivered again (at-least-once upstream) add no row.
+    letters = [v for v in values(s, s.topics.dlq.name) if b'"schema":"dead_letter"' in v]
+    assert len(letters) == 2
+    produce(s, s.topics.dlq.name, [(None, v) for v in letters])
+    run_available_now(run_dlq_table, spark, s)
 
-        rows = {r.task_id or r.stage: r for r in dlq_rows(spark, s).collect()}
-        assert len(rows) == 3 and {r.status for r in rows.values()} == {"open"}
-        dead = rows[tasks[0].task_id]
-        assert (dead.stage, dead.category, dead.http_status, dead.host, dead.attempts) == (
-            "download", "http_permanent", 404, "127.0.0.1", 1,
-        )  # fmt: skip
-        assert "SECRET" not in dead.url and "SECRET" not in dead.task_json
-        assert (
-            dead.source_topic == s.topics.pending.name and json.loads(dead.error_history_json)[0]["http_status"] == 404
-        )
-        assert (rows["dlq"].category, rows["dlq"].payload) == ("malformed", "not a dead letter")
+    rows = {r.task_id or r.stage: r for r in dlq_rows(spark, s).collect()}
+    assert len(rows) == 3 and {r.status for r in rows.values()} == {"open"}
+    dead = rows[tasks[0].task_id]
+    assert (dead.stage, dead.category, dead.http_status, dead.host, dead.attempts) == (
+        "download", "http_permanent", 404, "127.0.0.1", 1,
+    )  # fmt: skip
+    assert "SECRET" not in dead.url and "SECRET" not in dead.task_json
+    assert dead.source_topic == s.topics.pending.name and json.loads(dead.error_history_json)[0]["http_status"] == 404
+    assert (rows["dlq"].category, rows["dlq"].payload) == ("malformed", "not a dead letter")
 
-        selection = DlqSelection(categories=("http_permanent",))
-        dry = replay(spark, s, selection, dry_run=True)
-        assert sorted(r["task_id"] for r in dry.replayed) == sorted(t.task_id for t in tasks)
-        assert len(values(s, s.topics.pending.name)) == 2  # a dry run publishes nothing
-        assert {r.status for r in dlq_rows(spark, s).collect()} == {"open"}
+    selection = DlqSelection(categories=("http_permanent",))
+    dry = replay(spark, s, selection, dry_run=True)
+    assert sorted(r["task_id"] for r in dry.replayed) == sorted(t.task_id for t in tasks)
+    assert len(values(s, s.topics.pending.name)) == 2  # a dry run publishes nothing
+    assert {r.status for r in dlq_rows(spark, s).collect()} == {"open"}
 
-        everything = replay(spark, s, DlqSelection(), dry_run=True)
-        assert [x["reason"] for x in everything.skipped] == [
-            "a dlq dead letter carries no task; fix the input upstream and re-send it"
-        ]
+    everything = replay(spark, s, DlqSelection(), dry_run=True)
+    assert [x["reason"] for x in everything.skipped] == [
+        "a dlq dead letter carries no task; fix the input upstream and re-send it"
+    ]
 
-        report = replay(spark, s, selection, dry_run=False, note="source fixed")
-        assert len(report.replayed) == 2 and not report.skipped
-        again = [t for t in map(DownloadTask.decode, values(s, s.topics.pending.name)) if t.replay_id]
-        assert len(again) == 2
-        assert all(t.attempt == 0 and t.replay_id == report.replay_id and t.history == [] for t in again)
-        assert {t.url for t in again} == {t.url for t in tasks}  # the live URL, recovered from the source record
-        marked = {r.task_id: r for r in dlq_rows(spark, s).collect() if r.task_id}
-        assert {(r.status, r.replay_id, r.replay_count, r.note) for r in marked.values()} == {
-            ("replayed", report.replay_id, 1, "source fixed")
-        }
-        assert json.loads(marked[tasks[0].task_id].replay_selection)["categories"] == ["http_permanent"]
+    report = replay(spark, s, selection, dry_run=False, note="source fixed")
+    assert len(report.replayed) == 2 and not report.skipped
+    again = [t for t in map(DownloadTask.decode, values(s, s.topics.pending.name)) if t.replay_id]
+    assert len(again) == 2
+    assert all(t.attempt == 0 and t.replay_id == report.replay_id and t.history == [] for t in again)
+    assert {t.url for t in again} == {t.url for t in tasks}  # the live URL, recovered from the source record
+    marked = {r.task_id: r for r in dlq_rows(spark, s).collect() if r.task_id}
+    assert {(r.status, r.replay_id, r.replay_count, r.note) for r in marked.values()} == {
+        ("replayed", report.replay_id, 1, "source fixed")
+    }
+    assert json.loads(marked[tasks[0].task_id].replay_selection)["categories"] == ["http_permanent"]
 
-        second = replay(spark, s, selection, dry_run=False)
-        assert second.replayed == [] and len(values(s, s.topics.pending.name)) == 4
-        assert len(replay(spark, s, selection, dry_run=True, force=True).replayed) == 2
+    second = replay(spark, s, selection, dry_run=False)
+    assert second.replayed == [] and len(values(s, s.topics.pending.name)) == 4
+    assert len(replay(spark, s, selection, dry_run=True, force=True).replayed) == 2
 
-        run_available_now(run_download, spark, s)
-        cached = [CachedAttachment.decode(v).download_task for v in values(s, s.topics.cached.name)]
-        assert sorted(t.task_id for t in cached) == sorted(t.task_id for t in tasks)
-        assert {t.replay_id for t in cached} == {report.replay_id}
+    run_available_now(run_download, spark, s)
+    cached = [CachedAttachment.decode(v).download_task for v in values(s, s.topics.cached.name)]
+    assert sorted(t.task_id for t in cached) == sorted(t.task_id for t in tasks)
+    assert {t.replay_id for t in cached} == {report.replay_id}
 
     assert resolve(spark, s, DlqSelection(stages=("dlq",)), "junk from a test producer") == 1
     junk = next(r for r in dlq_rows(spark, s).collect() if r.stage == "dlq")

@@ -3,55 +3,54 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from pipeline_lib.contracts import AttachmentResult, CachedAttachment, DeadLetter, DownloadTask
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.sample_server import SampleFileServer, sample_sha256
-from pipeline_lib.samples import presigned
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.local.sample_server import sample_sha256
+from pipeline_lib.local.samples import presigned, sample_task
 from pipeline_lib.spark.download import run_download
-from tests.factories import make_task
 
 pytestmark = pytest.mark.integration
 
 
-def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_sink(spark, kafka_broker, make_settings):
-    settings = make_settings(
-        kafka_broker.bootstrap,
+def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_sink(
+    spark, make_kafka_settings, sample_server
+):
+    settings = make_kafka_settings(
         download__concurrency=4,
         download__read_timeout_seconds=2,
         url_policy__allow_private_addresses=False,
         url_policy__allowed_networks=["127.0.0.1/32"],
     )
-    kafka_broker.create_topics(settings.topic_partitions())
-    with SampleFileServer() as server:
-        old = datetime.now(timezone.utc) - timedelta(hours=3)
-        tasks = {
-            "ok": make_task(server.url("ok.pdf", 200_000), "ok.pdf"),
-            "docx": make_task(
-                server.url("memo.docx", 3000, mode="redirect", hops=2, type="application/octet-stream"), "memo.docx"
-            ),
-            "busy": make_task(server.url("busy.pdf", mode="status", status=429, retry_after=30), "busy.pdf"),
-            "gone": make_task(server.url("gone.pdf", mode="status", status=404), "gone.pdf"),
-            "expired": make_task(presigned(server.url("old.pdf"), old, 3600), "old.pdf"),
-            "last": make_task(server.url("last.pdf", mode="status", status=503), "last.pdf", attempt=4),
-        }
-        records = [(t.trace_id, t.encode()) for t in tasks.values()] + [("junk", "{not a task")]
-        produce(settings, settings.topics.pending.name, records)
-        query = run_download(spark, settings, available_now=True)
-        try:
-            query.awaitTermination(300)
-            assert query.exception() is None
-            progress = next(p for p in query.recentProgress if p["numInputRows"])
-            metrics = progress["observedMetrics"]["download"]
-            metrics = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
-        finally:
-            query.stop()
-        assert server.requests_for("old.pdf") == 0
+    server = sample_server
+    old = datetime.now(UTC) - timedelta(hours=3)
+    tasks = {
+        "ok": sample_task(server.url("ok.pdf", 200_000), "ok.pdf"),
+        "docx": sample_task(
+            server.url("memo.docx", 3000, mode="redirect", hops=2, type="application/octet-stream"), "memo.docx"
+        ),
+        "busy": sample_task(server.url("busy.pdf", mode="status", status=429, retry_after=30), "busy.pdf"),
+        "gone": sample_task(server.url("gone.pdf", mode="status", status=404), "gone.pdf"),
+        "expired": sample_task(presigned(server.url("old.pdf"), old, 3600), "old.pdf"),
+        "last": sample_task(server.url("last.pdf", mode="status", status=503), "last.pdf", attempt=4),
+    }
+    records = [(t.trace_id, t.encode()) for t in tasks.values()] + [("junk", "{not a task")]
+    produce(settings, settings.topics.pending.name, records)
+    query = run_download(spark, settings, available_now=True)
+    try:
+        query.awaitTermination(300)
+        assert query.exception() is None
+        progress = next(p for p in query.recentProgress if p["numInputRows"])
+        metrics = progress["observedMetrics"]["download"]
+        metrics = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
+    finally:
+        query.stop()
+    assert server.requests_for("old.pdf") == 0
 
     def read(topic):
         return [v for _, v, _ in consume_all(settings, topic)]

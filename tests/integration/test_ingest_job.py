@@ -8,10 +8,10 @@ import pytest
 
 from pipeline_lib.contracts import DeadLetter, DownloadTask
 from pipeline_lib.ids import task_id
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.spark.delta_tables import create_table
-from pipeline_lib.spark.ingest import IngestBatchWriter, events_table, route_events, run_ingest
-from tests.conftest import run_available_now
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.spark.ingest import IngestBatchWriter, route_events, run_ingest
+from pipeline_lib.spark.tables import create_table, events_table
+from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +40,8 @@ def read_topic(settings, topic):
 
 
 @pytest.fixture
-def settings(kafka_settings, make_settings, kafka_broker):
-    s = make_settings(kafka_broker.bootstrap, url_policy__allowed_hosts=[".example.com"])
-    kafka_broker.create_topics(s.topic_partitions())
+def settings(make_kafka_settings):
+    s = make_kafka_settings(url_policy__allowed_hosts=[".example.com"])
     return s
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_lib.kafka_tools import produce
+from pipeline_lib.kafka_client import produce
 from pipeline_lib.spark.kafka_io import read_topics
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pipeline_lib.local_kafka import BrokerError, LocalKafka, create_topics, ensure_broker_jars, free_port, list_topics
+from pipeline_lib.kafka_client import create_topics, list_topics
+from pipeline_lib.local.broker import BrokerError, LocalKafka, ensure_broker_jars, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from pipeline_lib.config import load_settings
-from pipeline_lib.storage import OneLakeStorage
+from pipeline_lib.upload.storage import OneLakeStorage
 
 WORKSPACE = os.environ.get("XACT_LIVE_ONELAKE_WORKSPACE")
 LAKEHOUSE = os.environ.get("XACT_LIVE_ONELAKE_LAKEHOUSE")

@@ -7,9 +7,10 @@ from dataclasses import replace
 import pytest
 
 from pipeline_lib.contracts import AttachmentResult, DeadLetter
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.spark.results import attachments_table, maintain_tables, run_results
-from tests.conftest import run_available_now
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.spark.results import run_results
+from pipeline_lib.spark.tables import attachments_table, maintain_tables
+from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
 

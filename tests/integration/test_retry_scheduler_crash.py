@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from pipeline_lib.kafka_tools import consume_all, produce
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.local.samples import sample_task
 from pipeline_lib.times import iso_utc
-from tests.factories import make_task
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,17 +64,16 @@ def ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_kill_9_mid_run_loses_nothing_and_forwards_nothing_early(kafka_broker, make_settings, tmp_path):
-    settings = make_settings(kafka_broker.bootstrap, streaming__trigger_interval_seconds=1)
-    kafka_broker.create_topics(settings.topic_partitions())
+def test_kill_9_mid_run_loses_nothing_and_forwards_nothing_early(make_kafka_settings, tmp_path):
+    settings = make_kafka_settings(streaming__trigger_interval_seconds=1)
     log = tmp_path / "scheduler.log"
     proc = start_scheduler(settings, log)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         records = []
         for i in range(COUNT):
             due = now + timedelta(seconds=8 + i * 0.75)  # due one after another, 8 to 25 s from now
-            waiting = make_task(
+            waiting = sample_task(
                 f"http://127.0.0.1:9/f{i}.pdf", f"f{i}.pdf", trace_id=f"T-{i}", attempt=1, due_at=iso_utc(due),
                 retry_stage="download", return_topic=settings.topics.pending.name,
             )  # fmt: skip
@@ -106,7 +105,7 @@ def test_kill_9_mid_run_loses_nothing_and_forwards_nothing_early(kafka_broker, m
 
     out = forwarded(settings)
     assert {h["xact.task_id"] for h in out} == {
-        make_task(f"http://127.0.0.1:9/f{i}.pdf", trace_id=f"T-{i}").task_id for i in range(COUNT)
+        sample_task(f"http://127.0.0.1:9/f{i}.pdf", trace_id=f"T-{i}").task_id for i in range(COUNT)
     }
     early = [h for h in out if ts(h["xact.retry.forwarded_at"]) < ts(h["xact.retry.due_at"])]
     assert early == []

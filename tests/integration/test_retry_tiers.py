@@ -9,11 +9,10 @@ from datetime import datetime
 import pytest
 
 from pipeline_lib.contracts import DeadLetter, DownloadTask
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.sample_server import SampleFileServer
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.local.samples import sample_task
 from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
-from tests.factories import make_task
 
 pytestmark = pytest.mark.integration
 
@@ -28,38 +27,34 @@ def ts(text: str) -> datetime:
 
 
 def test_a_failing_task_goes_through_every_tier_in_order_never_early_then_to_the_dlq(
-    spark, kafka_broker, make_settings
+    spark, make_kafka_settings, sample_server
 ):
-    settings = make_settings(
-        kafka_broker.bootstrap,
+    settings = make_kafka_settings(
         retry__delays_seconds=DELAYS,
         streaming__trigger_interval_seconds=TRIGGER,
         download__breaker__failure_threshold=100,
     )
-    kafka_broker.create_topics(settings.topic_partitions())
-    with SampleFileServer() as server:
-        task = make_task(server.url("flaky.pdf", mode="status", status=503), "flaky.pdf")
-        produce(settings, settings.topics.pending.name, [(task.trace_id, task.encode())])
-        download = run_download(spark, settings)
-        scheduler = run_retry_scheduler(spark, settings)
-        try:
-            deadline = time.monotonic() + 120
-            dead: list[DeadLetter] = []
-            while not dead and time.monotonic() < deadline:
-                assert download.exception() is None and scheduler.exception() is None
-                time.sleep(1)
-                dead = [
-                    DeadLetter.decode(v) for _, v, _ in consume_all(settings, settings.topics.dlq.name, idle_timeout=2)
-                ]
-            lateness = [
-                p["observedMetrics"]["retry-scheduler"]["max_lateness_ms"]
-                for p in scheduler.recentProgress
-                if p["observedMetrics"].get("retry-scheduler", {}) and p["observedMetrics"]["retry-scheduler"]["moved"]
-            ]
-        finally:
-            scheduler.stop()
-            download.stop()
-        assert server.requests_for("flaky.pdf") == len(DELAYS) + 1
+    server = sample_server
+    task = sample_task(server.url("flaky.pdf", mode="status", status=503), "flaky.pdf")
+    produce(settings, settings.topics.pending.name, [(task.trace_id, task.encode())])
+    download = run_download(spark, settings)
+    scheduler = run_retry_scheduler(spark, settings)
+    try:
+        deadline = time.monotonic() + 120
+        dead: list[DeadLetter] = []
+        while not dead and time.monotonic() < deadline:
+            assert download.exception() is None and scheduler.exception() is None
+            time.sleep(1)
+            dead = [DeadLetter.decode(v) for _, v, _ in consume_all(settings, settings.topics.dlq.name, idle_timeout=2)]
+        lateness = [
+            p["observedMetrics"]["retry-scheduler"]["max_lateness_ms"]
+            for p in scheduler.recentProgress
+            if p["observedMetrics"].get("retry-scheduler", {}) and p["observedMetrics"]["retry-scheduler"]["moved"]
+        ]
+    finally:
+        scheduler.stop()
+        download.stop()
+    assert server.requests_for("flaky.pdf") == len(DELAYS) + 1
 
     (letter,) = dead
     assert (letter.category, letter.attempts, letter.stage) == ("exhausted", len(DELAYS) + 1, "download")

@@ -9,47 +9,45 @@ from pathlib import Path
 import pytest
 
 from pipeline_lib.contracts import AttachmentResult, CachedAttachment, DownloadTask
-from pipeline_lib.kafka_tools import consume_all, produce
-from pipeline_lib.sample_server import SampleFileServer, sample_bytes
+from pipeline_lib.kafka_client import consume_all, produce
+from pipeline_lib.local.sample_server import sample_bytes
+from pipeline_lib.local.samples import sample_task
 from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.results import run_results
 from pipeline_lib.spark.upload import run_upload
-from tests.conftest import run_available_now
-from tests.factories import make_task
+from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
 
 
 def test_upload_moves_verified_files_into_the_lake_and_sends_lost_cache_files_back(
-    spark, kafka_broker, make_settings, tmp_path
+    spark, make_kafka_settings, sample_server, tmp_path
 ):
-    s = make_settings(
-        kafka_broker.bootstrap,
+    s = make_kafka_settings(
         download__cache_dir=str(tmp_path / "host-a" / "cache"),
         storage__lake__local_root=str(tmp_path / "lakehouse" / "Files"),
     )
-    kafka_broker.create_topics(s.topic_partitions())
-    with SampleFileServer() as server:
-        tasks = [make_task(server.url(f"{n}.pdf", 150_000), f"{n}.pdf", trace_id=f"T-{n}") for n in ("kept", "lost")]
-        produce(s, s.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks])
-        run_available_now(run_download, spark, s)
-        cached = {
-            CachedAttachment.decode(v).download_task.task_id: CachedAttachment.decode(v)
-            for _, v, _ in consume_all(s, s.topics.cached.name)
-        }
-        Path(cached[tasks[1].task_id].cache_uri.removeprefix("file://")).unlink()  # e.g. the cache of another host
+    server = sample_server
+    tasks = [sample_task(server.url(f"{n}.pdf", 150_000), f"{n}.pdf", trace_id=f"T-{n}") for n in ("kept", "lost")]
+    produce(s, s.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks])
+    run_available_now(run_download, spark, s)
+    cached = {
+        CachedAttachment.decode(v).download_task.task_id: CachedAttachment.decode(v)
+        for _, v, _ in consume_all(s, s.topics.cached.name)
+    }
+    Path(cached[tasks[1].task_id].cache_uri.removeprefix("file://")).unlink()  # e.g. the cache of another host
 
-        run_available_now(run_upload, spark, s)
-        lake = tmp_path / "lakehouse" / "Files" / "xact/attachments"
-        assert (lake / tasks[0].blob_path).read_bytes() == sample_bytes("kept.pdf", 150_000)
-        assert not Path(cached[tasks[0].task_id].cache_uri.removeprefix("file://")).exists()
-        assert not (lake / tasks[1].blob_path).exists()
-        pending = [DownloadTask.decode(v) for _, v, _ in consume_all(s, s.topics.pending.name)]
-        again = [t for t in pending if t.attempt > 0]
-        assert [(t.task_id, t.attempt) for t in again] == [(tasks[1].task_id, 1)]
+    run_available_now(run_upload, spark, s)
+    lake = tmp_path / "lakehouse" / "Files" / "xact/attachments"
+    assert (lake / tasks[0].blob_path).read_bytes() == sample_bytes("kept.pdf", 150_000)
+    assert not Path(cached[tasks[0].task_id].cache_uri.removeprefix("file://")).exists()
+    assert not (lake / tasks[1].blob_path).exists()
+    pending = [DownloadTask.decode(v) for _, v, _ in consume_all(s, s.topics.pending.name)]
+    again = [t for t in pending if t.attempt > 0]
+    assert [(t.task_id, t.attempt) for t in again] == [(tasks[1].task_id, 1)]
 
-        run_available_now(run_download, spark, s)  # the fresh download of the lost file
-        run_available_now(run_upload, spark, s)
+    run_available_now(run_download, spark, s)  # the fresh download of the lost file
+    run_available_now(run_upload, spark, s)
     assert (lake / tasks[1].blob_path).read_bytes() == sample_bytes("lost.pdf", 150_000)
     assert list(consume_all(s, s.topics.dlq.name, idle_timeout=2)) == []
 

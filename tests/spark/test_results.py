@@ -11,14 +11,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import Row
 
 from pipeline_lib.contracts import AttachmentResult
-from pipeline_lib.spark.delta_tables import create_table
-from pipeline_lib.spark.results import (
-    ATTACHMENTS_SCHEMA,
-    attachments_table,
-    latest_per_task,
-    merge_results,
-    parse_results,
-)
+from pipeline_lib.spark.results import latest_per_task, merge_results, parse_results
+from pipeline_lib.spark.tables import ATTACHMENTS_SCHEMA, TableMissing, attachments_table, create_table
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +29,11 @@ def result(task="t1", attempt=0, status="retrying", at="2026-11-27T10:00:00Z", *
 
 def kafka_df(spark, values):
     rows = [
-        Row(value=v.encode(), topic="results", partition=0, offset=i, timestamp=datetime(2026, 11, 27, 12, 0))
+        Row(key=b"T1", value=v.encode(), topic="results", partition=0, offset=i, timestamp=datetime(2026, 11, 27, 12))
         for i, v in enumerate(values)
     ]
-    return spark.createDataFrame(rows, "value binary, topic string, partition int, offset long, timestamp timestamp")
+    schema = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+    return spark.createDataFrame(rows, schema)
 
 
 def good_rows(spark, values):
@@ -138,7 +133,7 @@ def test_table_schema_and_partitioning(spark, spec):
 
 def test_no_table_is_created_or_overwritten_on_failure(spark, spec, tmp_path):
     missing = replace(spec, path=str(tmp_path / "nowhere" / "xact_attachments"))
-    with pytest.raises(RuntimeError, match=r"does not exist at .*; create it with `xact-pipeline tables create`"):
+    with pytest.raises(TableMissing, match=r"does not exist at .*; create it with `xact-pipeline tables create`"):
         merge_results(latest_per_task(good_rows(spark, [result()])), missing)
     assert not DeltaTable.isDeltaTable(spark, missing.path)
 

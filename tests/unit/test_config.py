@@ -202,3 +202,44 @@ def test_spark_sources_and_sinks_get_their_own_client_tuning_on_top_of_the_conne
     assert source["kafka.bootstrap.servers"] == sink["kafka.bootstrap.servers"] == settings.kafka.bootstrap_servers
     # The shipped default: no half-second stall at the start of every micro-batch.
     assert load_settings("local").kafka.consumer_options["fetch.max.wait.ms"] == 50
+
+
+def _fields(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        yield prefix + name, field
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _fields(annotation, f"{prefix}{name}.")
+
+
+def _leaf_keys(tree, prefix=""):
+    for key, value in tree.items():
+        yield prefix + key
+        if isinstance(value, dict) and key not in (
+            "producer_options",
+            "consumer_options",
+            "content_types",
+            "extra_conf",
+        ):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+
+
+def test_every_default_lives_in_base_yaml_and_nowhere_else():
+    """One source of truth per default: the models declare no default, base.yaml sets every key."""
+    import yaml
+    from pydantic_core import PydanticUndefined
+
+    from pipeline_lib.config import Settings, default_conf_dir
+
+    base = yaml.safe_load((default_conf_dir() / "base.yaml").read_text())
+    in_base = set(_leaf_keys(base))
+    fields = dict(_fields(Settings))
+    with_python_default = [
+        key for key, f in fields.items() if f.default is not PydanticUndefined or f.default_factory is not None
+    ]
+    assert with_python_default == [], "set these defaults in conf/base.yaml, not in config.py"
+    missing = sorted(set(fields) - in_base - {"environment"})
+    assert missing == [], "conf/base.yaml must document every setting"
+    assert in_base <= set(fields)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from pipeline_lib.events import ingest_record
 from pipeline_lib.ids import task_id
 from pipeline_lib.url_policy import UrlPolicy
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SRC = SourceRef("xact.events.raw", 1, 42, "2026-11-27T12:00:00Z")
 POLICY = UrlPolicy(frozenset({"https"}), (".example.com",), False)
 SIGNED = "https://files.example.com/c/{name}?X-Amz-Date=20261127T000000Z&X-Amz-Expires=3600&X-Amz-Signature=SECRET"

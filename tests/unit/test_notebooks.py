@@ -26,3 +26,17 @@ def test_notebook_is_thin_and_stored_without_outputs(path):
 
 def test_there_is_at_least_one_notebook():
     assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_name_a_notebook_imports_exists(path):
+    import importlib
+
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.ImportFrom):
+                module = importlib.import_module(node.module)
+                missing = [a.name for a in node.names if not hasattr(module, a.name)]
+                assert not missing, f"{path.name}: {node.module} has no {missing}"

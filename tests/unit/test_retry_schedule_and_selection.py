@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline_lib.dlq_selection import DlqSelection, SelectionError
+from pipeline_lib.replay import DlqSelection, SelectionError
 from pipeline_lib.retry_schedule import NotSchedulable, waiting_from_headers
 
 ALLOWED = frozenset({"p", "c"})

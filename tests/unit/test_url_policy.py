@@ -77,7 +77,7 @@ def test_local_overlay_may_allow_loopback_but_never_mapped_addresses():
 
 
 def test_resolution_checks_every_address_without_connecting():
-    def resolver(host, port, type):  # noqa: A002 - getaddrinfo's keyword
+    def resolver(host, port, type):
         return [
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port)),

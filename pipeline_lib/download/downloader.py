@@ -1,0 +1,301 @@
+"""Download one attachment into the cache: checked, streamed, checksummed, bounded (invariants 6, 7).
+
+    downloader = Downloader.from_settings(settings)
+    outcome = downloader.download(task)          # never raises for a failed download
+    outcome.cached                               # CachedAttachment on success
+    outcome.failure                              # Failure (failures.py table) otherwise
+
+Order of checks, cheapest and most final first; the first four make no request:
+URL policy (scheme, host, credentials, literal address) -> extension allowed -> presigned URL
+not expired -> the host's circuit breaker -> then the request, with the policy checked again at
+every connection and redirect hop, the status, Content-Length against max_bytes, the content
+type against the extension, and the body streamed in chunks to `<final>.<random>.part` with the
+decoded bytes counted and hashed, the total deadline checked between chunks, and an atomic
+rename to the path derived from the task id.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urljoin
+
+import requests
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.response import BaseHTTPResponse
+
+from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
+from pipeline_lib.config import DownloadSettings, Settings
+from pipeline_lib.contracts import CachedAttachment, DownloadTask
+from pipeline_lib.download.content_policy import ContentPolicy, ContentRefused
+from pipeline_lib.download.http_fetch import REDIRECT_STATUSES, Resolver, guarded_session, send_get
+from pipeline_lib.download.presigned import expiry_problem
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.failures import HOST_HEALTH_CATEGORIES, Failure, classify_status, failure
+from pipeline_lib.times import iso_utc
+from pipeline_lib.url_policy import UrlPolicy, UrlRefused
+
+
+@dataclass(frozen=True)
+class DownloadOutcome:
+    task: DownloadTask
+    started_at: datetime
+    finished_at: datetime
+    cached: CachedAttachment | None = None
+    failure: Failure | None = None
+    breaker_opened: bool = False
+    requested: bool = True  # False when a check refused the task before any request
+
+    @property
+    def bytes(self) -> int:
+        return self.cached.bytes if self.cached else 0
+
+
+class _Stop(PipelineError):
+    """Ends a download with a classified failure."""
+
+    def __init__(self, result: Failure) -> None:
+        super().__init__(result.message)
+        self.failure = result
+
+
+def cache_path(cache_dir: str, task_id: str) -> Path:
+    """Where a task's file lives in the cache: derived from the task id alone, so a retry or a
+    replay overwrites the same file."""
+    return Path(cache_dir) / task_id[:2] / task_id
+
+
+class Downloader:
+    """Downloads tasks; thread-safe, one pooled HTTP session per thread."""
+
+    def __init__(
+        self,
+        settings: DownloadSettings,
+        url_policy: UrlPolicy,
+        cache_dir: str,
+        breakers: BreakerRegistry | None = None,
+        resolver: Resolver = socket.getaddrinfo,
+    ) -> None:
+        self.settings = settings
+        self.url_policy = url_policy
+        self.content_policy = ContentPolicy.from_settings(settings)
+        self.cache_dir = os.path.abspath(cache_dir)
+        self.breakers = breakers or shared_registry(
+            "download", settings.breaker.failure_threshold, settings.breaker.open_seconds
+        )
+        self.resolver = resolver
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: object) -> Downloader:
+        return cls(settings.download, UrlPolicy.from_settings(settings.url_policy), settings.cache_dir, **kwargs)  # type: ignore[arg-type]
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = guarded_session(self.url_policy, self.resolver)
+        return session
+
+    def download(self, task: DownloadTask, now: datetime | None = None) -> DownloadOutcome:
+        started = now or datetime.now(UTC)
+        # Checks that need no request.
+        try:
+            host, _port = self.url_policy.check_url(task.url)
+            self.content_policy.check_extension(task.blob_path)
+        except UrlRefused as exc:
+            return self._outcome(task, started, failure("policy", f"URL refused ({exc.rule}): {exc}"), requested=False)
+        except ContentRefused as exc:
+            return self._outcome(task, started, failure("content_type", str(exc)), requested=False)
+        expired = expiry_problem(task.url, started, self.settings.expiry_margin_seconds)
+        if expired:
+            return self._outcome(task, started, failure("expired", expired), requested=False)
+        breaker = self.breakers.get(host.lower())
+        if not breaker.allow():
+            message = f"circuit breaker for {host} is open after repeated failures; no request made"
+            return self._outcome(task, started, failure("circuit_open", message), requested=False)
+
+        try:
+            cached = self._fetch(task, started)
+        except _Stop as stop:
+            result = stop.failure
+            opened = False
+            if result.category in HOST_HEALTH_CATEGORIES:
+                opened = breaker.record_failure()
+            else:
+                breaker.record_neutral()
+            return self._outcome(task, started, result, breaker_opened=opened)
+        breaker.record_success()
+        return DownloadOutcome(task, started, datetime.now(UTC), cached=cached)
+
+    def _outcome(
+        self,
+        task: DownloadTask,
+        started: datetime,
+        result: Failure,
+        *,
+        requested: bool = True,
+        breaker_opened: bool = False,
+    ) -> DownloadOutcome:
+        return DownloadOutcome(
+            task,
+            started,
+            datetime.now(UTC),
+            failure=result,
+            breaker_opened=breaker_opened,
+            requested=requested,
+        )
+
+    def _fetch(self, task: DownloadTask, started: datetime) -> CachedAttachment:
+        s = self.settings
+        deadline = time.monotonic() + s.total_timeout_seconds
+        url = task.url
+        response = None
+        try:
+            for hop in range(s.max_redirects + 1):
+                if hop:
+                    self._check_hop(url)
+                self._check_deadline(deadline)
+                response = send_get(self._session(), url, (s.connect_timeout_seconds, s.read_timeout_seconds))
+                if not (response.status in REDIRECT_STATUSES and response.headers.get("location")):
+                    break
+                url = urljoin(url, response.headers["location"])
+                response.close()
+                response = None
+            else:
+                raise _Stop(failure("policy", f"more than download.max_redirects ({s.max_redirects}) redirects"))
+            assert response is not None
+            if response.status != 200:
+                raise _Stop(
+                    classify_status(
+                        response.status,
+                        retry_after=response.headers.get("retry-after"),
+                        auth_transient=s.auth_errors_transient,
+                    )
+                )
+            cached = self._store(task, response, deadline)
+            response.release_conn()  # read to the end: the connection goes back to the pool
+            response = None
+            return cached
+        except _Stop:
+            raise
+        except UrlRefused as exc:
+            if exc.rule == "dns":
+                raise _Stop(failure("connection", str(exc))) from None
+            raise _Stop(failure("policy", f"redirect or address refused ({exc.rule}): {exc}")) from None
+        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 derives it from that
+            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
+        except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise _Stop(failure("timeout", f"timed out: {_short(exc)}")) from None
+        except ProtocolError as exc:
+            category = "truncated" if "IncompleteRead" in repr(exc) else "connection"
+            raise _Stop(failure(category, f"the connection broke while reading the body: {_short(exc)}")) from None
+        except DecodeError as exc:
+            raise _Stop(failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")) from None
+        except HTTPError as exc:  # any other urllib3 failure (TLS, proxy, ...)
+            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
+        except OSError as exc:  # socket-level errors urllib3 did not wrap
+            raise _Stop(failure("connection", f"I/O error: {_short(exc)}")) from None
+        finally:
+            if response is not None:
+                response.close()
+
+    def _open_temp(self, temp: Path) -> BinaryIO:
+        with self._cache_errors():
+            try:
+                return open(temp, "wb")  # closed by _store
+            except FileNotFoundError:  # first file of this folder, or the cache was cleaned up
+                temp.parent.mkdir(parents=True, exist_ok=True)
+                return open(temp, "wb")
+
+    @contextmanager
+    def _cache_errors(self) -> Iterator[None]:
+        """Local cache I/O errors are transient and say nothing about the source host."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _Stop(failure("disk_full", f"the download cache {self.cache_dir} is full: {exc}")) from None
+            raise _Stop(failure("cache_io", f"cannot write the download cache {self.cache_dir}: {exc}")) from None
+
+    def _check_hop(self, url: str) -> None:
+        self.url_policy.check_url(url)
+
+    @staticmethod
+    def _check_deadline(deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise _Stop(failure("timeout", "download.total_timeout_seconds passed"))
+
+    def _store(self, task: DownloadTask, response: BaseHTTPResponse, deadline: float) -> CachedAttachment:
+        s = self.settings
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > s.max_bytes:
+            raise _Stop(failure("too_large", f"Content-Length {declared} exceeds download.max_bytes ({s.max_bytes})"))
+        content_type = response.headers.get("content-type")
+        try:
+            self.content_policy.check_content_type(task.blob_path, content_type)
+        except ContentRefused as exc:
+            raise _Stop(failure("content_type", str(exc))) from None
+
+        final = cache_path(self.cache_dir, task.task_id)
+        temp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}.part")
+        digest = hashlib.sha256()
+        count = 0
+        raw = response
+        out = self._open_temp(temp)
+        try:
+            while True:
+                # read1: whatever has arrived (up to a chunk), so a slow drip still reaches the
+                # deadline check; decoded, so max_bytes counts what Content-Encoding expands to.
+                chunk = raw.read1(s.chunk_bytes, decode_content=True)
+                if not chunk:
+                    break
+                count += len(chunk)
+                if count > s.max_bytes:
+                    message = f"the body exceeds download.max_bytes ({s.max_bytes}) after {count} bytes"
+                    raise _Stop(failure("too_large", message))
+                digest.update(chunk)
+                with self._cache_errors():
+                    out.write(chunk)
+                self._check_deadline(deadline)
+            with self._cache_errors():
+                out.close()
+            encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+            if declared and declared.isdigit() and not encoded and count != int(declared):
+                raise _Stop(failure("truncated", f"got {count} bytes of the {declared} announced"))
+            with self._cache_errors():
+                os.replace(temp, final)
+        finally:
+            out.close()
+            if temp.exists():
+                temp.unlink()
+        return CachedAttachment(
+            task=task.to_dict(),
+            cache_uri=final.as_uri(),  # cache_dir is absolute (Settings.cache_dir)
+            bytes=count,
+            sha256=digest.hexdigest(),
+            content_type=(content_type or None),
+            downloaded_at=iso_utc(datetime.now(UTC)),
+        )
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as one line (Failure redacts it: urllib3 messages repeat the URL)."""
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:400]

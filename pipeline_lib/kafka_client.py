@@ -1,0 +1,221 @@
+"""confluent-kafka helpers for the CLI, replay, the notebooks, the demo and the tests: produce, read a
+topic or one record, tail a topic, and create or list topics (against any Kafka; Event Hubs does
+not create topics through the Kafka admin API, see docs/operations.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from pipeline_lib.config import Settings
+from pipeline_lib.contracts import SourceRef
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.kafka_options import librdkafka_config
+from pipeline_lib.logs import get_logger
+from pipeline_lib.redaction import redact
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
+
+# librdkafka's retry chatter (e.g. "coordinator load in progress" while a broker starts) stays
+# out of the user's terminal; real failures surface as exceptions or delivery errors.
+CLIENT_LOG = logging.getLogger("xact.kafka.client")
+log = get_logger("kafka")
+CLIENT_LOG.setLevel(logging.CRITICAL)
+
+
+class DeliveryFailed(PipelineError):
+    """Messages could not be delivered to Kafka; the message says how many and the first errors."""
+
+
+class TopicAdminError(PipelineError):
+    """A topic could not be created or listed."""
+
+
+def make_producer(settings: Settings) -> Producer:
+    """An idempotent confluent-kafka producer for `produce`; reuse one for many calls (each new
+    producer pays its connection and producer-id set-up, about 0.5 s on a local broker)."""
+    from confluent_kafka import Producer
+
+    return Producer(
+        {
+            **librdkafka_config(settings.kafka),
+            "linger.ms": 20,
+            "enable.idempotence": True,
+            # The Java client's partitioner (Spark's sinks): a key lands on the same partition
+            # whichever of the two produced it, so one trace's messages keep their order.
+            "partitioner": "murmur2_random",
+            "logger": CLIENT_LOG,
+        }  # type: ignore[dict-item]
+    )
+
+
+def produce(
+    settings: Settings,
+    topic: str,
+    records: Iterable[tuple[str | None, str | bytes] | tuple[str | None, str | bytes, dict[str, str]]],
+    producer: Producer | None = None,
+) -> int:
+    """Produce (key, value) or (key, value, headers) records and wait for every delivery.
+
+    `producer` (from make_producer) is reused when given; otherwise one is made for this call.
+    """
+    producer = producer or make_producer(settings)
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    count = 0
+    for record in records:
+        key, value = record[0], record[1]
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(record[2].items()) if len(record) > 2 else None  # type: ignore[misc]
+        )
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if errors or remaining:
+        raise DeliveryFailed(
+            f"{len(errors) + remaining} of {count} messages to {topic} were not delivered: {errors[:3]}; "
+            f"check that kafka.bootstrap_servers ({settings.kafka.bootstrap_servers}) is reachable and the topic exists"
+        )
+    return count
+
+
+def consume_all(
+    settings: Settings, topic: str, *, max_messages: int | None = None, idle_timeout: float = 10.0
+) -> Iterator[tuple[str | None, bytes | None, dict[str, str]]]:
+    """Read a topic from its beginning up to the end it had when the call started.
+
+    Partitions are assigned directly (no consumer group, nothing committed), so the read is
+    deterministic; `idle_timeout` only guards against a broker that stops answering.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **librdkafka_config(settings.kafka),
+            "group.id": f"xact-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        consumer.assign(assignment)
+        seen = 0
+        while ends and (max_messages is None or seen < max_messages):
+            msg = consumer.poll(idle_timeout)
+            if msg is None:
+                return
+            if msg.error():
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+            seen += 1
+            headers = {str(k): _text(v) or "" for k, v in (msg.headers() or [])}  # type: ignore[str-unpack]
+            value = msg.value()
+            yield _text(msg.key()), value.encode() if isinstance(value, str) else value, headers
+    finally:
+        consumer.close()
+
+
+def read_at(settings: Settings, source: SourceRef, timeout: float = 10.0) -> bytes | None:
+    """The value of the record at `source` (topic, partition, offset); None when it is gone (retention)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = f"xact-read-{uuid.uuid4().hex[:8]}"  # assigned, not subscribed: the group commits nothing
+    consumer = Consumer({**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(source.topic, source.partition, source.offset)])
+        msg = consumer.poll(timeout)
+        if msg is None or msg.error() or msg.offset() != source.offset:
+            return None
+        value = msg.value()
+        return value.encode() if isinstance(value, str) else (value or b"")
+    finally:
+        consumer.close()
+
+
+def _text(raw: str | bytes | None) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", "replace")
+
+
+def tail_topic(settings: Settings, topic: str, *, max_messages: int = 20, idle_timeout: float = 5.0) -> Iterator[str]:
+    """Messages of a topic as printable lines; URLs and secrets redacted."""
+    for key, value, headers in consume_all(settings, topic, max_messages=max_messages, idle_timeout=idle_timeout):
+        text = (value or b"").decode("utf-8", "replace")
+        try:
+            text = json.dumps(json.loads(text), indent=None)
+        except ValueError:
+            pass
+        yield redact(f"key={key} headers={headers} value={text}")
+
+
+def _admin(bootstrap: str, client_config: dict[str, str] | None = None):
+    from confluent_kafka.admin import AdminClient
+
+    conf = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG, **(client_config or {})}
+    return AdminClient(conf)  # type: ignore[arg-type]  # the stubs do not know the logger key
+
+
+def admin_client(bootstrap: str, client_config: dict[str, str] | None = None):
+    """An AdminClient whose retry chatter stays out of the terminal (e.g. to wait for a starting broker)."""
+    return _admin(bootstrap, client_config)
+
+
+def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dict[str, str] | None = None) -> list[str]:
+    """Create each missing topic with its partition count (replication 1); returns the names created.
+
+    Existing topics are left as they are, with a warning when their partition count differs.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    admin = _admin(bootstrap, client_config)
+    existing = admin.list_topics(timeout=10).topics
+    wanted = [
+        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions.items() if name not in existing
+    ]
+    for name, n in partitions.items():
+        if name in existing and len(existing[name].partitions) != n:
+            log.warning(
+                "topic %s exists with %d partitions (config says %d); left unchanged",
+                name, len(existing[name].partitions), n,
+            )  # fmt: skip
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
+        try:
+            future.result(timeout=60)
+            created.append(name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise TopicAdminError(f"could not create topic {name} on {bootstrap}: {exc}") from exc
+    return created
+
+
+def list_topics(bootstrap: str, client_config: dict[str, str] | None = None) -> dict[str, int]:
+    """Every topic (internal ones excepted) with its partition count."""
+    admin = _admin(bootstrap, client_config)
+    topics = admin.list_topics(timeout=10).topics
+    return {name: len(t.partitions) for name, t in sorted(topics.items()) if not name.startswith("__")}

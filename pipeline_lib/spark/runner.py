@@ -1,0 +1,102 @@
+"""Running the streaming jobs: the registry of jobs by name, and the one code path that every entry
+point takes (the CLI's job commands, the per-job console scripts and the jobs/*.py files that
+spark-submit and Fabric Spark Job Definitions run).
+
+    main(): parse arguments -> load settings -> set up logging -> get the session -> run_<job>()
+
+Only `job_main` builds a session; every `run_*` function takes the session it is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from pipeline_lib.config import Settings
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.logs import get_logger
+from pipeline_lib.spark.dlq_table import run_dlq_table
+from pipeline_lib.spark.download import run_download
+from pipeline_lib.spark.ingest import run_ingest
+from pipeline_lib.spark.results import run_results
+from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
+from pipeline_lib.spark.session import session_for
+from pipeline_lib.spark.tables import all_tables, create_tables, maintain_tables
+from pipeline_lib.spark.upload import run_upload
+
+log = get_logger("job")
+
+JobStarter = Callable[..., StreamingQuery]
+JOBS: dict[str, JobStarter] = {
+    "ingest": run_ingest,
+    "download": run_download,
+    "upload": run_upload,
+    "retry-scheduler": run_retry_scheduler,
+    "results": run_results,
+    "dlq-table": run_dlq_table,
+}
+
+
+def create_all_tables(settings: Settings, spark: SparkSession | None = None) -> None:
+    """Create every Delta table of the pipeline that does not exist yet."""
+    create_tables(spark or session_for(settings), settings)
+
+
+def maintain(settings: Settings, retain_hours: int, spark: SparkSession | None = None) -> None:
+    """OPTIMIZE and VACUUM every pipeline table."""
+    maintain_tables(spark or session_for(settings), all_tables(settings), retain_hours)
+
+
+def run_job(
+    name: str,
+    settings: Settings,
+    *,
+    available_now: bool = False,
+    timeout: float | None = None,
+    spark: SparkSession | None = None,
+) -> int:
+    """Start job `name` and block until it stops (available-now done, timeout, Ctrl-C or failure)."""
+    spark = spark or session_for(settings)
+    query = JOBS[name](spark, settings, available_now=available_now)
+    log.info("%s running; checkpoint %s", name, settings.checkpoint(name))
+    try:
+        query.awaitTermination(None if timeout is None else int(timeout))
+    except KeyboardInterrupt:
+        log.info("stopping %s", name)
+    finally:
+        if query.isActive:
+            query.stop()
+        flush_listener_events(spark)
+    return 0
+
+
+def job_main(name: str, argv: Sequence[str] | None = None) -> int:
+    """The `main()` of job `name`: its console script (xact-<name>) and jobs/<name>.py call it.
+
+    Arguments are the CLI's for that job: --env, --conf-dir, --set, --available-now, --timeout,
+    --verbose. Known failures print one `error:` line and exit non-zero, without a traceback.
+    """
+    from pipeline_lib.cli import job_parser, load_args_settings
+
+    args = job_parser(name).parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_args_settings(args)
+        return run_job(name, settings, available_now=args.available_now, timeout=args.timeout)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def flush_listener_events(spark: SparkSession, timeout_ms: int = 10_000) -> None:
+    """Wait until Spark has delivered queued listener events (the last progress line) to Python.
+
+    Streaming listener events are asynchronous; a job that exits right after its query stops
+    would otherwise lose the final progress event and log a py4j error. Best effort, bounded.
+    """
+    try:
+        spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(timeout_ms)  # no public API
+    except Exception as exc:  # noqa: BLE001 - flushing must never fail a finished job
+        log.debug("could not flush listener events: %s", exc)

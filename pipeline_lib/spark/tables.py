@@ -1,0 +1,243 @@
+"""Every Delta table of the pipeline in one place: schema, spec, creation, idempotent writes, upkeep.
+
+| table            | one row per                        | partitioned by | written by                          |
+| ---------------- | ---------------------------------- | -------------- | ----------------------------------- |
+| xact_events      | claim event                        | event_date     | ingest (append once)                |
+| xact_attachments | download task (its latest outcome) | event_date     | results (MERGE)                     |
+| xact_dlq         | dead letter                        | failed_date    | dlq-table (insert-only MERGE);      |
+|                  |                                    |                | replay and resolve update status    |
+
+Tables are created explicitly (`xact-pipeline tables create`, or by a job at start), never as a
+side effect of a write: a write to a missing table raises TableMissing, which names the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DataType,
+    DateType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from pipeline_lib.config import Settings
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.events import DERIVED_COLUMNS, EVENT_FIELDS
+from pipeline_lib.logs import get_logger
+
+log = get_logger("tables")
+
+
+class TableMissing(PipelineError):
+    """A job or a command needs a Delta table that has not been created."""
+
+
+_TYPES: dict[str, DataType] = {
+    "string": StringType(),
+    "timestamp": TimestampType(),
+    "date": DateType(),
+    "int": IntegerType(),
+    "long": LongType(),
+    "array<string>": ArrayType(StringType()),
+}
+
+# xact_events: the flattened event fields (events.EVENT_FIELDS, the one schema definition), then
+# the columns ingest derives.
+EVENTS_SCHEMA = StructType(
+    [StructField(f.column, _TYPES[f.type], nullable=not f.required) for f in EVENT_FIELDS]
+    + [
+        StructField(name, _TYPES[kind], nullable=name not in ("event_id", "event_date"))
+        for name, kind in DERIVED_COLUMNS
+    ]
+)
+
+ATTACHMENTS_SCHEMA = StructType(
+    [
+        StructField("task_id", StringType(), False),
+        StructField("trace_id", StringType(), False),
+        StructField("attachment_url", StringType()),  # redacted
+        StructField("blob_path", StringType()),
+        StructField("file_type", StringType()),
+        StructField("status_subtype", StringType()),
+        StructField("assignment_id", StringType()),
+        StructField("bytes", LongType()),
+        StructField("sha256", StringType()),
+        StructField("content_type", StringType()),
+        StructField("status", StringType(), False),
+        StructField("stage", StringType(), False),
+        StructField("http_status", IntegerType()),
+        StructField("attempt", IntegerType(), False),  # 0-based attempt of the winning outcome
+        StructField("attempts", IntegerType(), False),  # attempt + 1
+        StructField("error_category", StringType()),
+        StructField("error_message", StringType()),
+        StructField("created_at", TimestampType()),
+        StructField("downloaded_at", TimestampType()),
+        StructField("uploaded_at", TimestampType()),
+        StructField("first_seen_at", TimestampType(), False),
+        StructField("updated_at", TimestampType(), False),  # occurred_at of the winning outcome
+        StructField("event_date", DateType(), False),
+    ]
+)
+
+DLQ_SCHEMA = StructType(
+    [
+        StructField("dlq_id", StringType(), False),
+        StructField("stage", StringType(), False),
+        StructField("category", StringType(), False),
+        StructField("reason", StringType(), True),
+        StructField("failed_at", TimestampType(), True),
+        StructField("attempts", IntegerType(), True),
+        StructField("trace_id", StringType(), True),
+        StructField("task_id", StringType(), True),
+        StructField("event_id", StringType(), True),
+        StructField("url", StringType(), True),  # redacted
+        StructField("host", StringType(), True),
+        StructField("http_status", IntegerType(), True),
+        StructField("source_topic", StringType(), True),
+        StructField("source_partition", IntegerType(), True),
+        StructField("source_offset", LongType(), True),
+        StructField("source_timestamp", TimestampType(), True),
+        StructField("task_json", StringType(), True),
+        StructField("payload", StringType(), True),
+        StructField("error_history_json", StringType(), True),
+        StructField("status", StringType(), False),  # open | replayed | resolved
+        StructField("note", StringType(), True),
+        StructField("replay_id", StringType(), True),  # the latest replay of this row
+        StructField("replayed_at", TimestampType(), True),
+        StructField("replay_selection", StringType(), True),  # the DlqSelection that replayed it (JSON)
+        StructField("replay_count", IntegerType(), False),
+        StructField("resolved_at", TimestampType(), True),
+        StructField("first_seen_at", TimestampType(), False),
+        StructField("updated_at", TimestampType(), False),
+        StructField("failed_date", StringType(), False),  # partition: YYYY-MM-DD of failed_at
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    path: str
+    schema: StructType
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+
+
+def events_table(settings: Settings) -> TableSpec:
+    return TableSpec("xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id",), ("event_date",))
+
+
+def attachments_table(settings: Settings) -> TableSpec:
+    return TableSpec(
+        "xact_attachments", settings.table_path("attachments"), ATTACHMENTS_SCHEMA, ("task_id",), ("event_date",)
+    )
+
+
+def dlq_table(settings: Settings) -> TableSpec:
+    return TableSpec("xact_dlq", settings.table_path("dlq"), DLQ_SCHEMA, ("dlq_id",), ("failed_date",))
+
+
+def all_tables(settings: Settings) -> list[TableSpec]:
+    return [events_table(settings), attachments_table(settings), dlq_table(settings)]
+
+
+# --- creation and upkeep ------------------------------------------------------------------------
+
+
+def create_table(spark: SparkSession, spec: TableSpec) -> None:
+    """Create the table if it does not exist. Never replaces or alters an existing one."""
+    if DeltaTable.isDeltaTable(spark, spec.path):
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(spec.path).addColumns(spec.schema)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    builder.execute()
+    log.info("created Delta table %s at %s", spec.name, spec.path)
+
+
+def create_tables(spark: SparkSession, settings: Settings) -> None:
+    """Create every pipeline table that does not exist yet."""
+    for spec in all_tables(settings):
+        create_table(spark, spec)
+        log.info("table %s ready at %s", spec.name, spec.path)
+
+
+def require_table(spark: SparkSession, spec: TableSpec) -> DeltaTable:
+    if not DeltaTable.isDeltaTable(spark, spec.path):
+        # A write must never create (or, worse, overwrite) a table as a side effect of a failure.
+        raise TableMissing(
+            f"Delta table {spec.name} does not exist at {spec.path}; create it with `xact-pipeline tables create`"
+        )
+    return DeltaTable.forPath(spark, spec.path)
+
+
+def maintain_tables(spark: SparkSession, specs: list[TableSpec], retain_hours: int) -> None:
+    """OPTIMIZE (compaction) then VACUUM each existing table; missing tables are skipped with a note."""
+    for spec in specs:
+        if not DeltaTable.isDeltaTable(spark, spec.path):
+            log.info("%s: no table at %s, skipped", spec.name, spec.path)
+            continue
+        table = DeltaTable.forPath(spark, spec.path)
+        metrics = table.optimize().executeCompaction().first()
+        table.vacuum(retain_hours)
+        log.info(
+            "%s: optimized (%s) and vacuumed (retain %d h)", spec.name, metrics and metrics["metrics"], retain_hours
+        )
+
+
+# --- idempotent writes from foreachBatch --------------------------------------------------------
+
+
+def drop_duplicate_keys(df: DataFrame, keys: list[str]) -> DataFrame:
+    """One row per key, at the cost of a hash count of the keys when there are no duplicates.
+
+    `dropDuplicates` shuffles and sorts whole rows (wide JSON payloads here); duplicates within a
+    micro-batch are rare, so find the duplicated keys first and dedupe only their rows.
+    """
+    dup_keys = df.groupBy(*keys).count().filter(F.col("count") > 1).select(*keys)
+    if dup_keys.isEmpty():
+        return df
+    first = Window.partitionBy(*keys).orderBy(*keys)
+    dup_rows = (
+        df.join(dup_keys, keys, "left_semi")
+        .withColumn("_n", F.row_number().over(first))
+        .filter(F.col("_n") == 1)
+        .drop("_n")
+    )
+    return df.join(dup_keys, keys, "left_anti").unionByName(dup_rows)
+
+
+def append_once(df: DataFrame, spec: TableSpec, app_id: str, batch_id: int) -> None:
+    """Append a micro-batch exactly once: Delta skips a (txnAppId, txnVersion) it has already committed.
+
+    `app_id` must be unique per streaming checkpoint: a new checkpoint restarts batch ids at 0.
+    """
+    require_table(df.sparkSession, spec)
+    (df.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(spec.path))
+
+
+def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str:
+    """The streaming query id recorded in a checkpoint: stable across restarts, new with a new checkpoint."""
+    metadata = spark.read.json(f"{checkpoint.rstrip('/')}/metadata").first()
+    if metadata is None or not metadata["id"]:
+        raise PipelineError(
+            f"checkpoint {checkpoint} has no query id in its metadata file; is it a streaming checkpoint? "
+            "Point storage.checkpoint_root at the job's own checkpoints, or remove the folder to start afresh"
+        )
+    return str(metadata["id"])
+
+
+def existing_keys(spark: SparkSession, spec: TableSpec, dates: list[str], date_column: str) -> DataFrame:
+    """Keys already in the table, read only from the partitions named by `dates`."""
+    table = require_table(spark, spec).toDF()
+    return table.filter(table[date_column].isin(dates)).select(*spec.keys)
