@@ -8,15 +8,15 @@ range-checked, so a hostile value can neither crash a stage nor park a task for 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 # The widest window any timestamp of the pipeline may fall in: older than 1970 or later than 2200
 # is a broken clock or a hostile value, and such dates overflow the arithmetic done on them.
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 # How far ahead of this host's clock an event may claim to be (producers' clocks drift).
 EVENT_CLOCK_SKEW = timedelta(days=1)
 

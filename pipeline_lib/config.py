@@ -98,6 +98,8 @@ def delay_label(seconds: int) -> str:
 
 class RetrySettings(_Model):
     delays_seconds: tuple[int, ...] = Field(min_length=1)
+    # The longest wait a source's Retry-After may ask for; null: the last tier's delay.
+    max_retry_after_seconds: int | None = Field(gt=0)
 
     @field_validator("delays_seconds")
     @classmethod
@@ -112,6 +114,10 @@ class RetrySettings(_Model):
     def max_attempts(self) -> int:
         """The first try plus one per retry tier: derived, so it cannot disagree with the delays."""
         return len(self.delays_seconds) + 1
+
+    @property
+    def retry_after_cap_seconds(self) -> int:
+        return self.max_retry_after_seconds or self.delays_seconds[-1]
 
 
 class BreakerSettings(_Model):

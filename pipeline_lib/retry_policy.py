@@ -2,8 +2,9 @@
 
 Attempts are numbered from 0 (the first try). When attempt n fails transiently and attempts
 remain, the task goes to tier n (topic `<pending>.retry.<delay n>`), due `delays[n]` seconds after
-the failure, or later when the server's Retry-After asks for more. After the last tier there is
-no attempt left: the task is dead-lettered as `exhausted`.
+the failure, or later when the server's Retry-After asks for more (never more than
+retry.max_retry_after_seconds, by default the last tier's delay). After the last tier there is no
+attempt left: the task is dead-lettered as `exhausted`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ class RetryStep:
 class RetryPolicy:
     delays_seconds: tuple[int, ...]
     topics: tuple[str, ...]
+    retry_after_cap_seconds: float | None = None  # None: the last tier's delay
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry.delays_seconds, settings.retry_topics)
+        return cls(settings.retry.delays_seconds, settings.retry_topics, settings.retry.retry_after_cap_seconds)
 
     @property
     def max_attempts(self) -> int:
@@ -42,5 +44,7 @@ class RetryPolicy:
         tier = max(attempt, 0)
         delay = float(self.delays_seconds[tier])
         if retry_after is not None and retry_after > delay:
-            delay = retry_after  # the server's minimum wins; the tier's topic stays the same
+            # The server's minimum wins, up to the cap; the tier's topic stays the same.
+            cap = self.retry_after_cap_seconds or float(self.delays_seconds[-1])
+            delay = max(delay, min(retry_after, cap))
         return RetryStep(self.topics[tier], delay, failed_at + timedelta(seconds=delay), attempt + 1)

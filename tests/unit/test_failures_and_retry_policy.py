@@ -76,3 +76,17 @@ def test_every_category_in_the_documented_table_is_known():
 
     documented = set(re.findall(r"^\| (\w+) +\| (?:yes|no)", failures.__doc__, flags=re.M))
     assert documented == TRANSIENT_CATEGORIES | PERMANENT_CATEGORIES
+
+
+def test_a_huge_retry_after_is_capped_at_the_last_tier_or_the_configured_cap():
+    from datetime import datetime
+
+    from pipeline_lib.retry_policy import RetryPolicy
+
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    policy = RetryPolicy((5, 10, 20), ("t5", "t10", "t20"))
+    assert policy.next_step(0, now, retry_after=10**12).delay_seconds == 20
+    assert policy.next_step(0, now, retry_after=7).delay_seconds == 7
+    assert policy.next_step(1, now, retry_after=1).delay_seconds == 10  # a minimum, never shorter than the tier
+    capped = RetryPolicy((5, 10, 20), ("t5", "t10", "t20"), retry_after_cap_seconds=8)
+    assert capped.next_step(0, now, retry_after=3600).delay_seconds == 8
