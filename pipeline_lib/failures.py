@@ -17,6 +17,8 @@
 |                 |           | address, credentials), or there were too many redirects             |
 | too_large       | no        | Content-Length or the bytes counted exceed download.max_bytes       |
 | content_type    | no        | the extension is not allowed, or the content type contradicts it    |
+| internal        | no        | handling the record raised unexpectedly (a bug, or input nothing    |
+|                 |           | else catches): its dead letter names the exception type             |
 
 (1) transient when download.auth_errors_transient is true and the URL has not expired; for the
     storage endpoint a 401 (a token to refresh) is transient and a 403 permanent.
@@ -37,7 +39,9 @@ from pipeline_lib.redaction import redact, truncate
 TRANSIENT_CATEGORIES = frozenset(
     {"timeout", "connection", "truncated", "http_transient", "circuit_open", "disk_full", "cache_io", "cache_lost"}
 )
-PERMANENT_CATEGORIES = frozenset({"auth", "http_permanent", "expired", "policy", "too_large", "content_type"})
+PERMANENT_CATEGORIES = frozenset(
+    {"auth", "http_permanent", "expired", "policy", "too_large", "content_type", "internal"}
+)
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 AUTH_STATUSES = frozenset({401, 403})
 # Failures that say something about the host's health (for its circuit breaker).
