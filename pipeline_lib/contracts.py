@@ -2,8 +2,10 @@
 
 Every producer and consumer in the project encodes and decodes through this module. A message
 body is a JSON object with `schema` (the message kind) and `version`; readers accept unknown
-fields (a newer writer may add some) and reject a missing required field, a wrong kind or a
-newer major version with a ContractError that names it.
+fields (a newer writer may add some) and reject a missing required field, a field of the wrong
+type or out of range, a wrong kind or a newer major version with a ContractError that names it.
+`decode` is total: whatever the bytes, it returns a valid message or raises ContractError (the
+caller dead-letters the record as malformed), never anything else.
 
 Headers repeat what an operator needs without parsing the body (task id, attempt, trace id,
 and for dead letters the provenance, in the spirit of Kafka Connect's error-context headers).
@@ -26,9 +28,10 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 
 from pipeline_lib import ids
+from pipeline_lib.bounds import INT32_MAX, INT64_MAX, checked_time
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.redaction import redact, redact_url, truncate
-from pipeline_lib.times import iso_utc
+from pipeline_lib.times import iso_utc, parse_iso
 
 SCHEMA_VERSION = 1
 PAYLOAD_LIMIT = 4000  # characters of an offending payload kept in a dead letter
@@ -58,6 +61,91 @@ M = TypeVar("M", bound="Message")
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+MAX_ATTEMPT = 1000  # far above any retry.delays_seconds; a bigger attempt number is hostile
+MAX_HISTORY = 200  # entries of a task's error history
+MAX_TEXT = 65536  # characters of a free-text field (URLs, reasons, payloads are far shorter)
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_hex_id(value: object, length: int = 32) -> bool:
+    """A pipeline id as ids.py makes them: `length` lowercase hex characters."""
+    return isinstance(value, str) and len(value) == length and set(value) <= _HEX
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_source(value: object) -> bool:
+    if isinstance(value, SourceRef):
+        value = asdict(value)
+    if not isinstance(value, dict) or set(value) - {"topic", "partition", "offset", "timestamp"}:
+        return False
+    return (
+        isinstance(value.get("topic"), str)
+        and _is_int(value.get("partition")) and 0 <= value["partition"] <= INT32_MAX
+        and _is_int(value.get("offset")) and 0 <= value["offset"] <= INT64_MAX
+        and (value.get("timestamp") is None or isinstance(value.get("timestamp"), str))
+    )  # fmt: skip
+
+
+# What each annotation of a message field accepts, as read from JSON.
+_TYPE_CHECKS: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str) and len(v) <= MAX_TEXT,
+    "int": _is_int,
+    "dict[str, Any]": lambda v: isinstance(v, dict),
+    "list[dict[str, Any]]": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+    "SourceRef": _is_source,
+}
+
+
+def _check_types(cls: type, data: dict[str, Any]) -> None:
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, annotation = data[f.name], str(f.type)
+        base, _, rest = annotation.partition(" | ")
+        if value is None and rest == "None":
+            continue
+        if not _TYPE_CHECKS[base](value):
+            expected = base + (" or null" if rest == "None" else "")
+            raise ContractError(f"{cls.KIND}: field {f.name} must be {expected}, got {type(value).__name__}")  # type: ignore[attr-defined]
+
+
+def _check_range(kind: str, name: str, value: int | None, low: int, high: int) -> None:
+    if value is not None and not low <= value <= high:
+        raise ContractError(f"{kind}: field {name} is {value}, outside {low}..{high}")
+
+
+def _check_time(kind: str, name: str, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        checked_time(parse_iso(value), name)
+    except ValueError as exc:
+        raise ContractError(f"{kind}: field {name} must be an ISO 8601 time in range: {exc}") from None
+
+
+def _check_date(kind: str, name: str, value: str) -> None:
+    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise ContractError(f"{kind}: field {name} must be a date YYYY-MM-DD, got {value[:40]!r}")
+    _check_time(kind, name, value)
+
+
+def check_blob_path(kind: str, path: str) -> None:
+    """A lake path relative to the files prefix: no traversal, no empty or dot components, bounded.
+
+    ingest builds it from sanitised components (paths.py); a message on an internal topic could
+    carry anything, and the upload writes to this path, so it is checked again on decode.
+    """
+    parts = path.split("/")
+    bad = (
+        not path or path.startswith("/") or "\\" in path or "\x00" in path or len(path.encode()) > 1024
+        or any(p in ("", ".", "..") or len(p.encode()) > 255 for p in parts)
+    )  # fmt: skip
+    if bad:
+        raise ContractError(f"{kind}: field blob_path {path[:80]!r} is not a safe relative lake path")
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -117,10 +205,16 @@ class Message:
         ]
         if missing:
             raise ContractError(f"{cls.KIND}: missing required field(s) {', '.join(missing)}")
+        _check_types(cls, data)
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
+            message = cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as exc:
             raise ContractError(f"{cls.KIND}: {exc}") from None
+        message.validate()
+        return message
+
+    def validate(self) -> None:
+        """Range and format checks beyond the field types (decode calls it); ContractError names the field."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +238,7 @@ class DownloadTask(Message):
     attempt: int = 0  # 0 = the first try; one counter across download and upload
     history: list[dict[str, Any]] = field(default_factory=list)  # one history_entry per failed attempt
     replay_id: str | None = None
+    replay_generation: int = 0  # 0: never replayed; each replay of the task adds one (its lineage)
     first_attempt_at: str | None = None
     # Set while the task waits on a retry tier:
     due_at: str | None = None  # ISO 8601 UTC; never re-attempted before
@@ -162,6 +257,21 @@ class DownloadTask(Message):
             out[H_RETRY_STAGE] = str(self.retry_stage)
             out[H_RETRY_TOPIC] = str(self.return_topic)
         return out
+
+    def validate(self) -> None:
+        kind = self.KIND
+        for name in ("task_id", "event_id"):
+            if not is_hex_id(getattr(self, name)):
+                raise ContractError(f"{kind}: field {name} must be 32 lowercase hex characters (ids.py)")
+        if not self.trace_id or not self.url:
+            raise ContractError(f"{kind}: fields trace_id and url must not be empty")
+        check_blob_path(kind, self.blob_path)
+        _check_date(kind, "event_date", self.event_date)
+        for name in ("event_time", "created_at", "first_attempt_at", "due_at"):
+            _check_time(kind, name, getattr(self, name))
+        _check_range(kind, "attempt", self.attempt, 0, MAX_ATTEMPT)
+        _check_range(kind, "replay_generation", self.replay_generation, 0, MAX_ATTEMPT)
+        _check_range(kind, "history entries", len(self.history), 0, MAX_HISTORY)
 
     def redacted(self) -> dict[str, Any]:
         """The task as a dict that is safe to log or store."""
@@ -193,11 +303,19 @@ class DeadLetter(Message):
 
     def __post_init__(self) -> None:
         # Redact at construction, so no code path can put a secret on the DLQ.
-        object.__setattr__(self, "reason", redact(self.reason))
+        object.__setattr__(self, "reason", truncate(redact(self.reason), 8000))
         if self.payload is not None:
             object.__setattr__(self, "payload", truncate(redact(self.payload), PAYLOAD_LIMIT))
         if isinstance(self.source, dict):
             object.__setattr__(self, "source", SourceRef(**self.source))
+
+    def validate(self) -> None:
+        kind = self.KIND
+        if not self.dlq_id or not self.stage or not self.category:
+            raise ContractError(f"{kind}: fields dlq_id, stage and category must not be empty")
+        _check_time(kind, "failed_at", self.failed_at)
+        _check_range(kind, "attempts", self.attempts, 0, MAX_ATTEMPT + 1)
+        _check_range(kind, "error_history entries", len(self.error_history), 0, MAX_HISTORY)
 
     @classmethod
     def malformed(
@@ -237,7 +355,8 @@ class AttachmentResult(Message):
     """One outcome of one attempt of a task: the body of xact.downloads.results.
 
     The download and upload stages emit one per outcome; the results job folds them into one
-    xact_attachments row per task, the latest by (attempt, occurred_at) winning. URLs are redacted.
+    xact_attachments row per task: `completed` is final, otherwise the latest replay generation,
+    then attempt, then occurred_at wins. URLs are redacted.
     """
 
     KIND: ClassVar[str] = "attachment_result"
@@ -262,6 +381,23 @@ class AttachmentResult(Message):
     created_at: str | None = None  # when ingest created the task
     downloaded_at: str | None = None
     uploaded_at: str | None = None
+    replay_id: str | None = None  # the replay that re-published the task, if any
+    replay_generation: int = 0  # the task's lineage: 0 for the first life, +1 per replay
+    event_time: str | None = None  # the event's utcDateTime (event-to-inventory latency)
+
+    def validate(self) -> None:
+        kind = self.KIND
+        if not is_hex_id(self.task_id) or not self.trace_id:
+            raise ContractError(f"{kind}: field task_id must be 32 lowercase hex characters and trace_id non-empty")
+        _check_range(kind, "attempt", self.attempt, 0, MAX_ATTEMPT)
+        _check_range(kind, "replay_generation", self.replay_generation, 0, MAX_ATTEMPT)
+        _check_range(kind, "bytes", self.bytes, 0, INT64_MAX)
+        _check_range(kind, "http_status", self.http_status, 100, 999)
+        if self.sha256 is not None and not is_hex_id(self.sha256, 64):
+            raise ContractError(f"{kind}: field sha256 must be 64 lowercase hex characters")
+        _check_date(kind, "event_date", self.event_date)
+        for name in ("occurred_at", "created_at", "downloaded_at", "uploaded_at", "event_time"):
+            _check_time(kind, name, getattr(self, name))
 
     def __post_init__(self) -> None:
         if self.status not in RESULT_STATUSES:
@@ -295,7 +431,23 @@ class CachedAttachment(Message):
 
     @property
     def download_task(self) -> DownloadTask:
-        return DownloadTask.decode(self.task)
+        """The task, decoded and validated once."""
+        task = self.__dict__.get("_task")
+        if task is None:
+            task = DownloadTask.decode(self.task)
+            object.__setattr__(self, "_task", task)
+        return task
+
+    def validate(self) -> None:
+        kind = self.KIND
+        _check_range(kind, "bytes", self.bytes, 0, INT64_MAX)
+        if not is_hex_id(self.sha256, 64):
+            raise ContractError(f"{kind}: field sha256 must be 64 lowercase hex characters")
+        _check_time(kind, "downloaded_at", self.downloaded_at)
+        try:
+            self.download_task  # noqa: B018 - decodes and validates the nested task now
+        except ContractError as exc:
+            raise ContractError(f"{kind}: field task: {exc}") from None
 
     def headers(self) -> dict[str, str]:
         task = self.download_task

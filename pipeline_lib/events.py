@@ -10,16 +10,18 @@ It never raises for bad input: everything bad becomes a dead letter with a reaso
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from pipeline_lib import ids
+from pipeline_lib.bounds import EVENT_CLOCK_SKEW, checked_time
 from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.paths import destination_path
 from pipeline_lib.redaction import redact, redact_url
+from pipeline_lib.routing import PendingRecord, internal_dead_letter
 from pipeline_lib.times import iso_utc, parse_iso
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
 
@@ -71,6 +73,7 @@ EVENT_FIELDS: tuple[EventField, ...] = (
 # Columns ingest adds to the flattened fields, in table order.
 DERIVED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "string"),
+    ("revision", "string"),  # what this delivery lists (ids.event_revision): a corrected re-send differs
     ("status_subtype", "string"),
     ("event_date", "date"),
     ("attachment_count", "int"),
@@ -87,7 +90,7 @@ DERIVED_COLUMNS: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class IngestResult:
-    event: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None  # the xact_events row (with its revision)
     tasks: list[DownloadTask] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
@@ -104,11 +107,17 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def parse_timestamp(text: str, name: str) -> datetime:
+def parse_timestamp(text: str, name: str, now: datetime | None = None) -> datetime:
+    """An event's time: ISO 8601, no earlier than 1970 and no later than a day ahead of `now`."""
     try:
-        return parse_iso(text)
+        value = parse_iso(text)
     except ValueError:
         raise EventInvalid(f"field {name} must be an ISO 8601 date-time, got {text[:60]!r}") from None
+    latest = (now or datetime.now(UTC)) + EVENT_CLOCK_SKEW
+    try:
+        return checked_time(value, f"field {name}", latest=latest)
+    except ValueError as exc:
+        raise EventInvalid(f"{exc} (a broken producer clock?)") from None
 
 
 def _redact_tree(value: Any, known: dict[str, str]) -> Any:
@@ -146,7 +155,7 @@ def decode_event(raw: bytes | str | None) -> dict[str, Any]:
     return {**event, "data": data}
 
 
-def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
+def flatten_event(event: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """The EVENT_FIELDS columns of a decoded event; raises EventInvalid naming the field."""
     row: dict[str, Any] = {}
     for spec in EVENT_FIELDS:
@@ -164,7 +173,7 @@ def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise EventInvalid(f"field {name} must be a string, got {type(value).__name__}")
         text = str(value)
-        row[spec.column] = iso_utc(parse_timestamp(text, name)) if spec.type == "timestamp" else text
+        row[spec.column] = iso_utc(parse_timestamp(text, name, now)) if spec.type == "timestamp" else text
     return row
 
 
@@ -182,11 +191,28 @@ def status_subtype(event_type: str) -> str:
 
 
 def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
-    """Decide what one raw event becomes: an events row, download tasks and dead letters."""
+    """Decide what one raw event becomes: an events row, download tasks and dead letters.
+
+    Total: whatever `raw` holds, the result is either this decision or, when deciding raised
+    unexpectedly, one `internal` dead letter for the record (ingest's equivalent of the I/O
+    stages' guarded loop, routing.RecordStage). The tasks and dead letters are encoded once here,
+    inside the guard, so a message that cannot be encoded fails only its own record.
+    """
+    try:
+        result = _decide(raw, source, policy, now)
+        for message in (*result.tasks, *result.dead):
+            message.encode()
+        return result
+    except Exception as exc:  # noqa: BLE001 - one event must never fail the batch (invariant 8)
+        record = PendingRecord(None, raw, source)
+        return IngestResult(dead=[internal_dead_letter("ingest", exc, record, now)])
+
+
+def _decide(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
     now_iso = iso_utc(now)
     try:
         event = decode_event(raw)
-        row = flatten_event(event)
+        row = flatten_event(event, now)
         urls = attachment_urls(event)
     except EventInvalid as exc:
         return IngestResult(dead=[DeadLetter.malformed("ingest", str(exc), raw, source, now)])
@@ -195,6 +221,7 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
     event_id = ids.event_id(trace_id, event_type, row["utc_datetime"])
     subtype = status_subtype(event_type)
     event_date = row["utc_datetime"][:10]
+    revision = ids.event_revision([ids.canonical_url(u) for u in urls if isinstance(u, str)])
     result = IngestResult()
     seen: set[str] = set()
     shown_urls = {u: redact_url(u) for u in urls if isinstance(u, str)}
@@ -213,12 +240,12 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
                     source=source,
                     trace_id=trace_id,
                     event_id=event_id,
-                    task_id=ids.task_id(trace_id, url) if isinstance(url, str) else None,
+                    task_id=ids.task_id(event_id, url) if isinstance(url, str) else None,
                     payload=shown,
                 )
             )
             continue
-        tid = ids.task_id(trace_id, url)
+        tid = ids.task_id(event_id, url)
         if tid in seen:  # the same object listed twice (maybe with another signature): one task
             continue
         seen.add(tid)
@@ -241,6 +268,7 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
     result.event = {
         **row,
         "event_id": event_id,
+        "revision": revision,
         "status_subtype": subtype,
         "event_date": event_date,
         "attachment_count": len(urls),

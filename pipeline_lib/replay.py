@@ -138,9 +138,10 @@ def task_from_record(value: bytes | str | None, task_id: str) -> DownloadTask | 
 
 
 def reset_for_replay(task: DownloadTask, replay_id: str) -> DownloadTask:
-    """A dead task as replay re-publishes it: a fresh attempt budget, tagged with the replay."""
+    """A dead task as replay re-publishes it: a fresh attempt budget, tagged with the replay, one
+    generation later (the results fold ranks a task's outcomes by generation before attempt)."""
     return replace(
-        task, attempt=0, history=[], replay_id=replay_id,
+        task, attempt=0, history=[], replay_id=replay_id, replay_generation=task.replay_generation + 1,
         due_at=None, retry_stage=None, return_topic=None, first_attempt_at=None,
     )  # fmt: skip
 

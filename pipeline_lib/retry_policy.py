@@ -37,6 +37,12 @@ class RetryPolicy:
     def max_attempts(self) -> int:
         return len(self.delays_seconds) + 1
 
+    @property
+    def longest_wait_seconds(self) -> float:
+        """The longest a stage ever asks a retry to wait, plus 5 minutes of clock skew between hosts."""
+        cap = self.retry_after_cap_seconds or self.delays_seconds[-1]
+        return max(float(self.delays_seconds[-1]), float(cap)) + 300
+
     def next_step(self, attempt: int, failed_at: datetime, retry_after: float | None = None) -> RetryStep | None:
         """The retry of a transient failure of `attempt`, or None when no attempt is left."""
         if attempt + 1 >= self.max_attempts:

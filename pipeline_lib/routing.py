@@ -6,6 +6,7 @@
 | transient failure, attempts left       | retry tier of this attempt     | retrying       |
 | permanent failure, or no attempt left  | xact.downloads.dlq             | dead           |
 | unreadable input message               | xact.downloads.dlq (malformed) | (none: no task) |
+| handling the record raised             | xact.downloads.dlq (internal)  | dead, if a task was read |
 
 Every outcome of a task also gives one message on xact.downloads.results. All messages are keyed
 by the trace id, so one claim's messages stay in order within a partition.
@@ -13,11 +14,14 @@ by the trace id, so one claim's messages stay in order within a partition.
 
 from __future__ import annotations
 
+import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from pipeline_lib import ids
 from pipeline_lib.config import Settings
@@ -30,9 +34,13 @@ from pipeline_lib.contracts import (
     SourceRef,
     history_entry,
 )
-from pipeline_lib.failures import Failure
+from pipeline_lib.failures import Failure, failure
+from pipeline_lib.logs import get_logger
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.times import iso_from_millis, iso_utc
+from pipeline_lib.worker_state import per_worker
+
+log = get_logger("routing")
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,15 @@ class Outcome(Protocol):
 
 @dataclass(frozen=True)
 class Routed:
-    """The messages one input record produced, and the outcome behind them (None: unreadable input)."""
+    """The messages one input record produced, and the outcome behind them (None: no outcome).
+
+    `rows` holds the messages encoded for Kafka; RecordStage.process fills it inside its guard,
+    so a message that cannot be encoded fails its own record, not the batch.
+    """
 
     messages: list[OutMessage]
     outcome: Outcome | None = None
+    rows: list[tuple[str, str | None, str, dict[str, str]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,9 @@ def result_message(task: DownloadTask, stage: str, status: str, at: datetime, **
         status_subtype=task.status_subtype,
         assignment_id=task.assignment_id,
         created_at=task.created_at,
+        replay_id=task.replay_id,
+        replay_generation=task.replay_generation,
+        event_time=task.event_time,
         **facts,
     )
 
@@ -217,33 +233,115 @@ def pending_records(columns: Mapping[str, list[Any]]) -> list[PendingRecord]:
 
 
 M = TypeVar("M", bound=Message)
-R = TypeVar("R")  # a stage's outcome
+R = TypeVar("R", bound=Outcome)  # a stage's outcome
 
 
-def process_records(
-    records: Iterable[PendingRecord],
-    message_cls: type[M],
-    work: Callable[[M], R],
-    route: Callable[[R, SourceRef | None], Routed],
-    pool: Executor,
-    *,
-    stage: str,
-    dlq_topic: str,
-) -> Iterator[Routed]:
-    """The I/O stages' loop: decode every record as `message_cls` (an unreadable one is
-    dead-lettered as malformed, never dropped), run `work` on the readable ones on `pool`, and
-    yield `route(outcome, source)` for each record in input order."""
-    now = datetime.now(UTC)
-    decoded: list[tuple[PendingRecord, M | Routed]] = []
-    for record in records:
-        raw = record.value
+def internal_failure(exc: BaseException, stage: str) -> Failure:
+    """An unexpected exception while handling one record, as a permanent failure naming its type and place."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return failure("internal", f"{type(exc).__name__} while the {stage} stage handled this record: {exc}{where}")
+
+
+def internal_dead_letter(stage: str, exc: BaseException, record: PendingRecord, at: datetime) -> DeadLetter:
+    """The dead letter of a record whose handling raised: its provenance, the record, the exception type."""
+    reason = internal_failure(exc, stage).message
+    dead = DeadLetter.malformed(stage, reason, record.value, record.source, at)
+    return replace(dead, category="internal")
+
+
+class RecordStage(ABC, Generic[M, R]):
+    """The decode -> work -> route loop of the I/O stages (download, upload), total per record.
+
+    Whatever a record holds, handling it ends in that record's own messages: its routed outcome,
+    or a dead letter. An unreadable record is `malformed`; an exception anywhere else (the work,
+    the routing, the encoding of a message) is `internal`, with the exception type and place, the
+    record's provenance and, when the record held a task, a `dead` result for it. The other
+    records of the batch are unaffected and nothing escapes to fail the Spark task, so no input
+    can stop a query. Subclasses supply `work`, `route` and `task_of`.
+    """
+
+    name: str
+    message_cls: type[M]
+
+    def __init__(self, settings: Settings, concurrency: int) -> None:
+        self.retry_policy = RetryPolicy.from_settings(settings)
+        self.topics = Topics.from_settings(settings)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=self.name)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Self:
+        """The stage of this worker process for these settings (worker_state.per_worker)."""
+        return per_worker(cls, settings)
+
+    @abstractmethod
+    def work(self, message: M) -> R:
+        """The I/O of one record; expected failures are part of the outcome, not exceptions."""
+
+    @abstractmethod
+    def route(self, outcome: R, source: SourceRef | None) -> Routed:
+        """The messages an outcome sends."""
+
+    @abstractmethod
+    def task_of(self, message: M) -> DownloadTask:
+        """The task a decoded message carries (for the dead letter of an internal failure)."""
+
+    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
+        """Route every record, working on up to `concurrency` at once; yields in input order."""
+        now = datetime.now(UTC)
+        decoded: list[tuple[PendingRecord, M | Routed]] = []
+        for record in records:
+            decoded.append((record, self._decode(record, now)))
+        runs = [self._pool.submit(self._work, item) for _, item in decoded if not isinstance(item, Routed)]
+        outcomes = iter(runs)
+        for record, item in decoded:
+            if isinstance(item, Routed):
+                yield item
+                continue
+            outcome, error = next(outcomes).result()
+            try:
+                if error is not None:
+                    raise error
+                routed = self.route(outcome, record.source)  # type: ignore[arg-type]
+                yield replace(routed, rows=[m.row() for m in routed.messages])
+            except Exception as exc:  # noqa: BLE001 - one record's failure must not fail the batch
+                yield self._internal(record, exc, item)
+
+    def _decode(self, record: PendingRecord, now: datetime) -> M | Routed:
+        raw = record.value if record.value is not None else b""
         try:
-            decoded.append((record, message_cls.decode(raw if raw is not None else b"")))
+            return self.message_cls.decode(raw)
         except ContractError as exc:
-            reason = f"not a readable {message_cls.KIND.replace('_', ' ')}: {exc}"
-            dead = malformed_input(stage, reason, raw, record.source, record.key, now, dlq_topic)
-            decoded.append((record, Routed([dead])))
-    items = [item for _, item in decoded if not isinstance(item, Routed)]
-    outcomes = iter(pool.map(work, items))
-    for record, item in decoded:
-        yield item if isinstance(item, Routed) else route(next(outcomes), record.source)
+            reason = f"not a readable {self.message_cls.KIND.replace('_', ' ')}: {exc}"
+            return _encoded(Routed([malformed_input(self.name, reason, raw, record.source, record.key, now,
+                                                    self.topics.dlq)]))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - decode is total by contract; this guards a bug in it
+            return self._internal(record, exc, None)
+
+    def _work(self, message: M) -> tuple[R | None, BaseException | None]:
+        try:
+            return self.work(message), None
+        except Exception as exc:  # noqa: BLE001 - handed to the record's routing, never lost
+            return None, exc
+
+    def _internal(self, record: PendingRecord, exc: BaseException, message: M | None) -> Routed:
+        """The dead letter (and `dead` result, when there is a task) of a record whose handling raised."""
+        at = datetime.now(UTC)
+        log.warning("[%s] record %s/%s/%s: %s: %s", self.name, record.source.topic, record.source.partition,
+                    record.source.offset, type(exc).__name__, exc)  # fmt: skip
+        if message is not None:
+            try:
+                task = self.task_of(message)
+                dead, result = route_failure(
+                    task, internal_failure(exc, self.name), stage=self.name, source=record.source, at=at,
+                    policy=self.retry_policy, topics=self.topics, return_topic=self.topics.pending,
+                )  # fmt: skip
+                return _encoded(Routed([replace(dead, outcome="internal"), result]))
+            except Exception:  # noqa: BLE001 - the task itself is broken: fall back to the bare record
+                pass
+        dead_letter = internal_dead_letter(self.name, exc, record, at)
+        return _encoded(Routed([OutMessage("internal", self.topics.dlq, record.key, dead_letter)]))
+
+
+def _encoded(routed: Routed) -> Routed:
+    return replace(routed, rows=[m.row() for m in routed.messages])

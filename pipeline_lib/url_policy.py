@@ -15,6 +15,15 @@ from urllib.parse import urlsplit
 from pipeline_lib.config import UrlPolicySettings
 from pipeline_lib.errors import PipelineError
 
+# Instance metadata and platform endpoints of the clouds the pipeline runs in (credentials live
+# there): AWS/Azure/GCP IMDS, AWS ECS task metadata, AWS IMDS over IPv6, Azure's wire server,
+# Alibaba, Oracle. Refused whatever the local exemptions say.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "168.63.129.16", "100.100.100.200",
+              "192.0.0.192")
+)  # fmt: skip
+
 
 class UrlRefused(PipelineError, ValueError):
     """The URL is not allowed; `rule` names the check (scheme, host, credentials, address, syntax)."""
@@ -85,10 +94,16 @@ class UrlPolicy:
         return host, port or (443 if scheme == "https" else 80)
 
     def check_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> None:
-        """Refuse private, loopback, link-local, multicast, reserved and IPv4-mapped addresses."""
+        """Refuse private, loopback, link-local, multicast, reserved and IPv4-mapped addresses.
+
+        Unspecified addresses (0.0.0.0, ::) and cloud metadata endpoints are refused always, even
+        under allow_private_addresses or an allowed network: they are never an attachment source.
+        """
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             raise UrlRefused("address", f"address {ip} is an IPv4-mapped IPv6 address")
+        if ip.is_unspecified or ip in METADATA_ADDRESSES:
+            raise UrlRefused("address", f"address {ip} is unspecified or a cloud metadata endpoint; never fetched")
         if any(ip in network for network in self.allowed_networks):
             return
         # The local exemption covers loopback and private ranges, never link-local (cloud metadata).

@@ -110,12 +110,19 @@ def spark():
     """One local[2] session with the Kafka connector and Delta; quiet (Spark's own log at ERROR)."""
     from pyspark.sql import SparkSession
 
-    from pipeline_lib.spark.session import with_delta, with_kafka, with_local_defaults, with_spark_log_level
+    from pipeline_lib.spark.session import (
+        start_filtering_jvm_stderr,
+        with_delta,
+        with_kafka,
+        with_local_defaults,
+        with_spark_log_level,
+    )
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = with_local_defaults(SparkSession.builder.master("local[2]").appName("xact-tests"), shuffle_partitions=2)
-    session = with_delta(with_kafka(with_spark_log_level(builder))).config("spark.driver.memory", "1g").getOrCreate()
+    builder = with_delta(with_kafka(with_spark_log_level(builder))).config("spark.driver.memory", "1g")
+    session = start_filtering_jvm_stderr(builder)
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

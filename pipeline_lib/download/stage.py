@@ -2,57 +2,33 @@
 download up to `download.concurrency` at a time, and route every outcome (routing.py).
 
 The Spark job calls `DownloadStage.for_settings(settings).process(records)` inside mapInArrow;
-tests and the benchmark call it directly.
+tests and the benchmark call it directly. The loop itself (total per record) is routing.RecordStage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DownloadTask, SourceRef
 from pipeline_lib.download.downloader import Downloader, DownloadOutcome
-from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.routing import (
-    OutMessage,
-    PendingRecord,
-    Routed,
-    Topics,
-    process_records,
-    result_message,
-    route_failure,
-)
-from pipeline_lib.worker_state import per_worker
+from pipeline_lib.routing import OutMessage, RecordStage, Routed, result_message, route_failure
 
 STAGE = "download"
 
 
-class DownloadStage:
+class DownloadStage(RecordStage[DownloadTask, DownloadOutcome]):
+    name = STAGE
+    message_cls = DownloadTask
+
     def __init__(self, settings: Settings, downloader: Downloader | None = None) -> None:
+        super().__init__(settings, settings.download.concurrency)
         self.downloader = downloader or Downloader.from_settings(settings)
-        self.retry_policy = RetryPolicy.from_settings(settings)
-        self.topics = Topics.from_settings(settings)
         self.cached_topic = settings.topics.cached.name
-        self.concurrency = settings.download.concurrency
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="download")
 
-    @classmethod
-    def for_settings(cls, settings: Settings) -> DownloadStage:
-        """The stage of this worker process for these settings (worker_state.per_worker)."""
-        return per_worker(cls, settings)
+    def work(self, message: DownloadTask) -> DownloadOutcome:
+        return self.downloader.download(message)
 
-    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
-        """Route every record, downloading up to `concurrency` at once; yields in input order."""
-        return process_records(
-            records,
-            DownloadTask,
-            self.downloader.download,
-            self.route,
-            self._pool,
-            stage=STAGE,
-            dlq_topic=self.topics.dlq,
-        )
+    def task_of(self, message: DownloadTask) -> DownloadTask:
+        return message
 
     def route(self, outcome: DownloadOutcome, source: SourceRef | None) -> Routed:
         task, at = outcome.task, outcome.finished_at

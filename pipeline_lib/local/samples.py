@@ -70,10 +70,11 @@ def produce_sample_events(settings: Settings, count: int, base_url: str, trace_p
 
 def sample_task(url: str, file_name: str = "report.pdf", trace_id: str = "T-1", **fields: Any) -> DownloadTask:
     """A pending task for `url`, as ingest would build it (ids derived the same way); `fields` override."""
+    event_id = ids.event_id(trace_id, "t", "2026-11-27T10:00:00Z")
     values: dict[str, Any] = {
-        "task_id": ids.task_id(trace_id, url),
+        "task_id": ids.task_id(event_id, url),
         "trace_id": trace_id,
-        "event_id": ids.event_id(trace_id, "t", "2026-11-27T10:00:00Z"),
+        "event_id": event_id,
         "url": url,
         "blob_path": f"documentsReceived/A1/{trace_id}/A1_{file_name}",
         "status_subtype": "documentsReceived",

@@ -32,7 +32,7 @@ from pyspark.sql.types import DateType, StringType, StructField, StructType, Tim
 
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DeadLetter
-from pipeline_lib.events import ingest_record
+from pipeline_lib.events import IngestResult, ingest_record
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import StepTimer
@@ -54,7 +54,7 @@ from pipeline_lib.spark.tables import (
     create_table,
     drop_duplicate_keys,
     events_table,
-    existing_keys,
+    require_table,
 )
 from pipeline_lib.url_policy import UrlPolicy
 
@@ -77,7 +77,8 @@ EVENT_VALUES_TYPE = StructType(
 ROUTED_SCHEMA = StructType(
     [
         StructField("kind", StringType(), False),  # event | task | dlq
-        StructField("id", StringType(), False),  # event_id, task_id or dlq_id
+        StructField("id", StringType(), False),  # event_id/revision, task_id or dlq_id
+        StructField("dedup_key", StringType(), True),  # what xact_events records of it (see IngestBatchWriter)
         StructField("event_id", StringType(), True),
         StructField("event_date", StringType(), True),
         StructField("topic", StringType(), True),  # Kafka rows (task, dlq): their topic, key, value, headers
@@ -89,10 +90,40 @@ ROUTED_SCHEMA = StructType(
 )
 
 
-def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None) -> tuple:
+def event_key(event_id: str, revision: str) -> str:
+    return f"e:{event_id}/{revision}"
+
+
+def task_key(task_id: str) -> str:
+    return f"t:{task_id}"
+
+
+def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None, dedup_key: str | None = None) -> tuple:
     """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
     headers = header_entries(dead.headers())
-    return ("dlq", dead.dlq_id, dead.event_id, None, dlq_topic, key, dead.encode(), headers, None)
+    return ("dlq", dead.dlq_id, dedup_key, dead.event_id, None, dlq_topic, key, dead.encode(), headers, None)
+
+
+def routed_rows(result: IngestResult, pending_topic: str, dlq_topic: str, producer_key: str | None) -> list[tuple]:
+    """One ingest decision as ROUTED_SCHEMA rows: the events row, its tasks, its dead letters."""
+    rows: list[tuple] = []
+    ekey = None
+    if result.event is not None:
+        event = result.event
+        event_id, revision = event["event_id"], event["revision"]
+        ekey = event_key(event_id, revision)
+        rows.append(("event", f"{event_id}/{revision}", ekey, event_id, event["event_date"], None, None, None, None,
+                     event))  # fmt: skip
+    for task in result.tasks:
+        rows.append(
+            ("task", task.task_id, task_key(task.task_id), task.event_id, task.event_date, pending_topic,
+             task.trace_id, task.encode(), header_entries(task.headers()), None)
+        )  # fmt: skip
+    for dead in result.dead:
+        # A malformed event has no trace id: keep the producer's key for the operator. A refused
+        # URL's dead letter goes with its event's revision: a redelivery emits it again only if new.
+        rows.append(dead_letter_row(dead, dlq_topic, dead.trace_id or producer_key, ekey))
+    return rows
 
 
 def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
@@ -104,28 +135,8 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
             now = datetime.now(UTC)
             rows: list[tuple] = []
             for record in pending_records(batch.to_pydict()):
-                result = ingest_record(record.value, record.source, policy, now)
-                if result.event is not None:
-                    event = result.event
-                    event_id, event_date = event["event_id"], event["event_date"]
-                    rows.append(("event", event_id, event_id, event_date, None, None, None, None, event))
-                for task in result.tasks:
-                    rows.append(
-                        (
-                            "task",
-                            task.task_id,
-                            task.event_id,
-                            task.event_date,
-                            pending_topic,
-                            task.trace_id,
-                            task.encode(),
-                            header_entries(task.headers()),
-                            None,
-                        )
-                    )
-                for dead in result.dead:
-                    # A malformed event has no trace id: keep the producer's key for the operator.
-                    rows.append(dead_letter_row(dead, dlq_topic, dead.trace_id or record.key))
+                result = ingest_record(record.value, record.source, policy, now)  # total: never raises
+                rows.extend(routed_rows(result, pending_topic, dlq_topic, record.key))
             yield arrow_batch(rows, out_schema)
 
     return route
@@ -171,10 +182,10 @@ class IngestBatchWriter:
                 dates, duplicated = self._batch_facts(batch)
             with steps("dedup"):
                 unique = drop_duplicate_keys(batch, ["kind", "id"]) if duplicated else batch
-                recorded = self._recorded_event_ids(batch, dates)
-                if recorded:
-                    # Work of an event already recorded was emitted when it was first seen.
-                    unique = unique.filter(F.col("event_id").isNull() | ~F.col("event_id").isin(recorded))
+                recorded, known = self._recorded_keys(batch, dates)
+                if known is not None:
+                    # What an event already recorded listed was emitted when it was first seen.
+                    unique = unique.join(F.broadcast(known), "dedup_key", "left_anti")
             # Kafka first: a crash after it replays the batch, re-emitting harmless duplicates.
             # The reverse order could record an event whose tasks were never emitted.
             with steps("kafka"):
@@ -185,7 +196,7 @@ class IngestBatchWriter:
         finally:
             batch.unpersist()
         self.step_seconds.append(steps.seconds)
-        log.info("batch %d: %s (%d already recorded)", batch_id, steps, len(recorded))
+        log.info("batch %d: %s (%d already recorded)", batch_id, steps, recorded)
 
     @staticmethod
     def _batch_facts(batch: DataFrame) -> tuple[list[str], bool]:
@@ -197,17 +208,30 @@ class IngestBatchWriter:
         assert facts is not None  # a global aggregate always has one row
         return sorted(facts["dates"]), bool(facts["duplicated"])
 
-    def _recorded_event_ids(self, batch: DataFrame, dates: list[str]) -> list[str]:
-        """Ids of this batch's events that xact_events already holds (usually none).
+    def _recorded_keys(self, batch: DataFrame, dates: list[str]) -> tuple[int, DataFrame | None]:
+        """How many of this batch's events xact_events already holds (usually none), and their keys.
 
-        Only ids travel: the table's ids of the batch's dates are semi-joined with the batch's
-        broadcast event ids, so the wide task rows are never shuffled.
+        Dedup is by what was recorded, not by event id alone: a redelivered event adds nothing,
+        while a corrected re-send (same event id, another revision) adds its new row and the tasks
+        of URLs no earlier revision listed; tasks already emitted are not emitted again. Only ids
+        travel: the table's rows of the batch's dates are semi-joined with the batch's broadcast
+        event ids, so the wide task rows are never shuffled.
         """
         if not dates:
-            return []
-        events = batch.filter(F.col("kind") == "event").select("event_id")
-        known = existing_keys(batch.sparkSession, self.table, dates, "event_date")
-        return [r.event_id for r in known.join(F.broadcast(events), "event_id", "left_semi").distinct().collect()]
+            return 0, None
+        events = batch.filter(F.col("kind") == "event").select("event_id").distinct()
+        table = require_table(batch.sparkSession, self.table).toDF()
+        seen = (
+            table.filter(table["event_date"].isin(dates))
+            .select("event_id", "revision", "task_ids")
+            .join(F.broadcast(events), "event_id", "left_semi")
+        ).collect()
+        if not seen:
+            return 0, None
+        keys = {event_key(r.event_id, r.revision) for r in seen if r.revision is not None}
+        keys.update(task_key(tid) for r in seen for tid in (r.task_ids or []))
+        known = batch.sparkSession.createDataFrame([(k,) for k in sorted(keys)], "dedup_key string")
+        return len({r.event_id for r in seen}), known
 
 
 def run_ingest(

@@ -1,35 +1,36 @@
 """Results: xact.downloads.results -> xact_attachments, exactly one row per task.
 
-    source (Kafka results) -> parse_results -> foreachBatch:
-        1. malformed results -> xact.downloads.dlq (stage `results`, with provenance)
-        2. latest outcome per task in the batch -> MERGE into xact_attachments
+    source (Kafka results) -> parse_results (mapInArrow over table_rows.result_row) -> foreachBatch:
+        1. unreadable results -> xact.downloads.dlq (stage `results`, with provenance)
+        2. the winning outcome per task in the batch -> MERGE into xact_attachments
 
-Which outcome wins: the latest by (attempt, occurred_at). A late message of an older attempt never
-overwrites a newer outcome; it can only move `first_seen_at` earlier. The MERGE is idempotent by
-construction (re-applying a batch changes nothing) and also carries the micro-batch as Delta's
-txnAppId/txnVersion, so a batch replayed after a crash between the Delta commit and the
-checkpoint commit is skipped without touching the table.
+Which outcome wins, per task: `completed` is final (the file is in the lake: no later duplicate,
+retry or replay outcome moves the task back); otherwise the latest replay generation, then the
+latest attempt, then the latest occurred_at. A replayed task that completes therefore replaces
+its `dead` row, and a late message of an older attempt never overwrites a newer outcome (it can
+only move `first_seen_at` earlier). The MERGE is idempotent by construction (re-applying a batch
+changes nothing) and also carries the micro-batch as Delta's txnAppId/txnVersion, so a batch
+replayed after a crash between the Delta commit and the checkpoint commit is skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import AttachmentResult
+from pipeline_lib.contracts import DeadLetter
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
-from pipeline_lib.routing import malformed_input, pending_records
+from pipeline_lib.routing import OutMessage, pending_records
 from pipeline_lib.spark.kafka_io import (
-    KAFKA_ROW_SCHEMA,
+    KAFKA_HEADERS_TYPE,
     arrow_batch,
     arrow_schema,
     kafka_records,
@@ -46,84 +47,82 @@ from pipeline_lib.spark.tables import (
     create_table,
     require_table,
 )
+from pipeline_lib.table_rows import RESULT_COLUMNS, result_row
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = get_logger("results")
 JOB_NAME = "results"
-STAGE = "results"
 OUTCOME_COLUMNS = [f.name for f in ATTACHMENTS_SCHEMA if f.name not in ("task_id", "first_seen_at", "event_date")]
 
+# What parse_results emits: a result row (kind `result`, the RESULT_COLUMNS with timestamps and
+# the date still ISO strings) or a dead letter for the DLQ topic (kind `dlq`: topic, key, value, headers).
+_TYPES = {f.name: f.dataType for f in ATTACHMENTS_SCHEMA}
+PARSED_SCHEMA = StructType(
+    [StructField("kind", StringType(), False)]
+    + [
+        StructField(name, StringType() if isinstance(_TYPES[name], (TimestampType, DateType)) else _TYPES[name])
+        for name in RESULT_COLUMNS
+    ]
+    + [
+        StructField("topic", StringType()),
+        StructField("key", StringType()),
+        StructField("value", StringType()),
+        StructField("headers", KAFKA_HEADERS_TYPE),
+    ]
+)
 
-def message_schema(cls: type) -> StructType:
-    """The Spark schema of a contracts.Message body, from its dataclass fields (for from_json)."""
-    kinds = {"str": StringType(), "int": LongType()}
-    out = []
-    for f in fields(cls):
-        annotation = str(f.type)
-        base = annotation.split("|")[0].strip()
-        if base not in kinds:
-            raise TypeError(f"{cls.__name__}.{f.name}: no Spark type for {annotation!r}")
-        out.append(StructField(f.name, kinds[base], nullable="None" in annotation))
-    return StructType(out)
+
+def _parse(dlq_topic: str):
+    out_schema = arrow_schema(PARSED_SCHEMA)
+    no_result = (None,) * len(RESULT_COLUMNS)
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            now = datetime.now(UTC)
+            rows = []
+            for record in pending_records(batch.to_pydict()):
+                row = result_row(record, now)
+                if isinstance(row, DeadLetter):
+                    dead = OutMessage(row.category, dlq_topic, record.key, row)
+                    rows.append(("dlq", *no_result, *kafka_row(dead)))
+                else:
+                    rows.append(("result", *row, None, None, None, None))
+            yield arrow_batch(rows, out_schema)
+
+    return parse
 
 
-def parse_results(raw: DataFrame) -> DataFrame:
-    """Kafka rows -> typed result rows plus `_malformed` (a reason, or null) and the source coordinates."""
-    body = F.from_json(F.col("value").cast("string"), message_schema(AttachmentResult))
-    schema_tag = F.get_json_object(F.col("value").cast("string"), "$.schema")
-    parsed = record_columns(raw).select(
-        body.alias("r"), schema_tag.alias("_schema"), "key", "value", "topic", "partition", "offset", "timestamp_ms"
-    )
-    r = F.col("r")
-    # try_: Spark 4 runs in ANSI mode, where a bad value would fail the whole query.
-    ts = lambda name: F.try_to_timestamp(r[name])  # noqa: E731 - local shorthand
-    other_schema = F.concat(
-        F.lit("expected schema attachment_result, got "), F.coalesce(F.col("_schema"), F.lit("none"))
-    )
-    missing_ids = r["task_id"].isNull() | r["trace_id"].isNull()
-    missing_outcome = r["status"].isNull() | r["stage"].isNull() | r["attempt"].isNull()
-    malformed = (
-        F.when(F.col("_schema").isNull(), F.lit("the message is not a JSON object with a schema field"))
-        .when(F.col("_schema") != F.lit(AttachmentResult.KIND), other_schema)
-        .when(missing_ids, F.lit("required field task_id or trace_id is missing"))
-        .when(missing_outcome, F.lit("required field status, stage or attempt is missing"))
-        .when(ts("occurred_at").isNull(), F.lit("field occurred_at must be an ISO 8601 date-time"))
-        .when(F.to_date(ts("event_date")).isNull(), F.lit("field event_date must be YYYY-MM-DD"))
-    )  # fmt: skip
-    return parsed.select(
-        r["task_id"].alias("task_id"),
-        r["trace_id"].alias("trace_id"),
-        r["attachment_url"].alias("attachment_url"),
-        r["blob_path"].alias("blob_path"),
-        F.nullif(F.lower(F.regexp_extract(r["blob_path"], r"\.([A-Za-z0-9]{1,10})$", 1)), F.lit("")).alias("file_type"),
-        r["status_subtype"].alias("status_subtype"),
-        r["assignment_id"].alias("assignment_id"),
-        r["bytes"].alias("bytes"),
-        r["sha256"].alias("sha256"),
-        r["content_type"].alias("content_type"),
-        r["status"].alias("status"),
-        r["stage"].alias("stage"),
-        r["http_status"].cast("int").alias("http_status"),
-        r["attempt"].cast("int").alias("attempt"),
-        (r["attempt"] + 1).cast("int").alias("attempts"),
-        r["error_category"].alias("error_category"),
-        r["error_message"].alias("error_message"),
-        ts("created_at").alias("created_at"),
-        ts("downloaded_at").alias("downloaded_at"),
-        ts("uploaded_at").alias("uploaded_at"),
-        ts("occurred_at").alias("first_seen_at"),
-        ts("occurred_at").alias("updated_at"),
-        F.to_date(ts("event_date")).alias("event_date"),
-        malformed.alias("_malformed"),
-        "key", "value", "topic", "partition", "offset", "timestamp_ms",
-    )  # fmt: skip
+def parse_results(raw: DataFrame, dlq_topic: str) -> DataFrame:
+    """Kafka rows -> PARSED_SCHEMA rows: typed results, or dead letters of unreadable records."""
+    return record_columns(raw).mapInArrow(_parse(dlq_topic), PARSED_SCHEMA)
+
+
+def result_rows(parsed: DataFrame) -> DataFrame:
+    """The result rows among parsed rows, typed as xact_attachments."""
+    good = parsed.filter(F.col("kind") == "result")
+    columns = []
+    for f in ATTACHMENTS_SCHEMA:
+        if isinstance(f.dataType, TimestampType):
+            columns.append(F.try_to_timestamp(F.col(f.name)).alias(f.name))  # ISO strings, valid by contract
+        elif isinstance(f.dataType, DateType):
+            columns.append(F.to_date(F.try_to_timestamp(F.col(f.name))).alias(f.name))
+        else:
+            columns.append(F.col(f.name))
+    return good.select(*columns)
 
 
 def latest_per_task(results: DataFrame) -> DataFrame:
-    """One row per task: the latest outcome by (attempt, updated_at), with the earliest first_seen_at."""
-    order = Window.partitionBy("task_id").orderBy(F.col("attempt").desc(), F.col("updated_at").desc(), F.col("status"))
+    """One row per task: `completed` first, then the latest generation, attempt and time; the
+    earliest first_seen_at."""
+    order = Window.partitionBy("task_id").orderBy(
+        (F.col("status") == "completed").desc(),
+        F.coalesce(F.col("replay_generation"), F.lit(0)).desc(),
+        F.col("attempt").desc(),
+        F.col("updated_at").desc(),
+        F.col("status"),
+    )
     everything = Window.partitionBy("task_id")
     return (
         results.withColumn("_first", F.min("first_seen_at").over(everything))
@@ -134,17 +133,25 @@ def latest_per_task(results: DataFrame) -> DataFrame:
     )
 
 
+# The condition under which an incoming outcome (s) replaces the stored one (t).
+_NEWER = """t.status <> 'completed' AND (
+    s.status = 'completed'
+    OR coalesce(s.replay_generation, 0) > coalesce(t.replay_generation, 0)
+    OR (coalesce(s.replay_generation, 0) = coalesce(t.replay_generation, 0) AND (
+        s.attempt > t.attempt OR (s.attempt = t.attempt AND s.updated_at > t.updated_at))))"""
+
+
 def merge_results(latest: DataFrame, spec: TableSpec, app_id: str | None = None, batch_id: int | None = None) -> None:
-    """MERGE latest outcomes: newer wins, older only moves first_seen_at earlier, new tasks insert."""
+    """MERGE the winning outcomes: a newer one replaces, an older one only moves first_seen_at
+    earlier, a completed row never changes; new tasks insert."""
     spark = latest.sparkSession
     table = require_table(spark, spec)
-    newer = "s.attempt > t.attempt OR (s.attempt = t.attempt AND s.updated_at > t.updated_at)"
     updates: dict[str, str | Column] = {c: f"s.`{c}`" for c in OUTCOME_COLUMNS}
     updates["first_seen_at"] = "least(t.first_seen_at, s.first_seen_at)"
     merge = (
         table.alias("t")
         .merge(latest.alias("s"), "t.event_date = s.event_date AND t.task_id = s.task_id")
-        .whenMatchedUpdate(condition=newer, set=updates)
+        .whenMatchedUpdate(condition=_NEWER, set=updates)
         .whenMatchedUpdate(condition="s.first_seen_at < t.first_seen_at", set={"first_seen_at": "s.first_seen_at"})
         .whenNotMatchedInsertAll()
     )
@@ -162,29 +169,12 @@ def merge_results(latest: DataFrame, spec: TableSpec, app_id: str | None = None,
         conf.unset("spark.databricks.delta.write.txnVersion")
 
 
-def _dead_letters(dlq_topic: str):
-    out_schema = arrow_schema(KAFKA_ROW_SCHEMA)
-
-    def to_dead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        now = datetime.now(UTC)
-        for batch in batches:
-            columns = batch.to_pydict()
-            rows = [
-                kafka_row(malformed_input(STAGE, str(reason), record.value, record.source, None, now, dlq_topic))
-                for reason, record in zip(columns["_malformed"], pending_records(columns))  # noqa: B905
-            ]
-            yield arrow_batch(rows, out_schema)
-
-    return to_dead
-
-
 class ResultsBatchWriter:
-    """foreachBatch handler: dead-letter malformed results, MERGE the rest exactly once per batch."""
+    """foreachBatch handler: dead-letter unreadable results, MERGE the rest exactly once per batch."""
 
     def __init__(self, settings: Settings, app_id: str | None = None) -> None:
         self.table = attachments_table(settings)
         self.kafka_options = kafka_sink_options(settings.kafka)
-        self.dlq_topic = settings.topics.dlq.name
         self.checkpoint = settings.checkpoint(JOB_NAME)
         self.app_id = app_id
 
@@ -193,13 +183,10 @@ class ResultsBatchWriter:
             self.app_id = f"{JOB_NAME}-{checkpoint_query_id(parsed.sparkSession, self.checkpoint)}"
         batch = parsed.persist()
         try:
-            bad = batch.filter(F.col("_malformed").isNotNull())
+            bad = batch.filter(F.col("kind") == "dlq")
             if not bad.isEmpty():
-                dead = bad.select("_malformed", "key", "value", "topic", "partition", "offset", "timestamp_ms")
-                routed = dead.mapInArrow(_dead_letters(self.dlq_topic), KAFKA_ROW_SCHEMA)
-                kafka_records(routed).write.format("kafka").options(**self.kafka_options).save()
-            good = batch.filter(F.col("_malformed").isNull())
-            merge_results(latest_per_task(good), self.table, self.app_id, batch_id)
+                kafka_records(bad).write.format("kafka").options(**self.kafka_options).save()
+            merge_results(latest_per_task(result_rows(batch)), self.table, self.app_id, batch_id)
         finally:
             batch.unpersist()
 
@@ -208,10 +195,11 @@ def run_results(spark: SparkSession, settings: Settings, *, available_now: bool 
     """Start the results query; with `available_now`, it processes what is there and stops."""
     create_table(spark, attachments_table(settings))
     install_progress_listener(spark)
-    parsed = parse_results(read_topics(spark, settings, [settings.topics.results.name])).observe(
+    raw = read_topics(spark, settings, [settings.topics.results.name])
+    parsed = parse_results(raw, settings.topics.dlq.name).observe(
         JOB_NAME,
-        F.count(F.when(F.col("_malformed").isNull(), 1)).alias("results"),
-        F.count(F.when(F.col("_malformed").isNotNull(), 1)).alias("dead_letters"),
+        F.count(F.when(F.col("kind") == "result", 1)).alias("results"),
+        F.count(F.when(F.col("kind") == "dlq", 1)).alias("dead_letters"),
     )
     writer = parsed.writeStream.queryName(JOB_NAME).foreachBatch(ResultsBatchWriter(settings))
     writer = writer.option("checkpointLocation", settings.checkpoint(JOB_NAME))

@@ -18,7 +18,9 @@ GroupStateTimeout.ProcessingTimeTimeout):
   query restarts from the last committed batch: messages read but not yet committed are read
   again, and messages forwarded in an uncommitted batch are forwarded again (the Kafka sink is
   at-least-once; later stages are idempotent by task id). Nothing is lost or forwarded early.
-- A retry message without usable `xact.retry.*` headers is dead-lettered (stage `retry`) at once.
+- A retry message without usable `xact.retry.*` headers, or with a due time further ahead than any
+  tier or capped Retry-After allows, is dead-lettered (stage `retry`) at once; any other failure
+  to read one record is an `internal` dead letter (retry_schedule.schedule_record is total).
 """
 
 from __future__ import annotations
@@ -36,16 +38,16 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, SourceRef
+from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, DeadLetter
 from pipeline_lib.kafka_options import kafka_sink_options
-from pipeline_lib.retry_schedule import NotSchedulable, waiting_from_headers
-from pipeline_lib.routing import malformed_input
-from pipeline_lib.spark.kafka_io import headers_from_json, kafka_records, read_topics
+from pipeline_lib.retry_policy import RetryPolicy
+from pipeline_lib.retry_schedule import header_map, schedule_record
+from pipeline_lib.routing import OutMessage, pending_records
+from pipeline_lib.spark.kafka_io import RECORD_COLUMNS, headers_from_json, kafka_records, read_topics, record_columns
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.times import iso_from_millis
 
 JOB_NAME = "retry-scheduler"
-STAGE = "retry"
 
 SCHEDULED_SCHEMA = StructType(
     [
@@ -74,33 +76,26 @@ OUTPUT_SCHEMA = StructType(
 def _parse_partition(settings: Settings):
     allowed = frozenset({settings.topics.pending.name, settings.topics.cached.name})
     dlq = settings.topics.dlq.name
+    longest_wait = RetryPolicy.from_settings(settings).longest_wait_seconds
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
+            now = datetime.now(UTC)
             rows = []
-            columns = ("key", "value", "headers", "topic", "partition", "offset", "timestamp_ms")
-            for key, value, headers, topic, partition, offset, ts in zip(*(pdf[c] for c in columns)):  # noqa: B905
-                key_text = key.decode("utf-8", "replace") if key is not None else None
-                text = value.decode("utf-8", "replace") if value is not None else ""
-                header_map = {
-                    h["key"]: (h["value"] or b"").decode("utf-8", "replace")
-                    for h in (headers if headers is not None else [])
-                }
-                source = f"{topic}/{partition}/{offset}"
-                try:
-                    waiting = waiting_from_headers(header_map, allowed, source)
-                except NotSchedulable as exc:
-                    now = datetime.now(UTC)
-                    ref = SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ts))
-                    dead = malformed_input(STAGE, str(exc), text, ref, key_text, now, dlq)
-                    topic_, key_, value_, headers_ = dead.row()
-                    rows.append(
-                        (f"malformed/{source}", topic_, key_, value_, orjson.dumps(headers_).decode(), 0, "malformed")
-                    )
+            records = pending_records({c: list(pdf[c]) for c in RECORD_COLUMNS})
+            for record, headers in zip(records, pdf["headers"], strict=True):
+                text = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else ""
+                headers_in = header_map(headers)
+                decision = schedule_record(record, headers_in, allowed, now, longest_wait)  # total: never raises
+                if isinstance(decision, DeadLetter):
+                    out = OutMessage(decision.category, dlq, record.key, decision)
+                    topic_, key_, value_, headers_ = out.row()
+                    group = f"dead/{record.source.topic}/{record.source.partition}/{record.source.offset}"
+                    rows.append((group, topic_, key_, value_, orjson.dumps(headers_).decode(), 0, "malformed"))
                     continue
-                headers_json = orjson.dumps(header_map).decode()
+                headers_json = orjson.dumps(headers_in).decode()
                 rows.append(
-                    (waiting.group, waiting.return_topic, key_text, text, headers_json, waiting.due_ms, "moved")
+                    (decision.group, decision.return_topic, record.key, text, headers_json, decision.due_ms, "moved")
                 )
             yield pd.DataFrame(rows, columns=SCHEDULED_SCHEMA.fieldNames())
 
@@ -150,9 +145,7 @@ def hold_until_due(key: tuple[str], batches: Iterator[pd.DataFrame], state: Grou
 
 def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
     """Kafka rows of the retry tiers -> OUTPUT_SCHEMA rows, each emitted once it is due."""
-    columns = raw.select(
-        "key", "value", "headers", "topic", "partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms")
-    )
+    columns = record_columns(raw, headers=True)
     scheduled = columns.mapInPandas(_parse_partition(settings), SCHEDULED_SCHEMA)
     return scheduled.groupBy("grp").applyInPandasWithState(
         hold_until_due,

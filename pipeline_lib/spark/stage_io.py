@@ -67,8 +67,8 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
             for routed in stage.process(records):
                 size = routed.outcome.bytes if routed.outcome else 0
                 opened = int(bool(routed.outcome and routed.outcome.breaker_opened))
-                for index, out in enumerate(routed.messages):
-                    topic, key, value, headers = out.row()
+                rows = routed.rows if routed.rows is not None else [m.row() for m in routed.messages]
+                for index, (out, (topic, key, value, headers)) in enumerate(zip(routed.messages, rows, strict=True)):
                     first = index == 0  # bytes and openings counted once per outcome
                     for name, item in (
                         ("outcome", out.outcome), ("topic", topic), ("key", key), ("value", value),

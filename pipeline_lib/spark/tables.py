@@ -2,7 +2,7 @@
 
 | table            | one row per                        | partitioned by | written by                          |
 | ---------------- | ---------------------------------- | -------------- | ----------------------------------- |
-| xact_events      | claim event                        | event_date     | ingest (append once)                |
+| xact_events      | claim event delivery (revision)    | event_date     | ingest (append once)                |
 | xact_attachments | download task (its latest outcome) | event_date     | results (MERGE)                     |
 | xact_dlq         | dead letter                        | failed_date    | dlq-table (insert-only MERGE);      |
 |                  |                                    |                | replay and resolve update status    |
@@ -86,6 +86,10 @@ ATTACHMENTS_SCHEMA = StructType(
         StructField("first_seen_at", TimestampType(), False),
         StructField("updated_at", TimestampType(), False),  # occurred_at of the winning outcome
         StructField("event_date", DateType(), False),
+        # Added later (tables create adds them to an existing table):
+        StructField("replay_id", StringType()),  # the replay behind the winning outcome, if any
+        StructField("replay_generation", IntegerType()),  # 0: first life; +1 per replay (ranks first)
+        StructField("event_time", TimestampType()),  # the event's own time (event-to-inventory latency)
     ]
 )
 
@@ -134,7 +138,9 @@ class TableSpec:
 
 
 def events_table(settings: Settings) -> TableSpec:
-    return TableSpec("xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id",), ("event_date",))
+    return TableSpec(
+        "xact_events", settings.table_path("events"), EVENTS_SCHEMA, ("event_id", "revision"), ("event_date",)
+    )
 
 
 def attachments_table(settings: Settings) -> TableSpec:
@@ -155,14 +161,29 @@ def all_tables(settings: Settings) -> list[TableSpec]:
 
 
 def create_table(spark: SparkSession, spec: TableSpec) -> None:
-    """Create the table if it does not exist. Never replaces or alters an existing one."""
+    """Create the table if it does not exist; add the columns a newer version of the schema has.
+
+    Never replaces a table, drops or changes a column: an upgrade only adds nullable columns
+    (rows written before the upgrade read them as null).
+    """
     if DeltaTable.isDeltaTable(spark, spec.path):
+        _add_missing_columns(spark, spec)
         return
     builder = DeltaTable.createIfNotExists(spark).location(spec.path).addColumns(spec.schema)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
     builder.execute()
     log.info("created Delta table %s at %s", spec.name, spec.path)
+
+
+def _add_missing_columns(spark: SparkSession, spec: TableSpec) -> None:
+    existing = {f.name for f in DeltaTable.forPath(spark, spec.path).toDF().schema}
+    missing = [f for f in spec.schema if f.name not in existing]
+    if not missing:
+        return
+    columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+    spark.sql(f"ALTER TABLE delta.`{spec.path}` ADD COLUMNS ({columns})")
+    log.info("%s: added column(s) %s (rows written before read them as null)", spec.name, columns)
 
 
 def create_tables(spark: SparkSession, settings: Settings) -> None:

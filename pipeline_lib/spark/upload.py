@@ -14,7 +14,7 @@ from pipeline_lib.spark.stage_io import run_stage
 from pipeline_lib.upload.stage import UploadStage
 
 JOB_NAME = "upload"
-OUTCOMES = ("completed", "refetch", "retry", "dead", "malformed")
+OUTCOMES = ("completed", "refetch", "retry", "dead", "malformed", "internal")
 
 
 def run_upload(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:

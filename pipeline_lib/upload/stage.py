@@ -11,53 +11,31 @@ to `upload.concurrency` at a time and route every outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import CachedAttachment, SourceRef
-from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.routing import (
-    OutMessage,
-    PendingRecord,
-    Routed,
-    Topics,
-    process_records,
-    result_message,
-    route_failure,
-)
+from pipeline_lib.contracts import CachedAttachment, DownloadTask, SourceRef
+from pipeline_lib.routing import OutMessage, RecordStage, Routed, result_message, route_failure
 from pipeline_lib.times import iso_utc
 from pipeline_lib.upload.uploader import Uploader, UploadOutcome
-from pipeline_lib.worker_state import per_worker
 
 STAGE = "upload"
 
 
-class UploadStage:
+class UploadStage(RecordStage[CachedAttachment, UploadOutcome]):
+    name = STAGE
+    message_cls = CachedAttachment
+
     def __init__(self, settings: Settings, uploader: Uploader | None = None) -> None:
+        super().__init__(settings, settings.upload.concurrency)
         self.uploader = uploader or Uploader(settings)
-        self.retry_policy = RetryPolicy.from_settings(settings)
-        self.topics = Topics.from_settings(settings)
         self.cached_topic = settings.topics.cached.name
-        self._pool = ThreadPoolExecutor(settings.upload.concurrency, thread_name_prefix="upload")
 
-    @classmethod
-    def for_settings(cls, settings: Settings) -> UploadStage:
-        """The stage of this worker process for these settings (worker_state.per_worker)."""
-        return per_worker(cls, settings)
+    def work(self, message: CachedAttachment) -> UploadOutcome:
+        return self.uploader.upload(message)
 
-    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]:
-        """Route every record, uploading up to `upload.concurrency` at once; yields in input order."""
-        return process_records(
-            records,
-            CachedAttachment,
-            self.uploader.upload,
-            self.route,
-            self._pool,
-            stage=STAGE,
-            dlq_topic=self.topics.dlq,
-        )
+    def task_of(self, message: CachedAttachment) -> DownloadTask:
+        return message.download_task
 
     def route(self, outcome: UploadOutcome, source: SourceRef | None) -> Routed:
         task, cached, at = outcome.task, outcome.cached, outcome.finished_at

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline_lib.contracts import DeadLetter, DownloadTask
-from pipeline_lib.ids import task_id
+from pipeline_lib.ids import event_id, task_id
 from pipeline_lib.kafka_client import consume_all, produce
 from pipeline_lib.spark.ingest import IngestBatchWriter, route_events, run_ingest
 from pipeline_lib.spark.tables import create_table, events_table
@@ -94,7 +94,13 @@ def test_ingest_produces_exact_tasks_rows_and_dead_letters_and_ignores_duplicate
         "T4": [OK.format("ok.png"), traversal],
         "T7": [OK.format("late.jpg")],
     }
-    expected_ids = sorted(task_id(t, u) for t, urls in expected_urls.items() for u in urls)
+    subtype_of = {"T2": "estimatePackageReceived"}
+
+    def event_of(trace):
+        subtype = subtype_of.get(trace, "documentsReceived")
+        return event_id(trace, f"verisk.claims.property.xn.{subtype}", "2026-11-20T08:00:00.000Z")
+
+    expected_ids = sorted(task_id(event_of(t), u) for t, urls in expected_urls.items() for u in urls)
     assert sorted(t.task_id for t in tasks) == expected_ids  # exactly once each, duplicates included
     by_trace = {t.trace_id: t for t in tasks}
     assert by_trace["T2"].blob_path.startswith("estimatePackageReceived/A-T2/T2/A-T2_3.0_est_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime
 
@@ -11,13 +12,16 @@ from delta.tables import DeltaTable
 from pyspark.sql import Row
 
 from pipeline_lib.contracts import AttachmentResult
-from pipeline_lib.spark.results import latest_per_task, merge_results, parse_results
+from pipeline_lib.spark.results import latest_per_task, merge_results, parse_results, result_rows
 from pipeline_lib.spark.tables import ATTACHMENTS_SCHEMA, TableMissing, attachments_table, create_table
 
 pytestmark = pytest.mark.integration
 
 
-def result(task="t1", attempt=0, status="retrying", at="2026-11-27T10:00:00Z", **kw) -> str:
+T1, T2 = "1" * 32, "2" * 32
+
+
+def result(task=T1, attempt=0, status="retrying", at="2026-11-27T10:00:00Z", **kw) -> str:
     fields = dict(
         task_id=task, trace_id="T1", attempt=attempt, stage="download", status=status, occurred_at=at,
         event_date="2026-11-20", attachment_url="https://h/c/a.PDF?X-Amz-Signature=SECRET",
@@ -37,7 +41,7 @@ def kafka_df(spark, values):
 
 
 def good_rows(spark, values):
-    return parse_results(kafka_df(spark, values)).filter("_malformed IS NULL")
+    return result_rows(parse_results(kafka_df(spark, values), "dlq"))
 
 
 def table_rows(spark, spec):
@@ -51,23 +55,27 @@ def spec(spark, make_settings):
     return spec
 
 
-def test_parse_marks_malformed_results_with_a_reason(spark):
+def test_parse_dead_letters_unreadable_results_with_a_reason_and_provenance(spark):
     parsed = parse_results(kafka_df(spark, [
         result(), "not json", '{"schema": "download_task", "version": 1}',
         '{"schema": "attachment_result", "version": 1, "trace_id": "T"}',
         result().replace("2026-11-27T10:00:00Z", "yesterday"),
         result().replace("2026-11-20", "someday"),
-    ]))  # fmt: skip
-    reasons = [r._malformed for r in parsed.orderBy("offset").collect()]
-    assert reasons == [
-        None,
-        "the message is not a JSON object with a schema field",
-        "expected schema attachment_result, got download_task",
-        "required field task_id or trace_id is missing",
-        "field occurred_at must be an ISO 8601 date-time",
-        "field event_date must be YYYY-MM-DD",
-    ]
-    row = parsed.filter("_malformed IS NULL").first()
+        result().replace('"attempt":0', '"attempt":"0"'),
+        result().replace('"attempt":0', '"attempt":9223372036854775807'),
+    ]), "dlq").collect()  # fmt: skip
+    assert [r.kind for r in parsed] == ["result"] + ["dlq"] * 7
+    dead = [json.loads(r.value) for r in parsed[1:]]
+    assert all(d["category"] == "malformed" and d["stage"] == "results" for d in dead)
+    assert [d["source"]["offset"] for d in dead] == list(range(1, 8)) and {r.topic for r in parsed[1:]} == {"dlq"}
+    reasons = [d["reason"] for d in dead]
+    for reason, expected in zip(reasons, [
+        "body is not JSON", "expected a attachment_result message, got schema 'download_task'",
+        "missing required field(s)", "field occurred_at must be an ISO 8601 time",
+        "field event_date must be a date", "field attempt must be int, got str", "field attempt is 9223372036854775807",
+    ], strict=True):  # fmt: skip
+        assert expected in reason, reason
+    row = result_rows(parse_results(kafka_df(spark, [result()]), "dlq")).first()
     assert row.file_type == "pdf" and row.attempts == 1 and "SECRET" not in row.attachment_url
 
 
@@ -92,17 +100,17 @@ def test_a_late_older_outcome_never_overwrites_a_newer_one(spark, spec):
     )
     merge_results(latest_per_task(good_rows(spark, [
         result(attempt=1, status="retrying", at="2026-11-27T10:30:00Z", http_status=429),
-        result(task="t2", attempt=0, status="dead", at="2026-11-27T10:31:00Z", error_category="permanent"),
+        result(task=T2, attempt=0, status="dead", at="2026-11-27T10:31:00Z", error_category="permanent"),
     ])), spec)  # fmt: skip
     rows = {r.task_id: r for r in table_rows(spark, spec).collect()}
-    assert set(rows) == {"t1", "t2"}
-    assert rows["t1"].status == "completed" and rows["t1"].attempt == 2 and rows["t1"].http_status is None
-    assert rows["t1"].first_seen_at == datetime(2026, 11, 27, 10, 30)  # moved earlier by the late message
-    assert rows["t2"].status == "dead" and rows["t2"].error_category == "permanent"
+    assert set(rows) == {T1, T2}
+    assert rows[T1].status == "completed" and rows[T1].attempt == 2 and rows[T1].http_status is None
+    assert rows[T1].first_seen_at == datetime(2026, 11, 27, 10, 30)  # moved earlier by the late message
+    assert rows[T2].status == "dead" and rows[T2].error_category == "permanent"
 
 
 def test_replaying_a_whole_batch_changes_nothing(spark, spec):
-    batch = latest_per_task(good_rows(spark, [result(), result(task="t2", status="completed", attempt=0)]))
+    batch = latest_per_task(good_rows(spark, [result(), result(task=T2, status="completed", attempt=0)]))
     merge_results(batch, spec)
     before = table_rows(spark, spec).collect()
     merge_results(batch, spec)
@@ -139,11 +147,11 @@ def test_no_table_is_created_or_overwritten_on_failure(spark, spec, tmp_path):
 
     merge_results(latest_per_task(good_rows(spark, [result()])), spec)
     version = DeltaTable.forPath(spark, spec.path).history(1).first().version
-    broken = latest_per_task(good_rows(spark, [result(task="t9")])).withColumn("trace_id", spark_null())
+    broken = latest_per_task(good_rows(spark, [result(task="9" * 32)])).withColumn("trace_id", spark_null())
     with pytest.raises(Exception):  # noqa: B017 - Delta's NOT NULL violation
         merge_results(broken, spec)
     assert DeltaTable.forPath(spark, spec.path).history(1).first().version == version
-    assert [r.task_id for r in table_rows(spark, spec).collect()] == ["t1"]
+    assert [r.task_id for r in table_rows(spark, spec).collect()] == [T1]
     create_table(spark, spec)  # creating again is a no-op, never a replace
     assert table_rows(spark, spec).count() == 1
 
@@ -152,3 +160,42 @@ def spark_null():
     from pyspark.sql import functions as F
 
     return F.lit(None).cast("string")
+
+
+def test_completed_is_final_over_any_later_outcome_of_the_same_task(spark, spec):
+    """A redelivered cached message after a verified upload must never turn completed into dead."""
+    merge_results(latest_per_task(good_rows(spark, [result(attempt=1, status="completed", at=DONE)])), spec)
+    later = [result(attempt=4, status="dead", at="2026-11-27T12:00:00Z", error_category="exhausted")]
+    merge_results(latest_per_task(good_rows(spark, later)), spec)
+    (row,) = table_rows(spark, spec).collect()
+    assert (row.status, row.attempt) == ("completed", 1)
+    both = [result(attempt=4, status="dead", at="2026-11-27T12:00:00Z"), result(attempt=1, status="completed", at=DONE)]
+    (winner,) = latest_per_task(good_rows(spark, both)).collect()  # the same inside one batch
+    assert winner.status == "completed"
+
+
+def test_a_replayed_task_that_completes_replaces_its_dead_row(spark, spec):
+    """Replay restarts at attempt 0: the lineage (generation) ranks before the attempt."""
+    merge_results(
+        latest_per_task(good_rows(spark, [result(attempt=4, status="dead", at="2026-11-27T11:00:00Z")])), spec
+    )
+    replayed = [result(attempt=0, status="downloaded", at="2026-11-27T12:00:00Z", replay_id="replay-1",
+                       replay_generation=1)]  # fmt: skip
+    merge_results(latest_per_task(good_rows(spark, replayed)), spec)
+    (row,) = table_rows(spark, spec).collect()
+    assert (row.status, row.attempt, row.replay_generation, row.replay_id) == ("downloaded", 0, 1, "replay-1")
+    stale = [result(attempt=3, status="retrying", at="2026-11-27T12:30:00Z")]  # the first life, late
+    merge_results(latest_per_task(good_rows(spark, stale)), spec)
+    assert table_rows(spark, spec).first().replay_generation == 1
+
+
+def test_tables_create_adds_new_columns_to_a_table_of_an_earlier_version(spark, make_settings):
+    from pyspark.sql.types import StructType
+
+    spec = attachments_table(make_settings())
+    old = replace(spec, schema=StructType([f for f in ATTACHMENTS_SCHEMA if f.name not in ("replay_id", "event_time")]))
+    create_table(spark, old)
+    create_table(spark, spec)
+    assert {"replay_id", "event_time"} <= set(table_rows(spark, spec).columns)
+    merge_results(latest_per_task(good_rows(spark, [result()])), spec)
+    assert table_rows(spark, spec).count() == 1

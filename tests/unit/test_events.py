@@ -55,9 +55,9 @@ def test_valid_event_gives_one_row_and_one_task_per_url():
     assert row["attachment_count"] == 2 and row["source_offset"] == 42
     assert "SECRET" not in row["raw_json"] and "SECRET" not in json.dumps(row["attachments"])
     assert "abc123" not in row["raw_json"]
-    assert [t.task_id for t in result.tasks] == [
-        task_id("T-1", SIGNED.format(name="photo.jpg")),
-        task_id("T-1", SIGNED.format(name="report.pdf")),
+    assert [t.task_id for t in result.tasks] == [  # one event's attachments: the event id plus the URL
+        task_id(row["event_id"], SIGNED.format(name="photo.jpg")),
+        task_id(row["event_id"], SIGNED.format(name="report.pdf")),
     ]
     first = result.tasks[0]
     assert first.attempt == 0 and first.url.endswith("X-Amz-Signature=SECRET")  # the live URL travels on pending

@@ -9,10 +9,16 @@ from pipeline_lib.paths import MAX_COMPONENT, destination_path, sanitize_compone
 
 
 def test_task_id_ignores_the_query_string_so_a_re_signed_url_is_the_same_task():
-    a = task_id("T1", "https://Files.Example.com:443/c/a.pdf?X-Amz-Signature=1")
-    b = task_id("T1", "https://files.example.com/c/a.pdf?X-Amz-Signature=2")
+    a = task_id("E1", "https://Files.Example.com:443/c/a.pdf?X-Amz-Signature=1")
+    b = task_id("E1", "https://files.example.com/c/a.pdf?X-Amz-Signature=2")
     assert a == b and len(a) == 32
-    assert task_id("T2", "https://files.example.com/c/a.pdf") != a
+    assert task_id("E2", "https://files.example.com/c/a.pdf") != a  # another event listing it: another task
+
+
+@pytest.mark.parametrize("url", ["https://h:99999/a.pdf?sig=1", "https://[::1/a.pdf?sig=1", "http://h:-1/x"])
+def test_ids_of_unparseable_urls_are_total_and_ignore_the_query(url):
+    assert task_id("E1", url) == task_id("E1", url.replace("sig=1", "sig=2"))
+    assert "sig" not in canonical_url(url)
 
 
 def test_canonical_url_keeps_non_default_port_and_drops_fragment():
@@ -45,7 +51,7 @@ def test_file_name_rules(subtype, estimate, expected_name):
 
 def test_two_urls_with_the_same_file_name_never_collide():
     urls = ["https://h/one/photo.jpg", "https://h/two/photo.jpg"]
-    paths = {destination_path("documentsReceived", "A1", "T1", u, task_id("T1", u)) for u in urls}
+    paths = {destination_path("documentsReceived", "A1", "T1", u, task_id("E1", u)) for u in urls}
     assert len(paths) == 2
 
 
@@ -65,7 +71,9 @@ def test_traversal_in_every_component_stays_inside_the_prefix():
     assert ".." not in path and path.count("/") == 3
 
 
-def test_long_names_are_bounded_and_keep_extension_and_unique_suffix():
-    path = destination_path("documentsReceived", "A1", "T1", "https://h/" + "x" * 500 + ".pdf", TID)
-    name = path.rsplit("/", 1)[1]
-    assert len(name) <= MAX_COMPONENT and name.endswith("_0123456789.pdf")
+@pytest.mark.parametrize("char", ["x", "é", "文", "😀"])  # 1, 2, 3 and 4 bytes of UTF-8
+def test_long_names_are_bounded_in_bytes_and_keep_extension_and_unique_suffix(char):
+    path = destination_path("documentsReceived", "A1", char * 300, "https://h/" + char * 500 + ".pdf", TID)
+    trace, name = path.split("/")[2:]
+    assert len(name.encode()) <= MAX_COMPONENT == 255 and name.endswith("_0123456789.pdf")
+    assert len(trace.encode()) <= 255 and trace.startswith(char)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
@@ -85,3 +86,13 @@ def test_resolution_checks_every_address_without_connecting():
 
     with pytest.raises(UrlRefused, match="10.0.0.5"):
         PROD.resolve("a.example.com", 443, resolver=resolver)
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0", "::", "169.254.169.254", "fd00:ec2::254", "168.63.129.16", "100.100.100.200"]
+)
+def test_unspecified_and_metadata_addresses_are_refused_even_when_private_ones_are_allowed(address):
+    local = UrlPolicy(frozenset({"http", "https"}), allow_private_addresses=True,
+                      allowed_networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))  # fmt: skip
+    with pytest.raises(UrlRefused, match="unspecified or a cloud metadata endpoint"):
+        local.check_address(address)

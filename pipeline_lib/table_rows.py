@@ -1,0 +1,133 @@
+"""What one Kafka record becomes in a Delta table, without Spark: the per-record functions of the
+results job (xact.downloads.results -> xact_attachments) and the dlq-table job
+(xact.downloads.dlq -> xact_dlq).
+
+Both are total, like the I/O stages' loop (routing.RecordStage): whatever the record holds,
+`result_row` returns a row or the record's dead letter, and `dlq_row` returns a row (a readable
+dead letter, or a `malformed`/`internal` row of stage `dlq`: the DLQ table never sends anything
+back onto the DLQ topic). Every value is range-checked and typed so the Arrow batch that carries
+the rows cannot fail on it. Timestamps leave as ISO 8601 UTC strings and are typed in Spark.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from pipeline_lib.bounds import INT32_MAX, INT64_MAX
+from pipeline_lib.contracts import AttachmentResult, ContractError, DeadLetter
+from pipeline_lib.routing import PendingRecord, internal_dead_letter
+from pipeline_lib.times import iso_utc, parse_iso
+
+RESULTS_STAGE = "results"
+DLQ_STAGE = "dlq"
+
+# xact_attachments' columns as result_row emits them (timestamps and the date as ISO strings).
+RESULT_COLUMNS = (
+    "task_id", "trace_id", "attachment_url", "blob_path", "file_type", "status_subtype", "assignment_id",
+    "bytes", "sha256", "content_type", "status", "stage", "http_status", "attempt", "attempts",
+    "error_category", "error_message", "created_at", "downloaded_at", "uploaded_at", "first_seen_at",
+    "updated_at", "event_date", "replay_id", "replay_generation", "event_time",
+)  # fmt: skip
+RESULT_TIMESTAMPS = ("created_at", "downloaded_at", "uploaded_at", "first_seen_at", "updated_at", "event_time")
+
+# xact_dlq's own columns as dlq_row emits them (the status columns are added in Spark).
+DLQ_COLUMNS = (
+    "dlq_id", "stage", "category", "reason", "failed_at", "attempts", "trace_id", "task_id", "event_id",
+    "url", "host", "http_status", "source_topic", "source_partition", "source_offset", "source_timestamp",
+    "task_json", "payload", "error_history_json", "failed_date",
+)  # fmt: skip
+DLQ_TIMESTAMPS = ("failed_at", "source_timestamp")
+
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,10})$")
+
+
+def _utc(text: str | None) -> str | None:
+    """An ISO time (already validated by the contract) as UTC with milliseconds: one form for Spark."""
+    return iso_utc(parse_iso(text)) if text is not None else None
+
+
+def result_row(record: PendingRecord, at: datetime) -> tuple[Any, ...] | DeadLetter:
+    """A results message as an xact_attachments row (RESULT_COLUMNS), or the record's dead letter."""
+    try:
+        result = AttachmentResult.decode(record.value if record.value is not None else b"")
+    except ContractError as exc:
+        return DeadLetter.malformed(RESULTS_STAGE, f"not a readable attachment result: {exc}", record.value,
+                                    record.source, at)  # fmt: skip
+    try:
+        match = _EXTENSION.search(result.blob_path or "")
+        occurred = _utc(result.occurred_at)
+        values = {
+            **{name: getattr(result, name) for name in RESULT_COLUMNS if hasattr(result, name)},
+            "file_type": match.group(1).lower() if match else None,
+            "attempts": result.attempt + 1,
+            "first_seen_at": occurred,
+            "updated_at": occurred,
+        }
+        for name in ("created_at", "downloaded_at", "uploaded_at", "event_time"):
+            values[name] = _utc(values[name])
+        return tuple(values[name] for name in RESULT_COLUMNS)
+    except Exception as exc:  # noqa: BLE001 - one record must never fail the batch
+        return internal_dead_letter(RESULTS_STAGE, exc, record, at)
+
+
+def _host(url: object) -> str | None:
+    try:
+        return (urlsplit(url).hostname or None) if isinstance(url, str) and url else None
+    except ValueError:
+        return None
+
+
+def _int_in(value: object, low: int, high: int) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return value if ok else None  # type: ignore[return-value]
+
+
+def _dead_letter_row(dead: DeadLetter, record: PendingRecord, at: datetime) -> tuple[Any, ...]:
+    task = dead.task or {}
+    url = task.get("url")
+    last = dead.error_history[-1] if dead.error_history else {}
+    source = dead.source
+    # The partition date must not depend on when the row is (re)processed: the dead letter's own
+    # time, else the DLQ record's Kafka timestamp, else now (a record with no time at all).
+    failed_at = _utc(dead.failed_at) if dead.failed_at else None
+    failed_at = failed_at or record.source.timestamp or iso_utc(at)
+    row = {
+        "dlq_id": dead.dlq_id, "stage": dead.stage, "category": dead.category, "reason": dead.reason,
+        "failed_at": failed_at, "attempts": _int_in(dead.attempts, 0, INT32_MAX),
+        "trace_id": dead.trace_id, "task_id": dead.task_id, "event_id": dead.event_id,
+        "url": url if isinstance(url, str) else None, "host": _host(url),
+        "http_status": _int_in(last.get("http_status"), 100, 999),
+        "source_topic": source.topic if source else None,
+        "source_partition": _int_in(source.partition, 0, INT32_MAX) if source else None,
+        "source_offset": _int_in(source.offset, 0, INT64_MAX) if source else None,
+        "source_timestamp": source.timestamp if source else None,
+        "task_json": orjson.dumps(task).decode() if task else None,
+        "payload": dead.payload,
+        "error_history_json": orjson.dumps(dead.error_history).decode() if dead.error_history else None,
+        "failed_date": failed_at[:10],
+    }  # fmt: skip
+    stamp = source.timestamp if source else None
+    try:
+        row["source_timestamp"] = _utc(stamp) if isinstance(stamp, str) else None
+    except ValueError:  # a provenance timestamp is informative only
+        row["source_timestamp"] = None
+    return tuple(row[name] for name in DLQ_COLUMNS)
+
+
+def dlq_row(record: PendingRecord, at: datetime) -> tuple[Any, ...]:
+    """A DLQ message as an xact_dlq row (DLQ_COLUMNS): the dead letter it holds, or, when it holds
+    none or handling it raised, a row of stage `dlq` (category malformed or internal) with its
+    provenance. Never raises."""
+    try:
+        dead = DeadLetter.decode(record.value if record.value is not None else b"")
+    except ContractError as exc:
+        dead = DeadLetter.malformed(DLQ_STAGE, f"not a readable dead letter: {exc}", record.value, record.source, at)
+    try:
+        return _dead_letter_row(dead, record, at)
+    except Exception as exc:  # noqa: BLE001 - one record must never fail the batch
+        return _dead_letter_row(internal_dead_letter(DLQ_STAGE, exc, record, at), record, at)
