@@ -72,7 +72,7 @@ def waiting_from_headers(
 def header_map(headers: Iterable[Any] | None) -> dict[str, str]:
     """Kafka record headers (key, value pairs or {key, value} structs) as text; later keys win."""
     out: dict[str, str] = {}
-    for header in headers or ():
+    for header in headers if headers is not None else ():  # a numpy array has no truth value
         key, value = (header["key"], header["value"]) if isinstance(header, dict) else header
         if isinstance(key, str):
             out[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
