@@ -109,6 +109,7 @@ def test_503_once_then_success_is_absorbed_by_the_sdk_retry(settings, dfs):
     outcome = uploader(settings, onelake(dfs, retries=2)).upload(cache(settings, "e.pdf", b"x" * 1000))
     assert outcome.failure is None
     assert [op for op, _, _ in dfs.log].count("append") == 2
+    assert dfs.append_md5s and all(dfs.append_md5s)  # the SDK's retry resends the chunk's Content-MD5
 
 
 def test_a_slow_response_beyond_the_timeout_is_a_transient_failure(settings, dfs):
