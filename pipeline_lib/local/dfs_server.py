@@ -2,24 +2,33 @@
 uses, so the real azure-storage-file-datalake client can run against it. No emulator supports the
 DFS endpoint (Azurite does not), hence this.
 
-Operations: create file (PUT ?resource=file), append (PATCH ?action=append&position=N), flush
-(PATCH ?action=flush&position=N, with x-ms-content-md5 / x-ms-content-type), rename (PUT with
-x-ms-rename-source), get properties (HEAD, answered as the blob endpoint does), delete (DELETE).
-Every request must carry a bearer token. TLS uses a self-signed certificate made at start
-(`ca_file` is what the client must trust).
+Operations: create file (PUT ?resource=file, metadata from x-ms-properties), append (PATCH
+?action=append&position=N), flush (PATCH ?action=flush&position=N, with x-ms-content-md5 /
+x-ms-content-type), rename (PUT with x-ms-rename-source), get properties (HEAD, answered as the blob
+endpoint does: size, Content-MD5, x-ms-meta-*), delete (DELETE). Every request must carry a bearer
+token. TLS uses a self-signed certificate made at start (`ca_file` is what the client must trust).
+
+Checksums, as the service documents them: a Content-MD5 on an append is transactional, checked
+against the bytes received (400 Md5Mismatch otherwise) and not stored; the x-ms-content-md5 of a
+flush is stored as the file's Content-MD5 without being checked against the data.
 
 Fault modes, consumed in order: `server.fail("append", 503, times=1)`, `fail("any", 401)`,
-`fail("rename", 409)`, `slow("flush", 2.0)`.
+`fail("rename", 409)`, `slow("flush", 2.0)`, `corrupt("append")` (the body is damaged on arrival,
+as by a faulty network path: the MD5 check catches it, or the damage is stored without one), and
+`mutate("rename", fn)` (fn(entry) runs on the path after the operation, e.g. another writer
+replacing the file or a service dropping metadata).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -73,11 +82,15 @@ class Fault:
     status: int = 0
     delay: float = 0.0
     times: int = 1
+    corrupt: bool = False  # damage the request body on arrival
+    mutate: Callable[[PathEntry], None] | None = None  # applied to the path after the operation
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: DfsServer
+    _corrupt: bool = False  # set per request by _guard from a fault
+    _mutate: Callable[[PathEntry], None] | None = None
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -107,6 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _guard(self, op: str) -> bool:
         """Auth and fault injection; False when a response was already sent."""
+        self._corrupt, self._mutate = False, None
         self.server.log.append((op, self.command, self.path))
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
@@ -116,6 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.tokens.append(auth.removeprefix("Bearer "))
         fault = self.server.take_fault(op)
         if fault is not None:
+            self._corrupt, self._mutate = fault.corrupt, fault.mutate
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.status:
@@ -144,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, "SourcePathNotFound")
                 return
             files[path] = files.pop(src)
+            self._after(files[path])
             self._reply(201, {"ETag": files[path].etag, "Last-Modified": self.date_time_string()})
             return
         if query.get("resource") != "file":
@@ -168,19 +184,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         position = int(query.get("position", "0"))
         if action == "append":
+            if self._corrupt and body:
+                body = bytes([body[0] ^ 0xFF]) + body[1:]
+            sent = self.headers.get("Content-MD5")
+            self.server.append_md5s.append(sent)
+            received = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+            if sent is not None and sent != received:
+                self._error(400, "Md5Mismatch")  # transactional: checked, never stored
+                return
             if position != len(entry.data):
                 self._error(400, "InvalidFlushPosition")
                 return
             entry.data.extend(body)
+            self._after(entry)
             self._reply(202)
         elif action == "flush":
             if position != len(entry.data):
                 self._error(400, "InvalidFlushPosition")
                 return
             entry.committed = position
+            # Stored as the file's Content-MD5 property; the service does not check it.
             entry.content_md5 = self.headers.get("x-ms-content-md5") or entry.content_md5
             entry.content_type = self.headers.get("x-ms-content-type") or entry.content_type
             entry.etag = f'"0x{uuid.uuid4().hex[:16].upper()}"'
+            self._after(entry)
             self._reply(
                 200,
                 {
@@ -191,6 +218,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             self._error(400, "InvalidQueryParameterValue")
+
+    def _after(self, entry: PathEntry) -> None:
+        if self._mutate is not None:
+            self._mutate(entry)
 
     def do_HEAD(self) -> None:
         path, _ = self._path()
@@ -239,6 +270,7 @@ class DfsServer(ThreadingHTTPServer):
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, str]] = []
         self.tokens: list[str] = []
+        self.append_md5s: list[str | None] = []  # the Content-MD5 of every append, None when absent
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -251,6 +283,12 @@ class DfsServer(ThreadingHTTPServer):
 
     def slow(self, op: str, delay: float, times: int = 1) -> None:
         self.faults.append(Fault(op, delay=delay, times=times))
+
+    def corrupt(self, op: str = "append", times: int = 1) -> None:
+        self.faults.append(Fault(op, corrupt=True, times=times))
+
+    def mutate(self, op: str, fn: Callable[[PathEntry], None], times: int = 1) -> None:
+        self.faults.append(Fault(op, mutate=fn, times=times))
 
     def take_fault(self, op: str) -> Fault | None:
         with self._lock:

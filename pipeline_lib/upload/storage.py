@@ -2,31 +2,59 @@
 
     storage = lake_storage(settings)                  # storage.lake.backend: local | onelake
     stored = storage.put(chunks, "documentsReceived/A1/T1/A1_report_ab12.pdf", size=..., sha256=..., content_type=...)
+    same = storage.find_stored("documentsReceived/...", size=..., sha256=...)   # StoredFile or None
 
 `put` streams `chunks` (an iterator of bytes, so memory does not grow with the file) to a temporary
 name beside the final path, verifies what was written, then renames it onto the final path:
 readers never see a partial file and a re-run overwrites the same path. It raises:
 
-- ChunksChanged (from the chunk iterator) when the cached bytes do not match their checksum:
-  nothing is renamed; the caller sends the task back for a fresh download;
+- CacheProblem from the chunk iterator (verified_chunks): ChunksChanged when the cached bytes do
+  not match their size or sha256, CacheUnreadable when reading the cache failed (an OSError).
+  Nothing is renamed; the caller sends the task back for a fresh download. It is never reported
+  as a failure of the lake;
 - StorageFailure with a category from failures.py (transient or permanent) for the service.
+
+`find_stored` answers whether the final path already holds exactly these bytes (same size and
+sha256): the upload uses it when its cache file is gone, so a duplicate message of a completed
+upload is reported completed instead of being downloaded again. It raises StorageFailure when the
+lake cannot be asked.
+
+Paths are relative to the lake's files prefix; one with an empty, `.` or `..` segment, a leading
+`/`, a backslash or a control character is refused (StorageFailure, category internal) before
+any I/O, so a message cannot write or read outside the lake.
 
 Backends:
 - LocalLake: a directory playing the lakehouse Files area (the demo and tests); sha256 is stored
   as the `user.sha256` extended attribute where the file system supports it.
 - OneLakeStorage: azure-storage-file-datalake against OneLake (file system = workspace, paths under
-  `<lakehouse>.Lakehouse/Files/`) or any ADLS Gen2 account: create, append, flush (with
-  Content-MD5), rename, then get properties to verify size and MD5; sha256 goes in the metadata.
+  `<lakehouse>.Lakehouse/Files/`) or any ADLS Gen2 account. What is verified, and how:
+  - create the temporary path with our sha256 in its metadata;
+  - append each chunk with a transactional Content-MD5 of that chunk (the SDK's
+    validate_content="md5"): the service checks it against the bytes it received and answers
+    400 Md5Mismatch otherwise, so every byte that reaches the service is checked in transit. The
+    chunks are the cached bytes, re-hashed (sha256) as they are read, and nothing is flushed
+    unless that sha256 matches;
+  - flush at the total length (the service refuses a flush position that is not the end of
+    contiguous appended data) with the whole file's MD5 in x-ms-content-md5. The service does
+    NOT check that value against the data: it only stores it as the file's Content-MD5 property;
+  - rename onto the final path, then read the properties back and compare the size, our sha256
+    metadata and the stored Content-MD5 with what was sent. The size is the service's own count;
+    the metadata and the MD5 are values we wrote, so reading them back proves that the final path
+    holds the file this upload created (not another writer's), not that the service re-hashed
+    the content. Nothing here re-reads the content itself.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import os
+import re
+import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,8 +64,16 @@ from pipeline_lib.errors import PipelineError
 from pipeline_lib.failures import Failure, failure
 
 
-class ChunksChanged(PipelineError):
-    """The source bytes did not match their expected size or sha256 (raised by the chunk source)."""
+class CacheProblem(PipelineError):
+    """The cached source of an upload cannot be used (raised by the chunk source, never by the lake)."""
+
+
+class ChunksChanged(CacheProblem):
+    """The source bytes did not match their expected size or sha256."""
+
+
+class CacheUnreadable(CacheProblem):
+    """Opening or reading the cached file failed (an OSError)."""
 
 
 class StorageFailure(PipelineError):
@@ -53,7 +89,7 @@ class StoredFile:
     uri: str  # where the file is now: a local path or an abfss:// URI
     bytes: int
     sha256: str
-    service_checksum: bool  # the service reported a checksum and it matched
+    service_checksum: bool  # the service checked a checksum of every byte this upload sent (per-append MD5)
 
 
 class LakeStorage(Protocol):
@@ -63,13 +99,48 @@ class LakeStorage(Protocol):
         self, chunks: Iterable[bytes], path: str, *, size: int, sha256: str, content_type: str | None
     ) -> StoredFile: ...
 
+    def find_stored(self, path: str, *, size: int, sha256: str) -> StoredFile | None:
+        """The file at `path` when it holds exactly `size` bytes with this sha256, else None."""
+        ...
 
-def verified_chunks(source: Path, size: int, sha256: str, chunk_bytes: int) -> Iterable[bytes]:
-    """Read `source` in chunks, hashing as it goes; ChunksChanged if size or sha256 differ at the end."""
+
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def check_blob_path(path: object) -> str:
+    """`path` if it is a plain relative path inside the lake, else StorageFailure (internal)."""
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or _UNSAFE_PATH.search(path)
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        shown = repr(path)
+        shown = shown if len(shown) <= 200 else shown[:197] + "..."
+        raise StorageFailure(
+            failure("internal", f"blob path {shown} is not a relative path inside the lake: nothing read or written")
+        )
+    return path
+
+
+def verified_chunks(source: Path, size: int, sha256: str, chunk_bytes: int) -> Generator[bytes, None, None]:
+    """Read `source` in chunks, hashing as it goes; ChunksChanged if size or sha256 differ at the
+    end (before the caller commits anything), CacheUnreadable if opening or reading it fails."""
     digest = hashlib.sha256()
     count = 0
-    with open(source, "rb") as f:
-        while chunk := f.read(chunk_bytes):
+    try:
+        f = open(source, "rb")  # closed by the with below; OSError from open and read alike
+    except OSError as exc:
+        raise CacheUnreadable(f"the cached file {source} cannot be opened: {exc}") from None
+    with f:
+        while True:
+            try:
+                chunk = f.read(chunk_bytes)
+            except OSError as exc:
+                raise CacheUnreadable(f"reading the cached file {source} failed after {count} bytes: {exc}") from None
+            if not chunk:
+                break
             count += len(chunk)
             if count > size:
                 raise ChunksChanged(f"the cached file is longer than the {size} bytes downloaded")
@@ -77,6 +148,14 @@ def verified_chunks(source: Path, size: int, sha256: str, chunk_bytes: int) -> I
             yield chunk
     if count != size or digest.hexdigest() != sha256:
         raise ChunksChanged(f"the cached file ({count} bytes) does not match the downloaded {size} bytes / sha256")
+
+
+def _file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class LocalLake:
@@ -89,7 +168,7 @@ class LocalLake:
     def put(
         self, chunks: Iterable[bytes], path: str, *, size: int, sha256: str, content_type: str | None
     ) -> StoredFile:
-        final = self.base / path
+        final = self.base / check_blob_path(path)
         temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +192,26 @@ class LocalLake:
             if temp.exists():
                 temp.unlink()
         return StoredFile(str(final), size, sha256, service_checksum=False)
+
+    def find_stored(self, path: str, *, size: int, sha256: str) -> StoredFile | None:
+        """stat (a regular file of `size` bytes), then the `user.sha256` xattr when there is one,
+        else the file's own sha256."""
+        final = self.base / check_blob_path(path)
+        try:
+            st = os.stat(final, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return None
+            try:
+                stored = os.getxattr(final, "user.sha256", follow_symlinks=False).decode("ascii", "replace")
+            except OSError as exc:
+                if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                stored = _file_sha256(final)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageFailure(failure("cache_io", f"local lake: cannot check {final}: {exc}")) from None
+        return StoredFile(str(final), size, sha256, service_checksum=False) if stored == sha256 else None
 
 
 class CallableTokenCredential:
@@ -178,7 +277,12 @@ def _classify_azure(exc: Exception) -> Failure:
         return failure("connection", f"storage endpoint unreachable: {exc}")
     status = getattr(exc, "status_code", None)
     if isinstance(exc, HttpResponseError) and status:
-        code = getattr(exc, "error_code", None) or ""
+        raw_code = getattr(exc, "error_code", None)  # a StorageErrorCode (a str enum) or a plain str
+        code = str(getattr(raw_code, "value", raw_code) or "")
+        if status == 400 and code == "Md5Mismatch":  # an appended chunk arrived damaged: send it again
+            return Failure(
+                "truncated", True, f"storage returned 400 {code}: an appended chunk did not match its Content-MD5", 400
+            )
         if status == 401:  # an expired or not yet refreshed token
             return Failure(
                 "auth", True, f"storage returned 401 {code}: the token is refreshed on the next attempt", 401
@@ -191,6 +295,8 @@ def _classify_azure(exc: Exception) -> Failure:
                        result.retry_after_seconds)  # fmt: skip
     if isinstance(exc, ClientAuthenticationError):
         return failure("connection", f"could not get a token for the storage endpoint: {exc}")
+    if str(exc).startswith("MD5 mismatch"):  # the SDK's own check of a Content-MD5 the service echoed
+        return failure("truncated", f"storage: {exc}")
     return failure("connection", f"{type(exc).__name__}: {exc}")
 
 
@@ -228,13 +334,26 @@ class OneLakeStorage:
         return cls(o.account_url, str(o.workspace), root, credential_for(settings), sdk_retries=o.sdk_retries,
                    timeout=o.timeout_seconds, **client_kwargs)  # fmt: skip
 
+    def _final(self, path: str) -> str:
+        check_blob_path(path)
+        return f"{self.root}/{path}" if self.root else path
+
+    def _uri(self, final: str) -> str:
+        return f"abfss://{self.file_system}@{_host(self.endpoint)}/{final}"
+
+    def _storage_failure(self, exc: Exception) -> StorageFailure:
+        result = _classify_azure(exc)
+        if result.http_status == 401 and hasattr(self.credential, "invalidate"):
+            self.credential.invalidate()  # a refused token is not reused by the retry
+        return StorageFailure(result)
+
     def put(
         self, chunks: Iterable[bytes], path: str, *, size: int, sha256: str, content_type: str | None
     ) -> StoredFile:
         from azure.core.exceptions import AzureError
         from azure.storage.filedatalake import ContentSettings
 
-        final = f"{self.root}/{path}" if self.root else path
+        final = self._final(path)
         head, _, name = final.rpartition("/")
         temp = f"{head}/.{name}.{uuid.uuid4().hex[:8]}.tmp" if head else f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         temp_client = self.client.get_file_client(temp)
@@ -244,24 +363,24 @@ class OneLakeStorage:
                 content_settings=ContentSettings(content_type=content_type), metadata={"sha256": sha256}
             )
             created = True
-            md5 = hashlib.md5()  # the service's Content-MD5 integrity check, not security
+            md5 = hashlib.md5()  # the whole file's MD5, stored as its Content-MD5 (integrity, not security)
             offset = 0
             for chunk in chunks:
-                temp_client.append_data(chunk, offset=offset, length=len(chunk))
+                # validate_content="md5": the SDK sends this chunk's MD5 as Content-MD5, which the
+                # service checks against the bytes it received (400 Md5Mismatch otherwise).
+                temp_client.append_data(chunk, offset=offset, length=len(chunk), validate_content="md5")
                 md5.update(chunk)
                 offset += len(chunk)
+            # x-ms-content-md5 on flush is stored as the Content-MD5 property, not checked.
             settings = ContentSettings(content_type=content_type, content_md5=bytearray(md5.digest()))
             temp_client.flush_data(offset, content_settings=settings)
             renamed = temp_client.rename_file(f"{self.file_system}/{final}")
             created = False
             props = renamed.get_file_properties()
-        except ChunksChanged:
+        except CacheProblem:
             raise
         except AzureError as exc:
-            result = _classify_azure(exc)
-            if result.http_status == 401 and hasattr(self.credential, "invalidate"):
-                self.credential.invalidate()  # a refused token is not reused by the retry
-            raise StorageFailure(result) from None
+            raise self._storage_failure(exc) from None
         finally:
             if created:
                 self._delete_quietly(temp_client)
@@ -269,12 +388,35 @@ class OneLakeStorage:
             raise StorageFailure(
                 failure("truncated", f"{final}: the service holds {props.size} bytes, expected {size}")
             )
+        stored_sha256 = (props.metadata or {}).get("sha256")
+        if stored_sha256 != sha256:
+            raise StorageFailure(
+                failure(
+                    "truncated",
+                    f"{final}: the file's sha256 metadata is {stored_sha256!r}, not the uploaded {sha256} "
+                    "(another writer replaced it, or the metadata was lost)",
+                )
+            )
         served_md5 = props.content_settings.content_md5
         if served_md5 and bytes(served_md5) != md5.digest():
-            raise StorageFailure(
-                failure("truncated", f"{final}: the service's Content-MD5 does not match what was sent")
-            )
-        return StoredFile(f"abfss://{self.file_system}@{_host(self.endpoint)}/{final}", size, sha256, bool(served_md5))
+            raise StorageFailure(failure("truncated", f"{final}: the stored Content-MD5 is not the MD5 sent on flush"))
+        return StoredFile(self._uri(final), size, sha256, service_checksum=True)
+
+    def find_stored(self, path: str, *, size: int, sha256: str) -> StoredFile | None:
+        """get_file_properties: the size and our sha256 metadata (the Content-MD5 property is the
+        value we sent, so it adds nothing here). A missing path is None."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        final = self._final(path)
+        try:
+            props = self.client.get_file_client(final).get_file_properties()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise self._storage_failure(exc) from None
+        if props.size != size or (props.metadata or {}).get("sha256") != sha256:
+            return None
+        return StoredFile(self._uri(final), size, sha256, service_checksum=False)
 
     @staticmethod
     def _delete_quietly(client: Any) -> None:

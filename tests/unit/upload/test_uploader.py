@@ -1,5 +1,5 @@
 """The upload core without Spark: the local lake, and the real azure-storage-file-datalake client
-against a local DFS REST server (tests/dfs_server.py) with fault modes."""
+against a local DFS REST server (pipeline_lib/local/dfs_server.py) with fault modes."""
 
 from __future__ import annotations
 
@@ -11,35 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_lib.circuit_breaker import BreakerRegistry
-from pipeline_lib.config import load_settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
-from pipeline_lib.local.dfs_server import DfsServer
-from pipeline_lib.local.samples import sample_task
 from pipeline_lib.upload.stage import Uploader, UploadStage
 from pipeline_lib.upload.storage import CallableTokenCredential, LocalLake, OneLakeStorage
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return load_settings("local", overrides={
-        "storage": {"root": str(tmp_path / "var"), "lake": {"local_root": str(tmp_path / "lake")}},
-        "download": {"cache_dir": str(tmp_path / "cache")}, "retry": {"delays_seconds": [1, 2]},
-        "upload": {"chunk_bytes": 65536},
-    })  # fmt: skip
-
-
-def cache(settings, name: str, data: bytes, **task_fields) -> CachedAttachment:
-    task = sample_task(f"https://files.example.com/{name}?sig=SECRET", name, **task_fields)
-    path = Path(settings.cache_dir) / task.task_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return CachedAttachment(task=task.to_dict(), cache_uri=path.as_uri(), bytes=len(data),
-                            sha256=hashlib.sha256(data).hexdigest(), content_type="application/pdf",
-                            downloaded_at="2026-11-27T10:00:00.000Z")  # fmt: skip
-
-
-def uploader(settings, storage=None) -> Uploader:
-    return Uploader(settings, storage, breakers=BreakerRegistry(3, 60))
+from tests.unit.upload.support import cache, onelake, uploader
 
 
 def test_local_upload_is_verified_renamed_into_place_and_frees_the_cache(settings, tmp_path):
@@ -81,23 +56,6 @@ def test_the_last_attempt_with_a_lost_cache_is_dead_lettered(settings):
     Path(item.cache_uri.removeprefix("file://")).unlink()
     routed = stage.route(stage.uploader.upload(item), None)
     assert routed.messages[0].outcome == "dead" and routed.messages[0].message.category == "exhausted"
-
-
-@pytest.fixture
-def dfs(tmp_path):
-    with DfsServer(tmp_path) as server:
-        yield server
-
-
-def onelake(dfs, tokens=None, retries=0) -> OneLakeStorage:
-    def provider():
-        if tokens is not None:
-            tokens.append(time.time())
-        return f"token-{len(tokens or [])}", int(time.time()) + 3600
-
-    return OneLakeStorage(dfs.url, "ws", "lh.Lakehouse/Files/xact/attachments", CallableTokenCredential(provider),
-                          sdk_retries=retries, connection_verify=dfs.ca_file,
-                          initial_backoff=0.1, random_jitter_range=0.05)  # fmt: skip
 
 
 def test_onelake_upload_with_the_real_sdk_creates_appends_flushes_renames_and_verifies(settings, dfs):
@@ -151,6 +109,7 @@ def test_503_once_then_success_is_absorbed_by_the_sdk_retry(settings, dfs):
     outcome = uploader(settings, onelake(dfs, retries=2)).upload(cache(settings, "e.pdf", b"x" * 1000))
     assert outcome.failure is None
     assert [op for op, _, _ in dfs.log].count("append") == 2
+    assert dfs.append_md5s and all(dfs.append_md5s)  # the SDK's retry resends the chunk's Content-MD5
 
 
 def test_a_slow_response_beyond_the_timeout_is_a_transient_failure(settings, dfs):
