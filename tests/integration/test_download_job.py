@@ -24,6 +24,7 @@ def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_s
     settings = make_kafka_settings(
         download__concurrency=4,
         download__read_timeout_seconds=2,
+        retry__max_retry_after_seconds=60,  # Retry-After 30 is a minimum above the 1 s tier (capped at 60)
         url_policy__allow_private_addresses=False,
         url_policy__allowed_networks=["127.0.0.1/32"],
     )

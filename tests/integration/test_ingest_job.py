@@ -94,7 +94,7 @@ def test_ingest_produces_exact_tasks_rows_and_dead_letters_and_ignores_duplicate
         "T4": [OK.format("ok.png"), traversal],
         "T7": [OK.format("late.jpg")],
     }
-    subtype_of = {"T2": "estimatePackageReceived"}
+    subtype_of = {"T2": "estimatePackageReceived", "T4": "firstNoticeOfLossReceived"}
 
     def event_of(trace):
         subtype = subtype_of.get(trace, "documentsReceived")
