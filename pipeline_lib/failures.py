@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from pipeline_lib.bounds import LATEST, ascii_int, checked_time
 from pipeline_lib.redaction import redact, truncate
 
 TRANSIENT_CATEGORIES = frozenset(
@@ -74,7 +75,7 @@ def classify_status(
 ) -> Failure:
     """The Failure for an HTTP error status (anything but 2xx)."""
     if status in TRANSIENT_STATUSES or 500 <= status <= 599:
-        delay = parse_retry_after(retry_after, now) if retry_after else None
+        delay = parse_retry_after(retry_after, now)
         return Failure("http_transient", True, f"HTTP {status} from the source", status, delay)
     if status in AUTH_STATUSES:
         why = "retried: download.auth_errors_transient is true" if auth_transient else "the link may be revoked"
@@ -84,15 +85,29 @@ def classify_status(
     return Failure("http_permanent", False, f"unexpected HTTP {status} (not a success or an error)", status)
 
 
-def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if unreadable."""
+def parse_retry_after(value: object, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: ASCII delta-seconds, or an HTTP date between 1970 and 2200
+    (bounds.py). None for anything else (never raises: the value comes from any server)."""
+    if not isinstance(value, str):
+        return None
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isdigit():  # delta-seconds, in ASCII digits only: "²" is a digit to str.isdigit, not to int
+        seconds = ascii_int(value, high=_seconds_until(LATEST, now))
+        return None if seconds is None else float(seconds)
+    if len(value) > 64:  # an HTTP date is 29 characters
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        checked_time(when, "Retry-After")
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - now).total_seconds())
+
+
+def _seconds_until(when: datetime, now: datetime) -> int:
+    return max(0, int((when - now).total_seconds()))
