@@ -10,8 +10,11 @@ URL policy (scheme, host, credentials, literal address) -> extension allowed -> 
 not expired -> the host's circuit breaker -> then the request, with the policy checked again at
 every connection and redirect hop, the status, Content-Length against max_bytes, the content
 type against the extension, and the body streamed in chunks to `<final>.<random>.part` with the
-decoded bytes counted and hashed, the total deadline checked between chunks, and an atomic
-rename to the path derived from the task id.
+decoded bytes counted and hashed, and an atomic rename to the path derived from the task id.
+
+One total deadline (download.total_timeout_seconds) covers all of it: DNS, connect, TLS, the
+response headers and the body (deadline.py shuts a late download's socket down, so a server that
+drips bytes cannot hold a thread past it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import hashlib
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +48,7 @@ from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
 from pipeline_lib.config import DownloadSettings, Settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
 from pipeline_lib.download.content_policy import ContentPolicy, ContentRefused
+from pipeline_lib.download.deadline import Deadline, deadline_scope
 from pipeline_lib.download.http_fetch import REDIRECT_STATUSES, Resolver, guarded_session, send_get
 from pipeline_lib.download.presigned import expiry_problem
 from pipeline_lib.errors import PipelineError
@@ -165,57 +168,50 @@ class Downloader:
 
     def _fetch(self, task: DownloadTask, started: datetime) -> CachedAttachment:
         s = self.settings
-        deadline = time.monotonic() + s.total_timeout_seconds
-        url = task.url
-        response = None
-        try:
-            for hop in range(s.max_redirects + 1):
-                if hop:
-                    self._check_hop(url)
-                self._check_deadline(deadline)
-                response = send_get(self._session(), url, (s.connect_timeout_seconds, s.read_timeout_seconds))
-                if not (response.status in REDIRECT_STATUSES and response.headers.get("location")):
-                    break
-                url = urljoin(url, response.headers["location"])
-                response.close()
-                response = None
-            else:
-                raise _Stop(failure("policy", f"more than download.max_redirects ({s.max_redirects}) redirects"))
-            assert response is not None
-            if response.status != 200:
-                raise _Stop(
-                    classify_status(
-                        response.status,
-                        retry_after=response.headers.get("retry-after"),
-                        auth_transient=s.auth_errors_transient,
-                    )
-                )
-            cached = self._store(task, response, deadline)
-            response.release_conn()  # read to the end: the connection goes back to the pool
+        with deadline_scope(s.total_timeout_seconds) as limit:
+            url = task.url
             response = None
-            return cached
-        except _Stop:
-            raise
-        except UrlRefused as exc:
-            if exc.rule == "dns":
-                raise _Stop(failure("connection", str(exc))) from None
-            raise _Stop(failure("policy", f"redirect or address refused ({exc.rule}): {exc}")) from None
-        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 derives it from that
-            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
-        except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise _Stop(failure("timeout", f"timed out: {_short(exc)}")) from None
-        except ProtocolError as exc:
-            category = "truncated" if "IncompleteRead" in repr(exc) else "connection"
-            raise _Stop(failure(category, f"the connection broke while reading the body: {_short(exc)}")) from None
-        except DecodeError as exc:
-            raise _Stop(failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")) from None
-        except HTTPError as exc:  # any other urllib3 failure (TLS, proxy, ...)
-            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
-        except OSError as exc:  # socket-level errors urllib3 did not wrap
-            raise _Stop(failure("connection", f"I/O error: {_short(exc)}")) from None
-        finally:
-            if response is not None:
-                response.close()
+            try:
+                for hop in range(s.max_redirects + 1):
+                    if hop:
+                        self._check_hop(url)
+                    self._check_deadline(limit)
+                    left = limit.remaining()
+                    timeout = (min(s.connect_timeout_seconds, left), min(s.read_timeout_seconds, left))
+                    response = send_get(self._session(), url, timeout)
+                    if not (response.status in REDIRECT_STATUSES and response.headers.get("location")):
+                        break
+                    url = urljoin(url, response.headers["location"])
+                    response.close()
+                    response = None
+                else:
+                    raise _Stop(failure("policy", f"more than download.max_redirects ({s.max_redirects}) redirects"))
+                assert response is not None
+                if response.status != 200:
+                    raise _Stop(
+                        classify_status(
+                            response.status,
+                            retry_after=response.headers.get("retry-after"),
+                            auth_transient=s.auth_errors_transient,
+                        )
+                    )
+                cached = self._store(task, response, limit)
+                response.release_conn()  # read to the end: the connection goes back to the pool
+                response = None
+                return cached
+            except _Stop as stop:
+                if limit.fired and stop.failure.category == "truncated":  # an end of body we caused
+                    raise _Stop(_TOTAL_TIMEOUT) from None
+                raise
+            except UrlRefused as exc:
+                if exc.rule == "dns":
+                    raise _Stop(failure("connection", str(exc))) from None
+                raise _Stop(failure("policy", f"redirect or address refused ({exc.rule}): {exc}")) from None
+            except (HTTPError, OSError) as exc:
+                raise _Stop(_TOTAL_TIMEOUT if limit.expired() else _network_failure(exc)) from None
+            finally:
+                if response is not None:
+                    response.close()
 
     def _open_temp(self, temp: Path) -> BinaryIO:
         with self._cache_errors():
@@ -239,11 +235,11 @@ class Downloader:
         self.url_policy.check_url(url)
 
     @staticmethod
-    def _check_deadline(deadline: float) -> None:
-        if time.monotonic() > deadline:
-            raise _Stop(failure("timeout", "download.total_timeout_seconds passed"))
+    def _check_deadline(limit: Deadline) -> None:
+        if limit.expired():
+            raise _Stop(_TOTAL_TIMEOUT)
 
-    def _store(self, task: DownloadTask, response: BaseHTTPResponse, deadline: float) -> CachedAttachment:
+    def _store(self, task: DownloadTask, response: BaseHTTPResponse, limit: Deadline) -> CachedAttachment:
         s = self.settings
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > s.max_bytes:
@@ -274,7 +270,9 @@ class Downloader:
                 digest.update(chunk)
                 with self._cache_errors():
                     out.write(chunk)
-                self._check_deadline(deadline)
+                self._check_deadline(limit)
+            # The watchdog shuts the socket down at the deadline, which reads as an end of body.
+            self._check_deadline(limit)
             with self._cache_errors():
                 out.close()
             encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
@@ -294,6 +292,25 @@ class Downloader:
             content_type=(content_type or None),
             downloaded_at=iso_utc(datetime.now(UTC)),
         )
+
+
+_TOTAL_TIMEOUT = failure("timeout", "download.total_timeout_seconds passed")
+
+
+def _network_failure(exc: BaseException) -> Failure:
+    """A failure of the connection or of the bytes on it (transient: it says the host is unwell)."""
+    if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError: urllib3 derives it from that
+        return failure("connection", f"could not connect: {_short(exc)}")
+    if isinstance(exc, (TimeoutError, ConnectTimeoutError, ReadTimeoutError)):
+        return failure("timeout", f"timed out: {_short(exc)}")
+    if isinstance(exc, ProtocolError):
+        category = "truncated" if "IncompleteRead" in repr(exc) else "connection"
+        return failure(category, f"the connection broke while reading the body: {_short(exc)}")
+    if isinstance(exc, DecodeError):
+        return failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")
+    if isinstance(exc, HTTPError):  # any other urllib3 failure (TLS, proxy, ...)
+        return failure("connection", f"could not connect: {_short(exc)}")
+    return failure("connection", f"I/O error: {_short(exc)}")  # socket-level errors urllib3 did not wrap
 
 
 def _short(exc: BaseException) -> str:

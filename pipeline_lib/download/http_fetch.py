@@ -8,6 +8,11 @@ TLS still verifies the certificate against the host name.
 
 Proxies from the environment are ignored (trust_env = False): a proxy would connect on our
 behalf to addresses we never checked.
+
+Every connection also keeps the download's total deadline (deadline.py): DNS is waited for at
+most the time left, the connect timeout is at most the time left, and every socket it opens or
+reuses is watched, so the watchdog can shut it down at the deadline; a connection it shut down
+never goes back to the pool.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util import Timeout
 from urllib3.util import connection as urllib3_connection
 
+from pipeline_lib.download import deadline
 from pipeline_lib.url_policy import UrlPolicy
 
 Resolver = Callable[..., list]
@@ -33,30 +39,75 @@ Resolver = Callable[..., list]
 
 def _guarded_connection(base: type[HTTPConnection], policy: UrlPolicy, resolver: Resolver) -> type[HTTPConnection]:
     class GuardedConnection(base):  # type: ignore[valid-type, misc]
+        """Connects only to policy-checked addresses, within the download's deadline
+        (deadline.py), and lets the deadline's watchdog shut every socket it uses down."""
+
         def _new_conn(self) -> socket.socket:
+            limit = deadline.current()
+            remaining = limit.remaining() if limit is not None else None
+            if remaining is not None and remaining <= 0:
+                raise ConnectTimeoutError(self, "download.total_timeout_seconds passed before connecting")
+
+            def lookup(*args: Any, **kwargs: Any) -> list:
+                if limit is None:
+                    return resolver(*args, **kwargs)
+                return deadline.resolve_within(limit.remaining(), resolver, *args, **kwargs)
+
             try:
                 # UrlRefused (a refused address) propagates unchanged: it is a policy decision.
-                addresses = policy.resolve(self.host, self.port, resolver)
+                addresses = policy.resolve(self.host, self.port, lookup)
+            except TimeoutError as exc:
+                raise ConnectTimeoutError(self, f"resolving {self.host}: {exc}") from None
             except OSError as exc:  # pragma: no cover - resolve() turns gaierror into UrlRefused("dns")
                 raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
             last: OSError | None = None
             for address in addresses:
+                timeout = self.timeout
+                if limit is not None:
+                    left = limit.remaining()
+                    if left <= 0:
+                        raise ConnectTimeoutError(self, "download.total_timeout_seconds passed while connecting")
+                    timeout = left if timeout is None else min(timeout, left)
                 try:
-                    return urllib3_connection.create_connection(
+                    sock = urllib3_connection.create_connection(
                         (address, self.port),
-                        self.timeout,
+                        timeout,
                         source_address=self.source_address,
                         socket_options=self.socket_options,
                     )
                 except TimeoutError as exc:
                     raise ConnectTimeoutError(
-                        self, f"connection to {self.host} ({address}) timed out (connect timeout={self.timeout})"
+                        self, f"connection to {self.host} ({address}) timed out (connect timeout={timeout:.1f}s)"
                     ) from exc
                 except OSError as exc:
                     last = exc
+                    continue
+                self._deadline_shut = False
+                deadline.watch(self, sock)  # before the TLS handshake, which reads from it
+                return sock
             raise NewConnectionError(self, f"failed to connect to {self.host}: {last}")
 
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self, self.sock)  # for https, the TLS socket that replaced the plain one
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            if self.sock is not None:  # a pooled connection, reused by this download
+                deadline.watch(self, self.sock)
+            super().request(*args, **kwargs)
+
     return GuardedConnection
+
+
+def _deadline_aware(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    class Pool(pool):  # type: ignore[valid-type, misc]
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None and not deadline.release(conn):
+                conn.close()  # its socket was shut down at a deadline: never reused
+                conn = None
+            super()._put_conn(conn)
+
+    return Pool
 
 
 class GuardedAdapter(HTTPAdapter):
@@ -70,10 +121,10 @@ class GuardedAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         policy, resolver = self._policy, self._resolver
 
-        class GuardedHTTPPool(HTTPConnectionPool):
+        class GuardedHTTPPool(_deadline_aware(HTTPConnectionPool)):  # type: ignore[misc]
             ConnectionCls = _guarded_connection(HTTPConnection, policy, resolver)
 
-        class GuardedHTTPSPool(HTTPSConnectionPool):
+        class GuardedHTTPSPool(_deadline_aware(HTTPSConnectionPool)):  # type: ignore[misc]
             ConnectionCls = _guarded_connection(HTTPSConnection, policy, resolver)  # type: ignore[assignment]
 
         self.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}

@@ -23,6 +23,7 @@ Query parameters (all optional):
 | mode=redirect&to=URL | one redirect to URL                                                 |
 | mode=gzip         | Content-Encoding gzip: N zero bytes compressed (a tiny response)       |
 | mode=flaky&fail=K[&status=C] | status C (default 503) for the first K requests of this URL, then the file |
+| mode=header_drip&drip_bytes=B&drip_interval=S | status line, then B header bytes, one every S seconds |
 
 Content is deterministic (derived from the name), so a checksum can be predicted with
 `sample_sha256`; it is generated chunk by chunk, so a 2 GiB file costs no memory.
@@ -94,6 +95,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "status":
             self._error(int(q.get("status", 500)), q.get("retry_after"))
             return
+        elif mode == "header_drip":
+            self._header_drip(name, size, int(q.get("drip_bytes", 100)), float(q.get("drip_interval", 0.5)))
+            return
         elif mode == "flaky" and self.server.record(f"flaky:{self.path}") <= int(q.get("fail", 1)):
             self._error(int(q.get("status", 503)), q.get("retry_after"))
             return
@@ -142,6 +146,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         for chunk in _chunks(name, size):
             self.wfile.write(chunk)
+
+    def _header_drip(self, name: str, size: int, count: int, interval: float) -> None:
+        """The status line, then `count` header bytes one at a time every `interval` seconds."""
+        self.close_connection = True
+        header = b"X-Drip: " + b"a" * max(count - 10, 0) + b"\r\n"
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(len(header)):
+                self.wfile.write(header[i : i + 1])
+                time.sleep(interval)
+            self.wfile.write(b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % size)
+            for chunk in _chunks(name, size):
+                self.wfile.write(chunk)
+        except OSError:
+            pass
 
     def _error(self, status: int, retry_after: str | None = None) -> None:
         body = f"error {status}\n".encode()
