@@ -2,19 +2,25 @@
 
 | category        | transient | what                                                                |
 | --------------- | --------- | ------------------------------------------------------------------- |
-| timeout         | yes       | connect or read timeout, or the total deadline passed               |
-| connection      | yes       | refused, reset (also mid-body), DNS lookup failed                   |
-| truncated       | yes       | the body ended before its Content-Length                            |
+| timeout         | yes       | connect or read timeout, or the total deadline passed (it covers    |
+|                 |           | DNS, connect, headers and body)                                     |
+| connection      | yes       | refused, reset (also mid-body), DNS lookup failed, a status line or |
+|                 |           | header block the HTTP parser refuses (garbage, too long, too many)  |
+| truncated       | yes       | the body ended before its Content-Length, the connection ended      |
+|                 |           | inside the headers, or a gzip/deflate body before its stream's end  |
 | http_transient  | yes       | 408, 425, 429 and every 5xx; Retry-After is a minimum delay         |
 | circuit_open    | yes       | the host's circuit breaker is open: no request was made             |
 | disk_full       | yes       | the local cache has no space left                                   |
 | cache_io        | yes       | the local cache could not be written (permissions, a lost mount)    |
 | cache_lost      | yes (2)   | upload: the cached file is missing or does not match its checksum   |
 | auth            | no (1)    | 401, 403                                                            |
-| http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/3xx          |
+| http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/2xx/3xx; a   |
+|                 |           | response whose framing cannot be trusted (Content-Length not one    |
+|                 |           | ASCII integer, a Transfer- or Content-Encoding it cannot decode)    |
 | expired         | no        | the presigned URL has expired (or will within the margin): no request |
 | policy          | no        | the URL policy refused the URL or a redirect hop (scheme, host,     |
-|                 |           | address, credentials), or there were too many redirects             |
+|                 |           | address, credentials, a Location that cannot be parsed), or there   |
+|                 |           | were too many redirects                                             |
 | too_large       | no        | Content-Length or the bytes counted exceed download.max_bytes       |
 | content_type    | no        | the extension is not allowed, or the content type contradicts it    |
 | internal        | no        | handling the record raised unexpectedly (a bug, or input nothing    |
