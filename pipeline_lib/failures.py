@@ -2,19 +2,25 @@
 
 | category        | transient | what                                                                |
 | --------------- | --------- | ------------------------------------------------------------------- |
-| timeout         | yes       | connect or read timeout, or the total deadline passed               |
-| connection      | yes       | refused, reset (also mid-body), DNS lookup failed                   |
-| truncated       | yes       | the body ended before its Content-Length                            |
+| timeout         | yes       | connect or read timeout, or the total deadline passed (it covers    |
+|                 |           | DNS, connect, headers and body)                                     |
+| connection      | yes       | refused, reset (also mid-body), DNS lookup failed, a status line or |
+|                 |           | header block the HTTP parser refuses (garbage, too long, too many)  |
+| truncated       | yes       | the body ended before its Content-Length, the connection ended      |
+|                 |           | inside the headers, or a gzip/deflate body before its stream's end  |
 | http_transient  | yes       | 408, 425, 429 and every 5xx; Retry-After is a minimum delay         |
 | circuit_open    | yes       | the host's circuit breaker is open: no request was made             |
 | disk_full       | yes       | the local cache has no space left                                   |
 | cache_io        | yes       | the local cache could not be written (permissions, a lost mount)    |
 | cache_lost      | yes (2)   | upload: the cached file is missing or does not match its checksum   |
 | auth            | no (1)    | 401, 403                                                            |
-| http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/3xx          |
+| http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/2xx/3xx; a   |
+|                 |           | response whose framing cannot be trusted (Content-Length not one    |
+|                 |           | ASCII integer, a Transfer- or Content-Encoding it cannot decode)    |
 | expired         | no        | the presigned URL has expired (or will within the margin): no request |
 | policy          | no        | the URL policy refused the URL or a redirect hop (scheme, host,     |
-|                 |           | address, credentials), or there were too many redirects             |
+|                 |           | address, credentials, a Location that cannot be parsed), or there   |
+|                 |           | were too many redirects                                             |
 | too_large       | no        | Content-Length or the bytes counted exceed download.max_bytes       |
 | content_type    | no        | the extension is not allowed, or the content type contradicts it    |
 | internal        | no        | handling the record raised unexpectedly (a bug, or input nothing    |
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from pipeline_lib.bounds import LATEST, ascii_int, checked_time
 from pipeline_lib.redaction import redact, truncate
 
 TRANSIENT_CATEGORIES = frozenset(
@@ -74,7 +81,7 @@ def classify_status(
 ) -> Failure:
     """The Failure for an HTTP error status (anything but 2xx)."""
     if status in TRANSIENT_STATUSES or 500 <= status <= 599:
-        delay = parse_retry_after(retry_after, now) if retry_after else None
+        delay = parse_retry_after(retry_after, now)
         return Failure("http_transient", True, f"HTTP {status} from the source", status, delay)
     if status in AUTH_STATUSES:
         why = "retried: download.auth_errors_transient is true" if auth_transient else "the link may be revoked"
@@ -84,15 +91,29 @@ def classify_status(
     return Failure("http_permanent", False, f"unexpected HTTP {status} (not a success or an error)", status)
 
 
-def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if unreadable."""
+def parse_retry_after(value: object, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: ASCII delta-seconds, or an HTTP date between 1970 and 2200
+    (bounds.py). None for anything else (never raises: the value comes from any server)."""
+    if not isinstance(value, str):
+        return None
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isdigit():  # delta-seconds, in ASCII digits only: "²" is a digit to str.isdigit, not to int
+        seconds = ascii_int(value, high=_seconds_until(LATEST, now))
+        return None if seconds is None else float(seconds)
+    if len(value) > 64:  # an HTTP date is 29 characters
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        checked_time(when, "Retry-After")
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - now).total_seconds())
+
+
+def _seconds_until(when: datetime, now: datetime) -> int:
+    return max(0, int((when - now).total_seconds()))

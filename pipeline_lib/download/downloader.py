@@ -8,10 +8,16 @@
 Order of checks, cheapest and most final first; the first four make no request:
 URL policy (scheme, host, credentials, literal address) -> extension allowed -> presigned URL
 not expired -> the host's circuit breaker -> then the request, with the policy checked again at
-every connection and redirect hop, the status, Content-Length against max_bytes, the content
-type against the extension, and the body streamed in chunks to `<final>.<random>.part` with the
-decoded bytes counted and hashed, the total deadline checked between chunks, and an atomic
-rename to the path derived from the task id.
+every connection and redirect hop, the status, the framing headers (Content-Length one ASCII
+integer, no Transfer- or Content-Encoding urllib3 would not decode exactly), Content-Length
+against max_bytes, the content type against the extension, and the body streamed in chunks to
+`<final>.<random>.part` with the decoded bytes counted and hashed, and an atomic rename to the
+path derived from the task id.
+
+One total deadline (download.total_timeout_seconds) covers all of it: DNS, connect, TLS, the
+response headers and the body (deadline.py shuts a late download's socket down, so a server that
+drips bytes cannot hold a thread past it). Whatever a server sends ends as a classified Failure
+(failures.py); only a bug raises, and the breaker still hears of it (as neutral).
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ import hashlib
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urljoin
@@ -36,6 +42,8 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
     HTTPError,
+    InvalidHeader,
+    LocationValueError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -46,7 +54,18 @@ from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
 from pipeline_lib.config import DownloadSettings, Settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
 from pipeline_lib.download.content_policy import ContentPolicy, ContentRefused
-from pipeline_lib.download.http_fetch import REDIRECT_STATUSES, Resolver, guarded_session, send_get
+from pipeline_lib.download.deadline import Deadline, deadline_scope
+from pipeline_lib.download.http_fetch import (
+    REDIRECT_STATUSES,
+    MalformedResponse,
+    Resolver,
+    check_transfer_encoding,
+    coding_complete,
+    content_encoded,
+    content_length,
+    guarded_session,
+    send_get,
+)
 from pipeline_lib.download.presigned import expiry_problem
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.failures import HOST_HEALTH_CATEGORIES, Failure, classify_status, failure
@@ -132,17 +151,27 @@ class Downloader:
             message = f"circuit breaker for {host} is open after repeated failures; no request made"
             return self._outcome(task, started, failure("circuit_open", message), requested=False)
 
+        # Every path records the outcome with the breaker, so a half-open probe is never left out:
+        # an unexpected exception (the per-record guard makes it an `internal` dead letter) says
+        # nothing about the host and counts as neutral.
+        recorded = False
         try:
-            cached = self._fetch(task, started)
-        except _Stop as stop:
-            result = stop.failure
-            opened = False
-            if result.category in HOST_HEALTH_CATEGORIES:
-                opened = breaker.record_failure()
-            else:
+            try:
+                cached = self._fetch(task, started)
+            except _Stop as stop:
+                result = stop.failure
+                opened = False
+                if result.category in HOST_HEALTH_CATEGORIES:
+                    opened = breaker.record_failure()
+                else:
+                    breaker.record_neutral()
+                recorded = True
+                return self._outcome(task, started, result, breaker_opened=opened)
+            breaker.record_success()
+            recorded = True
+        finally:
+            if not recorded:
                 breaker.record_neutral()
-            return self._outcome(task, started, result, breaker_opened=opened)
-        breaker.record_success()
         return DownloadOutcome(task, started, datetime.now(UTC), cached=cached)
 
     def _outcome(
@@ -165,57 +194,51 @@ class Downloader:
 
     def _fetch(self, task: DownloadTask, started: datetime) -> CachedAttachment:
         s = self.settings
-        deadline = time.monotonic() + s.total_timeout_seconds
-        url = task.url
-        response = None
-        try:
-            for hop in range(s.max_redirects + 1):
-                if hop:
-                    self._check_hop(url)
-                self._check_deadline(deadline)
-                response = send_get(self._session(), url, (s.connect_timeout_seconds, s.read_timeout_seconds))
-                if not (response.status in REDIRECT_STATUSES and response.headers.get("location")):
-                    break
-                url = urljoin(url, response.headers["location"])
-                response.close()
-                response = None
-            else:
-                raise _Stop(failure("policy", f"more than download.max_redirects ({s.max_redirects}) redirects"))
-            assert response is not None
-            if response.status != 200:
-                raise _Stop(
-                    classify_status(
-                        response.status,
-                        retry_after=response.headers.get("retry-after"),
-                        auth_transient=s.auth_errors_transient,
-                    )
-                )
-            cached = self._store(task, response, deadline)
-            response.release_conn()  # read to the end: the connection goes back to the pool
+        with deadline_scope(s.total_timeout_seconds) as limit:
+            url = task.url.strip()  # as UrlPolicy.check_url read it
             response = None
-            return cached
-        except _Stop:
-            raise
-        except UrlRefused as exc:
-            if exc.rule == "dns":
-                raise _Stop(failure("connection", str(exc))) from None
-            raise _Stop(failure("policy", f"redirect or address refused ({exc.rule}): {exc}")) from None
-        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 derives it from that
-            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
-        except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise _Stop(failure("timeout", f"timed out: {_short(exc)}")) from None
-        except ProtocolError as exc:
-            category = "truncated" if "IncompleteRead" in repr(exc) else "connection"
-            raise _Stop(failure(category, f"the connection broke while reading the body: {_short(exc)}")) from None
-        except DecodeError as exc:
-            raise _Stop(failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")) from None
-        except HTTPError as exc:  # any other urllib3 failure (TLS, proxy, ...)
-            raise _Stop(failure("connection", f"could not connect: {_short(exc)}")) from None
-        except OSError as exc:  # socket-level errors urllib3 did not wrap
-            raise _Stop(failure("connection", f"I/O error: {_short(exc)}")) from None
-        finally:
-            if response is not None:
-                response.close()
+            reading = "the response"
+            try:
+                for hop in range(s.max_redirects + 1):
+                    if hop:
+                        self._check_hop(url)
+                    self._check_deadline(limit)
+                    left = limit.remaining()
+                    timeout = (min(s.connect_timeout_seconds, left), min(s.read_timeout_seconds, left))
+                    response = send_get(self._session(), url, timeout)
+                    location = response.headers.get("location")
+                    if not (response.status in REDIRECT_STATUSES and location):
+                        break
+                    url = _redirect_target(url, location)
+                    response.close()
+                    response = None
+                else:
+                    raise _Stop(failure("policy", f"more than download.max_redirects ({s.max_redirects}) redirects"))
+                assert response is not None
+                if response.status != 200:
+                    raise _Stop(
+                        classify_status(
+                            response.status,
+                            retry_after=response.headers.get("retry-after"),
+                            auth_transient=s.auth_errors_transient,
+                        )
+                    )
+                reading = "the body"
+                cached = self._store(task, response, limit)
+                response.release_conn()  # read to the end: the connection goes back to the pool
+                response = None
+                return cached
+            except _Stop as stop:
+                if limit.fired and stop.failure.category == "truncated":  # an end of body we caused
+                    raise _Stop(_TOTAL_TIMEOUT) from None
+                raise
+            except (UrlRefused, LocationValueError, MalformedResponse, InvalidHeader) as exc:
+                raise _Stop(_refused(exc)) from None
+            except (HTTPError, HTTPException, OSError) as exc:
+                raise _Stop(_TOTAL_TIMEOUT if limit.expired() else _network_failure(exc, reading)) from None
+            finally:
+                if response is not None:
+                    response.close()
 
     def _open_temp(self, temp: Path) -> BinaryIO:
         with self._cache_errors():
@@ -239,16 +262,19 @@ class Downloader:
         self.url_policy.check_url(url)
 
     @staticmethod
-    def _check_deadline(deadline: float) -> None:
-        if time.monotonic() > deadline:
-            raise _Stop(failure("timeout", "download.total_timeout_seconds passed"))
+    def _check_deadline(limit: Deadline) -> None:
+        if limit.expired():
+            raise _Stop(_TOTAL_TIMEOUT)
 
-    def _store(self, task: DownloadTask, response: BaseHTTPResponse, deadline: float) -> CachedAttachment:
+    def _store(self, task: DownloadTask, response: BaseHTTPResponse, limit: Deadline) -> CachedAttachment:
         s = self.settings
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > s.max_bytes:
+        headers = response.headers
+        check_transfer_encoding(headers)
+        declared = content_length(headers)
+        encoded = content_encoded(headers)
+        if declared is not None and declared > s.max_bytes:
             raise _Stop(failure("too_large", f"Content-Length {declared} exceeds download.max_bytes ({s.max_bytes})"))
-        content_type = response.headers.get("content-type")
+        content_type = headers.get("content-type")
         try:
             self.content_policy.check_content_type(task.blob_path, content_type)
         except ContentRefused as exc:
@@ -274,12 +300,16 @@ class Downloader:
                 digest.update(chunk)
                 with self._cache_errors():
                     out.write(chunk)
-                self._check_deadline(deadline)
+                self._check_deadline(limit)
+            # The watchdog shuts the socket down at the deadline, which reads as an end of body.
+            self._check_deadline(limit)
             with self._cache_errors():
                 out.close()
-            encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
-            if declared and declared.isdigit() and not encoded and count != int(declared):
+            if declared is not None and not encoded and count != declared:
                 raise _Stop(failure("truncated", f"got {count} bytes of the {declared} announced"))
+            if encoded and declared != 0 and not coding_complete(response):
+                coding = headers.get("content-encoding")
+                raise _Stop(failure("truncated", f"the {coding} body ended before the end of its coded stream"))
             with self._cache_errors():
                 os.replace(temp, final)
         finally:
@@ -291,9 +321,63 @@ class Downloader:
             cache_uri=final.as_uri(),  # cache_dir is absolute (Settings.cache_dir)
             bytes=count,
             sha256=digest.hexdigest(),
-            content_type=(content_type or None),
+            content_type=_stored_content_type(content_type),
             downloaded_at=iso_utc(datetime.now(UTC)),
         )
+
+
+_TOTAL_TIMEOUT = failure("timeout", "download.total_timeout_seconds passed")
+
+
+def _redirect_target(url: str, location: object) -> str:
+    """The absolute URL a redirect's Location names; policy refusal when it cannot be read."""
+    if not isinstance(location, str):
+        raise UrlRefused("syntax", f"the redirect Location is not text: {type(location).__name__}")
+    try:
+        return urljoin(url, location.strip())
+    except ValueError as exc:  # e.g. "http://[::1": an unbalanced IPv6 bracket
+        raise UrlRefused("syntax", f"the redirect Location cannot be parsed ({exc}): {location[:200]!r}") from None
+
+
+def _refused(exc: Exception) -> Failure:
+    """A URL or a response the pipeline will not use: permanent."""
+    if isinstance(exc, UrlRefused):
+        if exc.rule == "dns":
+            return failure("connection", str(exc))
+        return failure("policy", f"redirect or address refused ({exc.rule}): {exc}")
+    if isinstance(exc, LocationValueError):  # urllib3 cannot use a host the policy let through
+        return failure("policy", f"redirect or address refused (syntax): {_short(exc)}")
+    return failure("http_permanent", f"malformed response: {_short(exc)}")
+
+
+def _network_failure(exc: BaseException, reading: str) -> Failure:
+    """A failure of the connection or of the bytes on it (transient: it says the host is unwell)."""
+    if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError: urllib3 derives it from that
+        return failure("connection", f"could not connect: {_short(exc)}")
+    if isinstance(exc, (TimeoutError, ConnectTimeoutError, ReadTimeoutError)):
+        return failure("timeout", f"timed out: {_short(exc)}")
+    if isinstance(exc, ProtocolError):
+        if any(isinstance(arg, IncompleteRead) for arg in exc.args) or "IncompleteRead" in repr(exc):
+            return failure("truncated", f"the connection broke while reading {reading}: {_short(exc)}")
+        return failure("connection", f"the connection broke while reading {reading}: {_short(exc)}")
+    if isinstance(exc, DecodeError):
+        return failure("truncated", f"the encoded body could not be decoded: {_short(exc)}")
+    if isinstance(exc, HTTPException):  # a status line or header http.client cannot read
+        return failure("connection", f"{reading} could not be read: {_short(exc)}")
+    if isinstance(exc, HTTPError):  # any other urllib3 failure (TLS, proxy, ...)
+        return failure("connection", f"could not connect: {_short(exc)}")
+    return failure("connection", f"I/O error: {_short(exc)}")  # socket-level errors urllib3 did not wrap
+
+
+def _stored_content_type(value: str | None) -> str | None:
+    """The Content-Type as the cached message carries it: printable ASCII, bounded; else its media
+    type alone (which the content policy has checked)."""
+    if not value:
+        return None
+    if len(value) <= 255 and value.isascii() and value.isprintable():
+        return value
+    media = value.split(";")[0].strip().lower()
+    return media if media and len(media) <= 255 and media.isascii() and media.isprintable() else None
 
 
 def _short(exc: BaseException) -> str:

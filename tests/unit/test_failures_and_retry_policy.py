@@ -90,3 +90,38 @@ def test_a_huge_retry_after_is_capped_at_the_last_tier_or_the_configured_cap():
     assert policy.next_step(1, now, retry_after=1).delay_seconds == 10  # a minimum, never shorter than the tier
     capped = RetryPolicy((5, 10, 20), ("t5", "t10", "t20"), retry_after_cap_seconds=8)
     assert capped.next_step(0, now, retry_after=3600).delay_seconds == 8
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²",  # str.isdigit() says yes, int() and float() say no: this used to raise out of the download
+        "¹²⁰",
+        "٣",  # an Arabic-Indic digit: int() reads it, HTTP does not
+        "9" * 40,
+        "-5",
+        "1.5",
+        "1e3",
+        "soon",
+        "",
+        "Fri, 31 Dec 9999 23:59:59 GMT",  # past bounds.LATEST
+        "Sun, 06 Nov 1994 08:49:37 +9999",  # an offset datetime refuses
+        "Mon, 32 Foo 2026 25:61:61 GMT",
+        "x" * 10_000,
+    ],
+)
+def test_retry_after_garbage_is_none_never_an_exception(value):
+    assert parse_retry_after(value, NOW) is None
+    assert classify_status(503, retry_after=value, now=NOW).retry_after_seconds is None
+
+
+@pytest.mark.parametrize("value", [None, b"120", 120, object()])
+def test_retry_after_that_is_not_text_is_none(value):
+    assert parse_retry_after(value, NOW) is None
+
+
+def test_retry_after_reads_ascii_seconds_and_past_dates_as_zero():
+    assert parse_retry_after(" 120 ", NOW) == 120
+    assert parse_retry_after("0", NOW) == 0
+    assert parse_retry_after("Thu, 01 Jan 2015 00:00:00 GMT", NOW) == 0
+    assert parse_retry_after("Fri, 27 Nov 2026 12:05:00 GMT", NOW.replace(tzinfo=None)) == 300  # a naive now is UTC
