@@ -27,7 +27,6 @@ import hashlib
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from urllib3.exceptions import (
 )
 from urllib3.response import BaseHTTPResponse
 
+from pipeline_lib.cache import cache_path, part_path
 from pipeline_lib.circuit_breaker import BreakerRegistry, shared_registry
 from pipeline_lib.config import DownloadSettings, Settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask
@@ -94,12 +94,6 @@ class _Stop(PipelineError):
     def __init__(self, result: Failure) -> None:
         super().__init__(result.message)
         self.failure = result
-
-
-def cache_path(cache_dir: str, task_id: str) -> Path:
-    """Where a task's file lives in the cache: derived from the task id alone, so a retry or a
-    replay overwrites the same file."""
-    return Path(cache_dir) / task_id[:2] / task_id
 
 
 class Downloader:
@@ -281,7 +275,7 @@ class Downloader:
             raise _Stop(failure("content_type", str(exc))) from None
 
         final = cache_path(self.cache_dir, task.task_id)
-        temp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:8]}.part")
+        temp = part_path(final)
         digest = hashlib.sha256()
         count = 0
         raw = response

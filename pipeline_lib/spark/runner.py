@@ -12,9 +12,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from pipeline_lib.cache import clean_cache, stale_part_age
 from pipeline_lib.config import Settings
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.logs import get_logger
@@ -24,7 +27,7 @@ from pipeline_lib.spark.ingest import run_ingest
 from pipeline_lib.spark.results import run_results
 from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
 from pipeline_lib.spark.session import session_for
-from pipeline_lib.spark.tables import all_tables, create_tables, maintain_tables
+from pipeline_lib.spark.tables import all_tables, attachments_table, create_tables, maintain_tables
 from pipeline_lib.spark.upload import run_upload
 
 log = get_logger("job")
@@ -46,8 +49,28 @@ def create_all_tables(settings: Settings, spark: SparkSession | None = None) -> 
 
 
 def maintain(settings: Settings, retain_hours: int, spark: SparkSession | None = None) -> None:
-    """OPTIMIZE and VACUUM every pipeline table."""
-    maintain_tables(spark or session_for(settings), all_tables(settings), retain_hours)
+    """OPTIMIZE and VACUUM every pipeline table, then clean the download cache: stale `.part`
+    files, and the files of tasks already final in xact_attachments (completed or dead)."""
+    spark = spark or session_for(settings)
+    maintain_tables(spark, all_tables(settings), retain_hours)
+    spec = attachments_table(settings)
+    if not DeltaTable.isDeltaTable(spark, spec.path):
+        return
+    inventory = DeltaTable.forPath(spark, spec.path).toDF()
+
+    def final_ids(batch: Sequence[str]) -> list[str]:
+        final = inventory.filter(F.col("task_id").isin(*batch) & F.col("status").isin("completed", "dead"))
+        return [r.task_id for r in final.select("task_id").collect()]
+
+    # A file younger than a download deadline may belong to a replayed task between download and upload.
+    part_age = stale_part_age(settings.download.total_timeout_seconds)
+    report = clean_cache(settings.cache_dir, part_max_age_seconds=part_age, final_ids=final_ids,
+                         final_min_age_seconds=settings.download.total_timeout_seconds)  # fmt: skip
+    log.info(
+        "cache %s: removed %d stale part file(s) and %d file(s) of final tasks (%d bytes); kept %d; %d error(s)",
+        settings.cache_dir, report.stale_parts, report.final_files, report.freed_bytes, report.kept_files,
+        report.errors,
+    )  # fmt: skip
 
 
 def run_job(

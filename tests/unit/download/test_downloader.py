@@ -11,9 +11,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from pipeline_lib.cache import cache_path
 from pipeline_lib.circuit_breaker import BreakerRegistry
 from pipeline_lib.config import load_settings
-from pipeline_lib.download.downloader import Downloader, cache_path
+from pipeline_lib.download.downloader import Downloader
 from pipeline_lib.local.sample_server import sample_sha256
 from pipeline_lib.local.samples import presigned, sample_task
 
