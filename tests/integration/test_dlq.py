@@ -14,9 +14,15 @@ from pipeline_lib.replay import DlqSelection
 from pipeline_lib.spark.dlq_analysis import dlq_rows, replay, resolve
 from pipeline_lib.spark.dlq_table import run_dlq_table
 from pipeline_lib.spark.download import run_download
+from pipeline_lib.spark.results import run_results
+from pipeline_lib.spark.upload import run_upload
 from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
+
+
+def inventory(spark, settings):
+    return {r.task_id: r for r in spark.read.format("delta").load(settings.table_path("attachments")).collect()}
 
 
 def values(settings, topic):
@@ -77,10 +83,19 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     assert second.replayed == [] and len(values(s, s.topics.pending.name)) == 4
     assert len(replay(spark, s, selection, dry_run=True, force=True).replayed) == 2
 
+    run_available_now(run_results, spark, s)  # the first life: dead after attempt 0
+    assert {r.status for r in inventory(spark, s).values()} == {"dead"}
     run_available_now(run_download, spark, s)
     cached = [CachedAttachment.decode(v).download_task for v in values(s, s.topics.cached.name)]
     assert sorted(t.task_id for t in cached) == sorted(t.task_id for t in tasks)
-    assert {t.replay_id for t in cached} == {report.replay_id}
+    assert {t.replay_id for t in cached} == {report.replay_id} and {t.replay_generation for t in cached} == {1}
+    run_available_now(run_upload, spark, s)
+    run_available_now(run_results, spark, s)
+    # The replay restarted at attempt 0, yet its completion replaces the dead row: lineage ranks first.
+    rows = inventory(spark, s)
+    assert {(r.status, r.attempt, r.replay_generation, r.replay_id) for r in rows.values()} == {
+        ("completed", 0, 1, report.replay_id)
+    }
 
     assert resolve(spark, s, DlqSelection(stages=("dlq",)), "junk from a test producer") == 1
     junk = next(r for r in dlq_rows(spark, s).collect() if r.stage == "dlq")
