@@ -256,9 +256,3 @@ def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str:
             "Point storage.checkpoint_root at the job's own checkpoints, or remove the folder to start afresh"
         )
     return str(metadata["id"])
-
-
-def existing_keys(spark: SparkSession, spec: TableSpec, dates: list[str], date_column: str) -> DataFrame:
-    """Keys already in the table, read only from the partitions named by `dates`."""
-    table = require_table(spark, spec).toDF()
-    return table.filter(table[date_column].isin(dates)).select(*spec.keys)
