@@ -155,3 +155,21 @@ def test_replaying_a_batch_after_the_delta_commit_adds_nothing(spark, settings):
     writer(routed, 0)  # the same batch again: a crash after the commit, before the checkpoint
     assert len(read_topic(settings, settings.topics.pending.name)) == 1
     assert spark.read.format("delta").load(settings.table_path("events")).count() == 1
+
+
+def test_a_corrected_re_send_adds_its_new_attachments_as_tasks_and_nothing_else(spark, settings):
+    raw = settings.topics.events_raw.name
+    first = event("T8", [OK.format("a.jpg"), OK.format("b.pdf")])
+    corrected = event("T8", [OK.format("a.jpg").replace("SECRET", "RESIGNED"), OK.format("c.png")])
+    produce(settings, raw, [("T8", first)])
+    run_once(spark, settings)
+    produce(settings, raw, [("T8", corrected), ("T8", first)])  # the correction, then a plain redelivery
+    run_once(spark, settings)
+    produce(settings, raw, [("T8", corrected)])  # the correction again, in a later batch
+    run_once(spark, settings)
+
+    tasks = [DownloadTask.decode(v) for _, v, _ in read_topic(settings, settings.topics.pending.name)]
+    names = sorted(t.blob_path.rsplit("/", 1)[1].split("_")[1] for t in tasks)
+    assert names == ["a", "b", "c"]  # a.jpg (re-signed: the same task) once; c.png added by the correction
+    rows = spark.read.format("delta").load(settings.table_path("events")).collect()
+    assert len(rows) == 2 and len({r.revision for r in rows}) == 2 and len({r.event_id for r in rows}) == 1
