@@ -3,6 +3,7 @@
     xact-pipeline kafka start|stop|status|topics|reset     the local single-node broker
     xact-pipeline tables create|maintain                   create the Delta tables (never replaces one); OPTIMIZE+VACUUM
     xact-pipeline ingest|download|upload|retry-scheduler|results|dlq-table   a streaming job each
+    xact-pipeline run [--stages ingest,download,...]      every stage in one Spark application, supervised
     xact-pipeline dlq list|replay|resolve [filters]        inspect, replay (--dry-run) or resolve dead letters
     xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
     xact-pipeline tail xact.downloads.pending              print messages of a topic
@@ -60,6 +61,30 @@ def job_parser(job: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _stages(text: str) -> list[str]:
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STREAMING_JOBS]
+    if not stages or unknown:
+        raise argparse.ArgumentTypeError(f"choose stages from {', '.join(STREAMING_JOBS)} (comma-separated)")
+    return stages
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _job_arguments(parser)
+    parser.add_argument(
+        "--stages", type=_stages, default=list(STREAMING_JOBS),
+        help=f"comma-separated subset of {','.join(STREAMING_JOBS)} (default: all)",
+    )  # fmt: skip
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """The parser of `xact-run` / jobs/run.py: every stage in one application."""
+    parser = argparse.ArgumentParser(prog="xact-run", description="every stage in one Spark application, supervised",
+                                     parents=[common_arguments()])  # fmt: skip
+    _run_arguments(parser)
+    return parser
+
+
 def load_args_settings(args: argparse.Namespace) -> Settings:
     """The settings the arguments name, with logging set up from them."""
     overrides = list(args.overrides)
@@ -86,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for job in STREAMING_JOBS:
         _job_arguments(sub.add_parser(job, parents=[common], help=f"run the {job} streaming job"))
+    _run_arguments(sub.add_parser("run", parents=[common], help="every stage in one Spark application, supervised"))
     samples = sub.add_parser("produce-samples", parents=[common], help="produce sample claim events")
     samples.add_argument("--count", type=int, default=10)
     samples.add_argument("--base-url", default="http://127.0.0.1:8765", help="where the sample attachments are served")
@@ -234,6 +260,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         else:
             runner.create_all_tables(settings)
         return 0
+    if args.command == "run":
+        return runner.run_stages(args.stages, settings, available_now=args.available_now, timeout=args.timeout)
     return runner.run_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
 
 

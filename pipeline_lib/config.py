@@ -246,6 +246,13 @@ class StorageSettings(_Model):
 
 class StreamingSettings(_Model):
     trigger_interval_seconds: float = Field(gt=0)
+    # The supervisor (xact-pipeline run and every job command): a failed query restarts from its
+    # checkpoint after a cooldown doubling from the first value to the second while it keeps failing.
+    restart_initial_seconds: float = Field(gt=0)
+    restart_max_seconds: float = Field(gt=0)
+    healthy_after_seconds: float = Field(gt=0)  # running this long resets the cooldown
+    status_interval_seconds: float = Field(gt=0)  # one status line of every query this often
+    stop_grace_seconds: float = Field(ge=0)  # SIGTERM / Ctrl-C: how long a batch in flight may finish
 
 
 class SparkSettings(_Model):

@@ -214,6 +214,32 @@ def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dic
     return created
 
 
+def unreachable_reason(settings: Settings, timeout: float = 5.0) -> str | None:
+    """Why the pipeline cannot use Kafka right now (in one line that says what to check), or None.
+
+    Asked before a query starts: a Spark Kafka source pointed at a broker that is down retries for
+    minutes and then fails with a JVM stack trace; this answers within `timeout`.
+    """
+    from confluent_kafka import KafkaException
+
+    bootstrap = settings.kafka.bootstrap_servers
+    try:
+        topics = _admin(bootstrap, librdkafka_config(settings.kafka)).list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        return (
+            f"cannot reach Kafka at {bootstrap} ({exc.args[0] if exc.args else exc}): check "
+            "kafka.bootstrap_servers, the network and kafka.security_protocol/sasl_mechanism and their secrets; "
+            "locally, start the broker with `xact-pipeline kafka start`"
+        )
+    missing = sorted(set(settings.topic_partitions()) - set(topics))
+    if missing:
+        return (
+            f"Kafka at {bootstrap} has no topic {', '.join(missing)}: create them (locally `xact-pipeline kafka "
+            "start` creates every pipeline topic; on Event Hubs create the event hubs, docs/operations.md)"
+        )
+    return None
+
+
 def list_topics(bootstrap: str, client_config: dict[str, str] | None = None) -> dict[str, int]:
     """Every topic (internal ones excepted) with its partition count."""
     admin = _admin(bootstrap, client_config)

@@ -1,10 +1,11 @@
 """Running the streaming jobs: the registry of jobs by name, and the one code path that every entry
-point takes (the CLI's job commands, the per-job console scripts and the jobs/*.py files that
+point takes (the CLI's job commands and `run`, the console scripts and the jobs/*.py files that
 spark-submit and Fabric Spark Job Definitions run).
 
-    main(): parse arguments -> load settings -> set up logging -> get the session -> run_<job>()
+    main(): parse arguments -> load settings -> set up logging -> get the session
+            -> the supervisor starts run_<job>() for each stage and watches it (spark/supervisor.py)
 
-Only `job_main` builds a session; every `run_*` function takes the session it is given.
+Only the entry points build a session; every `run_*` function takes the session it is given.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline_lib.spark.ingest import run_ingest
 from pipeline_lib.spark.results import run_results
 from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
 from pipeline_lib.spark.session import session_for
+from pipeline_lib.spark.supervisor import Supervisor
 from pipeline_lib.spark.tables import all_tables, attachments_table, create_tables, maintain_tables
 from pipeline_lib.spark.upload import run_upload
 
@@ -81,19 +83,29 @@ def run_job(
     timeout: float | None = None,
     spark: SparkSession | None = None,
 ) -> int:
-    """Start job `name` and block until it stops (available-now done, timeout, Ctrl-C or failure)."""
+    """Run job `name` under the supervisor until it stops (available-now done, timeout, a signal)."""
+    return run_stages([name], settings, available_now=available_now, timeout=timeout, spark=spark)
+
+
+def run_stages(
+    stages: Sequence[str],
+    settings: Settings,
+    *,
+    available_now: bool = False,
+    timeout: float | None = None,
+    spark: SparkSession | None = None,
+) -> int:
+    """Run the queries of `stages` in one Spark application, supervised; returns the exit code."""
     spark = spark or session_for(settings)
-    query = JOBS[name](spark, settings, available_now=available_now)
-    log.info("%s running; checkpoint %s", name, settings.checkpoint(name))
+    supervisor = Supervisor(spark, settings, JOBS, stages, available_now=available_now)
+    for name in stages:
+        log.info("%s: checkpoint %s", name, settings.checkpoint(name))
     try:
-        query.awaitTermination(None if timeout is None else int(timeout))
+        return supervisor.run(timeout)
     except KeyboardInterrupt:
-        log.info("stopping %s", name)
+        return supervisor.stop()
     finally:
-        if query.isActive:
-            query.stop()
         flush_listener_events(spark)
-    return 0
 
 
 def job_main(name: str, argv: Sequence[str] | None = None) -> int:
@@ -108,6 +120,19 @@ def job_main(name: str, argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_args_settings(args)
         return run_job(name, settings, available_now=args.available_now, timeout=args.timeout)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `xact-run` and jobs/run.py: every stage (or --stages) in one application."""
+    from pipeline_lib.cli import load_args_settings, run_parser
+
+    args = run_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_args_settings(args)
+        return run_stages(args.stages, settings, available_now=args.available_now, timeout=args.timeout)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -70,6 +70,10 @@ def with_spark_log_level(builder: SparkSession.Builder, level: str = "ERROR") ->
         f"rootLogger.level = {level.lower()}\n"
         "rootLogger.appenderRef.console.ref = console\n"
     )
+    if level == "ERROR":
+        # A failed query's JVM stack trace: the supervisor reports the failure in one line and
+        # restarts the query; --verbose (WARN) shows the stack again.
+        text += "logger.streaming.name = org.apache.spark.sql.execution.streaming\nlogger.streaming.level = fatal\n"
     if not config.is_file() or config.read_text() != text:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(text)
@@ -92,6 +96,9 @@ def with_local_defaults(builder: SparkSession.Builder, shuffle_partitions: int =
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.python.worker.reuse", "true")
+        # One application may run every stage's query (xact-pipeline run): FAIR pools, one per
+        # query (spark.supervisor), so a long download batch cannot starve the others.
+        .config("spark.scheduler.mode", "FAIR")
     )
 
 
