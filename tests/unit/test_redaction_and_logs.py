@@ -81,6 +81,21 @@ def test_log_records_are_redacted_in_text_and_json(capsys):
     setup_logging("INFO")
 
 
+def test_urllib3_errors_in_log_records_are_redacted_in_text_and_json():
+    error = (
+        "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: "
+        "/a.pdf?X-Amz-Expires=60&X-Amz-Signature=s3cr3tsig (Caused by ReadTimeoutError())"
+    )
+    for fmt in ("text", "json"):
+        stream = io.StringIO()
+        setup_logging("INFO", fmt, stream=stream)
+        get_logger("test").warning("download failed: %s; headers %s", error, {"Authorization": "SharedKey a:k3y"})
+        out = stream.getvalue()
+        assert "s3cr3tsig" not in out and "k3y" not in out
+        assert "X-Amz-Expires=60" in out and "SharedKey ***" in out
+    setup_logging("INFO")
+
+
 def test_setup_logging_is_idempotent():
     setup_logging("INFO")
     setup_logging("DEBUG")
