@@ -30,7 +30,7 @@ import orjson
 from pipeline_lib import ids
 from pipeline_lib.bounds import INT32_MAX, INT64_MAX, checked_time
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.redaction import redact, redact_url, truncate
+from pipeline_lib.redaction import redact, redact_payload, redact_url, truncate
 from pipeline_lib.times import iso_utc, parse_iso
 
 SCHEMA_VERSION = 1
@@ -305,7 +305,8 @@ class DeadLetter(Message):
         # Redact at construction, so no code path can put a secret on the DLQ.
         object.__setattr__(self, "reason", truncate(redact(self.reason), 8000))
         if self.payload is not None:
-            object.__setattr__(self, "payload", truncate(redact(self.payload), PAYLOAD_LIMIT))
+            # Redacted whole (decoded first when JSON), then cut: a cut could split a secret's context.
+            object.__setattr__(self, "payload", truncate(redact_payload(self.payload), PAYLOAD_LIMIT))
         if isinstance(self.source, dict):
             object.__setattr__(self, "source", SourceRef(**self.source))
 

@@ -20,7 +20,7 @@ from pipeline_lib.bounds import EVENT_CLOCK_SKEW, checked_time
 from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.paths import destination_path
-from pipeline_lib.redaction import redact, redact_url
+from pipeline_lib.redaction import REDACTED, is_secret_key, redact, redact_url
 from pipeline_lib.routing import PendingRecord, internal_dead_letter
 from pipeline_lib.times import iso_utc, parse_iso
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
@@ -128,7 +128,10 @@ def _redact_tree(value: Any, known: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_redact_tree(v, known) for v in value]
     if isinstance(value, dict):
-        return {k: _redact_tree(v, known) for k, v in value.items()}
+        # A field named like a secret (password, token, sig, ...) is hidden whole: its bare value has
+        # no context (no URL, no `key=`) that text redaction could recognise.
+        return {k: REDACTED if v not in (None, "") and is_secret_key(k) else _redact_tree(v, known)
+                for k, v in value.items()}  # fmt: skip
     return value
 
 

@@ -23,6 +23,7 @@ a secret and a secret-named key hides its whole value.
 
 from __future__ import annotations
 
+import functools
 import re
 from functools import lru_cache
 from typing import Any
@@ -499,3 +500,9 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}...[{len(text) - limit} more chars]"
+
+
+@functools.lru_cache(maxsize=4096)  # an event's keys repeat across events
+def is_secret_key(name: str) -> bool:
+    """Whether a field named `name` holds a secret as a whole (password, token, sig, authorization, ...)."""
+    return bool(_SECRET_KEY.search(name))

@@ -129,3 +129,10 @@ def test_dead_letter_payload_is_truncated_and_redacted():
     raw = "x" * 10000 + " https://h/p?sig=SECRET"
     (dead,) = ingest_record(raw, SRC, POLICY, NOW).dead
     assert len(dead.payload) < 4100 and "more chars" in dead.payload and "SECRET" not in dead.payload
+
+
+def test_fields_named_like_secrets_are_hidden_whole_in_raw_json():
+    raw = json.loads(event())
+    raw["data"]["extra"] = {"password": "hunter2-PLAIN", "apiKey": "k-PLAIN", "note": "fine"}
+    row = ingest_record(json.dumps(raw).encode(), SRC, POLICY, NOW).event
+    assert "PLAIN" not in row["raw_json"] and "fine" in row["raw_json"]
