@@ -54,6 +54,19 @@ class CircuitBreaker:
                 return True
             return False
 
+    def seconds_until_probe(self) -> float:
+        """How long until this breaker lets a request out again (0 when closed).
+
+        Open: until its half-open probe. Half-open with the probe out: a short while, for the
+        probe's answer.
+        """
+        with self._lock:
+            if self.state == CLOSED:
+                return 0.0
+            if self.state == OPEN:
+                return max(0.0, self.open_seconds - (self.clock() - self.opened_at))
+            return max(1.0, self.open_seconds / 10)
+
     def record_success(self) -> None:
         with self._lock:
             if self.state != CLOSED:

@@ -100,6 +100,9 @@ class RetrySettings(_Model):
     delays_seconds: tuple[int, ...] = Field(min_length=1)
     # The longest wait a source's Retry-After may ask for; null: the last tier's delay.
     max_retry_after_seconds: int | None = Field(gt=0)
+    # A task whose host (or the lake) keeps its circuit breaker open waits for the breaker without
+    # using attempts, but no longer than this since its first failure: then host_unavailable.
+    max_task_age_seconds: float = Field(gt=0)
 
     @field_validator("delays_seconds")
     @classmethod
@@ -167,6 +170,9 @@ class DownloadSettings(_Model):
 class UploadSettings(_Model):
     concurrency: int = Field(ge=1, le=64)  # uploads in flight per Spark task
     chunk_bytes: int = Field(ge=64 * 1024)
+    # A cache file this host cannot see (lost, or on another host) is downloaded again by the upload
+    # itself, without using an attempt, at most this many times per task; then back to pending.
+    max_refetches: int = Field(ge=0, le=100)
     breaker: BreakerSettings
 
 
@@ -309,6 +315,18 @@ class Settings(_Model):
         specs = {s.name: s.partitions for s in (t.events_raw, t.pending, t.cached, t.results, t.dlq)}
         specs.update({name: t.retry_partitions for name in self.retry_topics})
         return specs
+
+    def stage_topics(self, stage: str) -> list[str]:
+        """The topics a stage reads or writes (what must exist before its query starts)."""
+        t, retry = self.topics, list(self.retry_topics)
+        return {
+            "ingest": [t.events_raw.name, t.pending.name, t.dlq.name],
+            "download": [t.pending.name, t.cached.name, t.results.name, t.dlq.name, *retry],
+            "upload": [t.cached.name, t.pending.name, t.results.name, t.dlq.name, *retry],
+            "retry-scheduler": [*retry, t.pending.name, t.cached.name, t.dlq.name],
+            "results": [t.results.name, t.dlq.name],
+            "dlq-table": [t.dlq.name],
+        }.get(stage, list(self.topic_partitions()))
 
     def checkpoint(self, job: str) -> str:
         return self.storage.resolve(f"{self.storage.checkpoint_root.rstrip('/')}/{job}")

@@ -239,6 +239,8 @@ class DownloadTask(Message):
     history: list[dict[str, Any]] = field(default_factory=list)  # one history_entry per failed attempt
     replay_id: str | None = None
     replay_generation: int = 0  # 0: never replayed; each replay of the task adds one (its lineage)
+    breaker_waits: int = 0  # times it waited for a host's open circuit breaker (no attempt used)
+    refetches: int = 0  # times the upload found no cache file and downloaded it again (no attempt used)
     first_attempt_at: str | None = None
     # Set while the task waits on a retry tier:
     due_at: str | None = None  # ISO 8601 UTC; never re-attempted before
@@ -271,6 +273,8 @@ class DownloadTask(Message):
             _check_time(kind, name, getattr(self, name))
         _check_range(kind, "attempt", self.attempt, 0, MAX_ATTEMPT)
         _check_range(kind, "replay_generation", self.replay_generation, 0, MAX_ATTEMPT)
+        _check_range(kind, "breaker_waits", self.breaker_waits, 0, INT32_MAX)
+        _check_range(kind, "refetches", self.refetches, 0, MAX_ATTEMPT)
         _check_range(kind, "history entries", len(self.history), 0, MAX_HISTORY)
 
     def redacted(self) -> dict[str, Any]:

@@ -23,12 +23,17 @@
 |                 |           | were too many redirects                                             |
 | too_large       | no        | Content-Length or the bytes counted exceed download.max_bytes       |
 | content_type    | no        | the extension is not allowed, or the content type contradicts it    |
+| host_unavailable | no       | the source host (or the storage endpoint) kept its circuit breaker  |
+|                 |           | open for longer than retry.max_task_age_seconds (3)                 |
 | internal        | no        | handling the record raised unexpectedly (a bug, or input nothing    |
 |                 |           | else catches): its dead letter names the exception type             |
 
 (1) transient when download.auth_errors_transient is true and the URL has not expired; for the
     storage endpoint a 401 (a token to refresh) is transient and a 403 permanent.
 (2) not a retry tier: the task goes straight back to the pending topic for a fresh download.
+(3) `circuit_open` is no attempt: no request was made, so the task waits on its current tier for the
+    breaker's next probe, attempt unchanged; only a task older than retry.max_task_age_seconds
+    (counted from its first failure) is dead-lettered, as `host_unavailable`.
 
 A transient failure goes to the next retry tier while attempts remain; everything else, and a
 transient failure with no attempt left (category kept, status `dead`), goes to the DLQ.
@@ -47,7 +52,7 @@ TRANSIENT_CATEGORIES = frozenset(
     {"timeout", "connection", "truncated", "http_transient", "circuit_open", "disk_full", "cache_io", "cache_lost"}
 )
 PERMANENT_CATEGORIES = frozenset(
-    {"auth", "http_permanent", "expired", "policy", "too_large", "content_type", "internal"}
+    {"auth", "http_permanent", "expired", "policy", "too_large", "content_type", "host_unavailable", "internal"}
 )
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 AUTH_STATUSES = frozenset({401, 403})

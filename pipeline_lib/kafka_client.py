@@ -214,7 +214,7 @@ def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dic
     return created
 
 
-def unreachable_reason(settings: Settings, timeout: float = 5.0) -> str | None:
+def unreachable_reason(settings: Settings, topics: Iterable[str] | None = None, timeout: float = 5.0) -> str | None:
     """Why the pipeline cannot use Kafka right now (in one line that says what to check), or None.
 
     Asked before a query starts: a Spark Kafka source pointed at a broker that is down retries for
@@ -224,14 +224,14 @@ def unreachable_reason(settings: Settings, timeout: float = 5.0) -> str | None:
 
     bootstrap = settings.kafka.bootstrap_servers
     try:
-        topics = _admin(bootstrap, librdkafka_config(settings.kafka)).list_topics(timeout=timeout).topics
+        existing = _admin(bootstrap, librdkafka_config(settings.kafka)).list_topics(timeout=timeout).topics
     except KafkaException as exc:
         return (
             f"cannot reach Kafka at {bootstrap} ({exc.args[0] if exc.args else exc}): check "
             "kafka.bootstrap_servers, the network and kafka.security_protocol/sasl_mechanism and their secrets; "
             "locally, start the broker with `xact-pipeline kafka start`"
         )
-    missing = sorted(set(settings.topic_partitions()) - set(topics))
+    missing = sorted(set(settings.topic_partitions() if topics is None else topics) - set(existing))
     if missing:
         return (
             f"Kafka at {bootstrap} has no topic {', '.join(missing)}: create them (locally `xact-pipeline kafka "

@@ -28,10 +28,14 @@ class RetryPolicy:
     delays_seconds: tuple[int, ...]
     topics: tuple[str, ...]
     retry_after_cap_seconds: float | None = None  # None: the last tier's delay
+    max_task_age_seconds: float = 86400.0
+    breaker_open_seconds: float = 60.0  # the longest a breaker wait lasts (download or upload)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry.delays_seconds, settings.retry_topics, settings.retry.retry_after_cap_seconds)
+        r = settings.retry
+        breaker = max(settings.download.breaker.open_seconds, settings.upload.breaker.open_seconds)
+        return cls(r.delays_seconds, settings.retry_topics, r.retry_after_cap_seconds, r.max_task_age_seconds, breaker)
 
     @property
     def max_attempts(self) -> int:
@@ -41,7 +45,7 @@ class RetryPolicy:
     def longest_wait_seconds(self) -> float:
         """The longest a stage ever asks a retry to wait, plus 5 minutes of clock skew between hosts."""
         cap = self.retry_after_cap_seconds or self.delays_seconds[-1]
-        return max(float(self.delays_seconds[-1]), float(cap)) + 300
+        return max(float(self.delays_seconds[-1]), float(cap), self.breaker_open_seconds) + 300
 
     def next_step(self, attempt: int, failed_at: datetime, retry_after: float | None = None) -> RetryStep | None:
         """The retry of a transient failure of `attempt`, or None when no attempt is left."""
@@ -54,3 +58,10 @@ class RetryPolicy:
             cap = self.retry_after_cap_seconds or float(self.delays_seconds[-1])
             delay = max(delay, min(retry_after, cap))
         return RetryStep(self.topics[tier], delay, failed_at + timedelta(seconds=delay), attempt + 1)
+
+    def hold(self, attempt: int, failed_at: datetime, wait_seconds: float) -> RetryStep:
+        """A wait that is no attempt (a circuit-breaker refusal): the current attempt's tier, due
+        when the breaker lets a request out again, the attempt number unchanged."""
+        tier = min(max(attempt, 0), len(self.topics) - 1)
+        wait = min(max(wait_seconds, 1.0), self.breaker_open_seconds)
+        return RetryStep(self.topics[tier], wait, failed_at + timedelta(seconds=wait), attempt)

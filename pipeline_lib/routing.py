@@ -37,7 +37,7 @@ from pipeline_lib.contracts import (
 from pipeline_lib.failures import Failure, failure
 from pipeline_lib.logs import get_logger
 from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.times import iso_from_millis, iso_utc
+from pipeline_lib.times import iso_from_millis, iso_utc, parse_iso
 from pipeline_lib.worker_state import per_worker
 
 log = get_logger("routing")
@@ -140,9 +140,12 @@ def route_failure(
     `requeue_topic`, when set, sends a transient failure with attempts left straight to that topic
     as a fresh task (no tier, no wait): the upload's lost cache file goes back to pending.
     """
+    first = task.first_attempt_at or iso_utc(at)
+    if result.category == "circuit_open":
+        return _hold_for_breaker(task, result, stage=stage, source=source, at=at, policy=policy, topics=topics,
+                                 return_topic=return_topic, wrap=wrap, first=first)  # fmt: skip
     entry = history_entry(iso_utc(at), stage, task.attempt, result.category, result.http_status, result.message)
     history = [*task.history, entry]
-    first = task.first_attempt_at or iso_utc(at)
     step = policy.next_step(task.attempt, at, result.retry_after_seconds) if result.transient else None
     if step is not None and requeue_topic is not None:
         again = replace(
@@ -168,6 +171,49 @@ def route_failure(
     facts = {"http_status": result.http_status, "error_category": result.category, "error_message": result.message}
     status = "retrying" if step is not None else "dead"
     return routed, OutMessage("result", topics.results, task.trace_id, result_message(task, stage, status, at, **facts))
+
+
+def _hold_for_breaker(
+    task: DownloadTask,
+    result: Failure,
+    *,
+    stage: str,
+    source: SourceRef | None,
+    at: datetime,
+    policy: RetryPolicy,
+    topics: Topics,
+    return_topic: str,
+    wrap: Callable[[DownloadTask], Message] | None,
+    first: str,
+) -> tuple[OutMessage, OutMessage]:
+    """A circuit-breaker refusal: no request was made, so no attempt is used. The task waits on
+    its current tier for the breaker's next probe; past retry.max_task_age_seconds since its first
+    failure it is dead-lettered as host_unavailable instead."""
+    age = (at - parse_iso(first)).total_seconds()
+    if age > policy.max_task_age_seconds:
+        gone = Failure(
+            "host_unavailable", False,
+            f"{result.message}; the task waited {age:.0f}s for it, longer than retry.max_task_age_seconds "
+            f"({policy.max_task_age_seconds:.0f}s)",
+        )  # fmt: skip
+        entry = history_entry(iso_utc(at), stage, task.attempt, gone.category, None, gone.message)
+        history = [*task.history, entry]
+        dead = _dead_letter(task, gone, stage, source, at, policy, history, first)
+        facts = {"error_category": gone.category, "error_message": gone.message}
+        result_msg = result_message(task, stage, "dead", at, **facts)
+        return OutMessage("dead", topics.dlq, task.trace_id, dead), OutMessage(
+            "result", topics.results, task.trace_id, result_msg
+        )
+    step = policy.hold(task.attempt, at, result.retry_after_seconds or 0.0)
+    held = replace(
+        task, first_attempt_at=first, due_at=iso_utc(step.due_at), retry_stage=stage, return_topic=return_topic,
+        breaker_waits=task.breaker_waits + 1,
+    )  # fmt: skip
+    facts = {"error_category": result.category, "error_message": result.message}
+    return (
+        OutMessage("held", step.topic, task.trace_id, wrap(held) if wrap else held),
+        OutMessage("result", topics.results, task.trace_id, result_message(task, stage, "retrying", at, **facts)),
+    )
 
 
 def _dead_letter(

@@ -143,7 +143,8 @@ class Downloader:
         breaker = self.breakers.get(host.lower())
         if not breaker.allow():
             message = f"circuit breaker for {host} is open after repeated failures; no request made"
-            return self._outcome(task, started, failure("circuit_open", message), requested=False)
+            refused = Failure("circuit_open", True, message, retry_after_seconds=breaker.seconds_until_probe())
+            return self._outcome(task, started, refused, requested=False)
 
         # Every path records the outcome with the breaker, so a half-open probe is never left out:
         # an unexpected exception (the per-record guard makes it an `internal` dead letter) says

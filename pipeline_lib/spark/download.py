@@ -14,7 +14,7 @@ from pipeline_lib.download.stage import DownloadStage
 from pipeline_lib.spark.stage_io import run_stage
 
 JOB_NAME = "download"
-OUTCOMES = ("cached", "retry", "dead", "malformed", "internal")
+OUTCOMES = ("cached", "retry", "held", "dead", "malformed", "internal")
 
 
 def run_download(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:

@@ -43,6 +43,7 @@ STAGE_ROUTED_SCHEMA = StructType(
         StructField("headers", KAFKA_HEADERS_TYPE, True),
         StructField("bytes", LongType(), False),
         StructField("breaker_opened", LongType(), False),
+        StructField("refetched", LongType(), False),
         StructField("worker_peak_rss_bytes", LongType(), False),
     ]
 )
@@ -67,13 +68,14 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
             for routed in stage.process(records):
                 size = routed.outcome.bytes if routed.outcome else 0
                 opened = int(bool(routed.outcome and routed.outcome.breaker_opened))
+                refetched = int(bool(getattr(routed.outcome, "refetched", False)))
                 rows = routed.rows if routed.rows is not None else [m.row() for m in routed.messages]
                 for index, (out, (topic, key, value, headers)) in enumerate(zip(routed.messages, rows, strict=True)):
                     first = index == 0  # bytes and openings counted once per outcome
                     for name, item in (
                         ("outcome", out.outcome), ("topic", topic), ("key", key), ("value", value),
                         ("headers", header_entries(headers)), ("bytes", size if first else 0),
-                        ("breaker_opened", opened if first else 0),
+                        ("breaker_opened", opened if first else 0), ("refetched", refetched if first else 0),
                     ):  # fmt: skip
                         columns[name].append(item)
             # ru_maxrss is in KiB on Linux: the worker's peak, for the memory-bound check.
@@ -97,6 +99,7 @@ def observe_stage(routed: DataFrame, name: str, outcomes: tuple[str, ...]) -> Da
         *(F.count(F.when(outcome == o, 1)).alias(o) for o in outcomes),
         F.sum("bytes").alias("bytes"),
         F.sum("breaker_opened").alias("breaker_openings"),
+        F.sum("refetched").alias("refetches"),
         F.max("worker_peak_rss_bytes").alias("worker_peak_rss_bytes"),
     )
 

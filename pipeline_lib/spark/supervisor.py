@@ -11,6 +11,9 @@ stage) and each job command (one stage) go through it.
   keeps failing (supervision.Cooldown). Its failure and restart are logged; every
   streaming.status_interval_seconds one status line shows every query's state, last batch,
   rows/s and lag. A fault of the broker, the lake or a source needs no person.
+- With --available-now each query drains what is there and finishes; a query that keeps failing
+  (AVAILABLE_NOW_TRIES in a row, Kafka unreachable included) ends the run with exit code 1
+  instead of waiting forever.
 - SIGTERM and Ctrl-C stop every query: a batch in flight may finish within
   streaming.stop_grace_seconds, else it is abandoned without committing (it runs again at the
   next start). The exit code says which (supervision.EXIT_OK / EXIT_ABANDONED).
@@ -47,6 +50,7 @@ from pipeline_lib.supervision import (
 
 log = get_logger("run")
 JobStarter = Callable[..., StreamingQuery]
+AVAILABLE_NOW_TRIES = 3  # --available-now: failures in a row before the run gives up (exit 1)
 
 
 class Supervisor:
@@ -96,6 +100,12 @@ class Supervisor:
                 if all(s.state == "finished" for s in self.states.values()):
                     log.info("[run] every query finished")
                     return EXIT_OK
+                stuck = [s for s in self.states.values() if self.available_now and s.failures >= AVAILABLE_NOW_TRIES]
+                if stuck:  # a run meant to drain and stop must not wait forever
+                    log.error("[run] %s failed %d times in a row; giving up: %s",
+                              stuck[0].name, stuck[0].failures, stuck[0].last_error)  # fmt: skip
+                    self.stop()
+                    return EXIT_FAILED
                 if deadline is not None and now >= deadline:
                     log.info("[run] --timeout reached")
                     break
@@ -153,7 +163,7 @@ class Supervisor:
 
     def _start(self, state: StageState, now: float) -> None:
         if self.check_kafka:
-            reason = unreachable_reason(self.settings)
+            reason = unreachable_reason(self.settings, self.settings.stage_topics(state.name))
             if reason is not None:
                 wait = self._failed(state, reason, now)
                 if reason != self._kafka_said:  # the whole story once, then one short line per try

@@ -18,7 +18,7 @@ from pipeline_lib.upload.stage import UploadStage
 
 log = get_logger("upload")
 JOB_NAME = "upload"
-OUTCOMES = ("completed", "refetch", "retry", "dead", "malformed", "internal")
+OUTCOMES = ("completed", "refetch", "retry", "held", "dead", "malformed", "internal")
 
 
 def run_upload(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:

@@ -51,6 +51,8 @@ class UploadOutcome:
     failure: Failure | None = None
     breaker_opened: bool = False
     already_stored: bool = False  # the lake already held the verified file: nothing was uploaded
+    refetched: bool = False  # the cache file was missing here and this host downloaded it again
+    refetch_failed: bool = False  # that download failed: `failure` is the source's (routed as a download's)
 
     @property
     def bytes(self) -> int:
@@ -143,7 +145,8 @@ class Uploader:
 
     def _circuit_open(self, why: str = "") -> Failure:
         message = f"circuit breaker for {self.storage.endpoint} is open; no request made"
-        return failure("circuit_open", f"{why}: {message}" if why else message)
+        text = f"{why}: {message}" if why else message
+        return Failure("circuit_open", True, text, retry_after_seconds=self.breaker.seconds_until_probe())
 
     def _record(self, result: Failure) -> bool:
         """Count a storage failure on the breaker; True when it opened it."""

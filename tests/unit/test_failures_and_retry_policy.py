@@ -125,3 +125,30 @@ def test_retry_after_reads_ascii_seconds_and_past_dates_as_zero():
     assert parse_retry_after("0", NOW) == 0
     assert parse_retry_after("Thu, 01 Jan 2015 00:00:00 GMT", NOW) == 0
     assert parse_retry_after("Fri, 27 Nov 2026 12:05:00 GMT", NOW.replace(tzinfo=None)) == 300  # a naive now is UTC
+
+
+def _route_refusal(task, at, max_age=600.0):
+    from pipeline_lib.failures import Failure
+    from pipeline_lib.retry_policy import RetryPolicy
+    from pipeline_lib.routing import Topics, route_failure
+
+    policy = RetryPolicy((5, 10), ("t5", "t10"), max_task_age_seconds=max_age, breaker_open_seconds=60)
+    refused = Failure("circuit_open", True, "circuit breaker for h is open; no request made", retry_after_seconds=42)
+    return route_failure(task, refused, stage="download", source=None, at=at, policy=policy,
+                         topics=Topics("results", "dlq", "pending"), return_topic="pending")  # fmt: skip
+
+
+def test_a_breaker_refusal_waits_for_the_probe_without_using_an_attempt():
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline_lib.local.samples import sample_task
+
+    at = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    task = sample_task("https://h/a.pdf", attempt=1, first_attempt_at="2026-11-27T11:58:00.000Z")
+    held, result = _route_refusal(task, at)
+    assert (held.outcome, held.topic) == ("held", "t10")  # the current attempt's tier
+    assert held.message.attempt == 1 and held.message.breaker_waits == 1 and held.message.history == []
+    assert held.message.due_at == "2026-11-27T12:00:42.000Z" and result.message.status == "retrying"
+    late = _route_refusal(task, at + timedelta(hours=1))[0]  # 62 minutes after its first failure
+    assert late.outcome == "dead" and late.message.category == "host_unavailable"
+    assert "retry.max_task_age_seconds" in late.message.reason
