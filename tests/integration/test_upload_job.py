@@ -1,6 +1,6 @@
 """The upload job on the real broker and Spark, with the cache and the lake on different roots
-(as on a cluster): verified uploads, a lost cache file sent back for a fresh download, and the
-inventory row per task at the end."""
+(as on a cluster): verified uploads, a lost cache file downloaded again by the upload itself
+(no attempt used), and the inventory row per task at the end."""
 
 from __future__ import annotations
 
@@ -41,20 +41,17 @@ def test_upload_moves_verified_files_into_the_lake_and_sends_lost_cache_files_ba
     lake = tmp_path / "lakehouse" / "Files" / "xact/attachments"
     assert (lake / tasks[0].blob_path).read_bytes() == sample_bytes("kept.pdf", 150_000)
     assert not Path(cached[tasks[0].task_id].cache_uri.removeprefix("file://")).exists()
-    assert not (lake / tasks[1].blob_path).exists()
-    pending = [DownloadTask.decode(v) for _, v, _ in consume_all(s, s.topics.pending.name)]
-    again = [t for t in pending if t.attempt > 0]
-    assert [(t.task_id, t.attempt) for t in again] == [(tasks[1].task_id, 1)]
-
-    run_available_now(run_download, spark, s)  # the fresh download of the lost file
-    run_available_now(run_upload, spark, s)
+    # The lost file was downloaded again by the upload itself and uploaded: no attempt used, no detour.
     assert (lake / tasks[1].blob_path).read_bytes() == sample_bytes("lost.pdf", 150_000)
+    assert server.requests_for("lost.pdf") == 2
+    pending = [DownloadTask.decode(v) for _, v, _ in consume_all(s, s.topics.pending.name)]
+    assert [t.attempt for t in pending] == [0, 0]
     assert list(consume_all(s, s.topics.dlq.name, idle_timeout=2)) == []
 
     results = [AttachmentResult.decode(v) for _, v, _ in consume_all(s, s.topics.results.name)]
     completed = sorted((r.task_id, r.attempt) for r in results if r.status == "completed")
-    assert completed == sorted([(tasks[0].task_id, 0), (tasks[1].task_id, 1)])
+    assert completed == sorted([(tasks[0].task_id, 0), (tasks[1].task_id, 0)])
     run_available_now(run_results, spark, s)
     rows = {r.task_id: r for r in spark.read.format("delta").load(s.table_path("attachments")).collect()}
     assert {(r.status, r.stage, r.bytes) for r in rows.values()} == {("completed", "upload", 150_000)}
-    assert rows[tasks[1].task_id].attempts == 2 and rows[tasks[0].task_id].uploaded_at is not None
+    assert rows[tasks[1].task_id].attempts == 1 and rows[tasks[0].task_id].uploaded_at is not None
