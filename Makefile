@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-spark35 lint clean
+.PHONY: install demo test test-drills test-spark35 lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
@@ -19,11 +19,17 @@ demo: install       ## start a local broker + file server, run the pipeline on s
 	$(BIN)/xact-pipeline demo
 
 SPARK35 ?= 1
-test: install       ## the whole suite against a real broker, Spark and Delta, then the Spark 3.5 check (SPARK35=0 skips it)
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+test: install       ## the whole suite against a real broker, Spark and Delta (drills apart), then the Spark 3.5 check (SPARK35=0 skips it)
+	@$(BIN)/python -m pytest -m "not drill" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; a run that tests nothing is a failure" >&2; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	if [ "$(SPARK35)" = 1 ]; then $(MAKE) --no-print-directory test-spark35; fi
+
+# The drills: the whole pipeline on a real broker and Spark (a standalone cluster for some) while
+# things fail; each prints what it injected, what it checked, its counts and its wall time.
+test-drills: install
+	@$(BIN)/python -m pytest -m drill -s -p no:randomly tests/drills $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no drills" >&2; fi; exit $$rc
 
 # Spark 3.5 (Fabric Runtime 1.3) compatibility of the retry scheduler: its own venv outside the
 # clone, pyspark 3.5.7 and its Kafka connector from Maven Central (Spark's Ivy, ~/.ivy2) on first run

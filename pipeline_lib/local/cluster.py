@@ -90,7 +90,7 @@ class LocalSparkCluster:
                 raise ClusterError("node_local_path needs `unshare` (util-linux) and root, for a private mount namespace")
             Path(self.node_local_path).mkdir(parents=True, exist_ok=True)
             namespace_bind.mkdir(parents=True, exist_ok=True)
-            script = 'mount --bind "$0" "$1" && shift 2 && exec "$@"'
+            script = 'mount --bind "$0" "$1" && shift && exec "$@"'  # $0, $1: the two paths
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
                        str(namespace_bind), self.node_local_path, *command]  # fmt: skip
         out = (self.home / f"{name}.log").open("ab")
