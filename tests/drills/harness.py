@@ -122,7 +122,8 @@ def pipeline_args(settings: Settings) -> list[str]:
     if s.spark.master:
         pairs["spark.master"] = s.spark.master
     args = [f"--set={k}={v}" for k, v in pairs.items()]
-    args += [f"--set=spark.extra_conf.{k}={v}" for k, v in s.spark.extra_conf.items()]
+    if s.spark.extra_conf:  # Spark keys hold dots: the whole mapping in one value
+        args.append(f"--set=spark.extra_conf={json.dumps(dict(s.spark.extra_conf))}")
     lake = s.storage.lake
     if lake.backend == "onelake":
         o = lake.onelake

@@ -1,0 +1,70 @@
+"""The pipeline on a real multi-worker Spark cluster: a standalone master and 2 workers from the
+installed pyspark, each worker a process of its own with its own work and local directories (and,
+in the second drill, its own disk at the cache path), standing in for Fabric and Databricks
+executors on separate nodes. The driver is `xact-pipeline run`, as a user runs it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline_lib.local.cluster import LocalSparkCluster
+from tests.drills.harness import (
+    PipelineProcess,
+    Report,
+    check_invariants,
+    make_events,
+    produce_events,
+    wait_for_tasks,
+    wait_until_final,
+)
+
+
+def _run_on_cluster(spark, drill_settings, sample_server, tmp_path, name, node_local: bool, seed: int):
+    cache = str(tmp_path / "cache")
+    with LocalSparkCluster(tmp_path / "cluster", workers=2, node_local_path=cache if node_local else None) as cluster:
+        s = drill_settings(spark__master=cluster.master_url, spark__extra_conf=cluster.session_conf(),
+                           download__cache_dir=cache, kafka__min_partitions=4)  # fmt: skip
+        records, work = make_events(sample_server, 16, seed=seed, kinds=("good", "good", "flaky", "gone"))
+        report = Report(name)
+        report.injected = [f"2 workers x 1 core, {'one cache disk per worker' if node_local else 'a shared cache'}",
+                           f"{work.events} events", ", ".join(f"{n} {k}" for k, n in sorted(work.kinds.items()))]
+        log = tmp_path / "run.log"
+        started = time.monotonic()
+        produce_events(s, records)
+        run = PipelineProcess(s, log)
+        try:
+            expected = sum(work.kinds.values())
+            wait_for_tasks(s, expected, timeout=300, procs=[run])
+            wait_until_final(spark, s, expected, timeout=480, procs=[run])
+            report.seconds = time.monotonic() - started
+        finally:
+            code = run.terminate()
+        assert code in (0, 75), log.read_text()[-3000:]
+        executors = {p.parent.name for p in (tmp_path / "cluster").glob("worker-*/work/app-*/*/stderr")}
+        assert len(executors) >= 2, "both workers ran executors"
+        leftovers = []
+        if node_local:  # each worker's own disk: a file downloaded on one host and uploaded from the other stays
+            leftovers = [p for p in (tmp_path / "cluster").glob("worker-*/node-local/**/*") if p.is_file()]
+            report.injected.append(f"{len(leftovers)} cache file(s) left on the worker that downloaded them")
+            for p in leftovers:
+                p.unlink()
+        check_invariants(spark, s, work, report, [log])
+        report.print()
+        return report, leftovers
+
+
+def test_on_a_cluster_with_a_shared_cache_every_task_completes_once(spark, drill_settings, sample_server, tmp_path):
+    report, _ = _run_on_cluster(spark, drill_settings, sample_server, tmp_path, "cluster, shared cache", False, 11)
+    assert report.refetches == 0 and report.completed and report.dead
+
+
+def test_with_one_cache_per_worker_every_task_still_completes_by_refetching(
+    spark, drill_settings, sample_server, tmp_path
+):
+    """A user's mistake: a node-local cache path. Uploads on the other worker find no file and
+    download it again there (no attempt used), so every task still completes; the cost is counted."""
+    report, leftovers = _run_on_cluster(spark, drill_settings, sample_server, tmp_path, "cluster, node-local caches",
+                                        True, 12)  # fmt: skip
+    assert report.refetches > 0 and report.refetches == len(leftovers)
+    assert Path(tmp_path / "cache").exists()
