@@ -87,7 +87,7 @@ class LocalSparkCluster:
         command = [str(spark_home() / "bin" / "spark-class"), *args]
         if namespace_bind is not None and self.node_local_path:
             if not shutil.which("unshare"):
-                raise ClusterError("node_local_path needs `unshare` (util-linux) and root, for a private mount namespace")
+                raise ClusterError("node_local_path needs `unshare` (util-linux) and root: a private mount namespace")
             Path(self.node_local_path).mkdir(parents=True, exist_ok=True)
             namespace_bind.mkdir(parents=True, exist_ok=True)
             script = 'mount --bind "$0" "$1" && shift && exec "$@"'  # $0, $1: the two paths

@@ -128,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "NoAuthenticationInformation")
             return False
         self.server.tokens.append(auth.removeprefix("Bearer "))
+        if time.monotonic() < self.server.unavailable_until:  # an outage: every call is refused
+            self._body()
+            self._error(503, "ServerBusy")
+            return False
         fault = self.server.take_fault(op)
         if fault is not None:
             self._corrupt, self._mutate = fault.corrupt, fault.mutate
@@ -271,6 +275,7 @@ class DfsServer(ThreadingHTTPServer):
         self.log: list[tuple[str, str, str]] = []
         self.tokens: list[str] = []
         self.append_md5s: list[str | None] = []  # the Content-MD5 of every append, None when absent
+        self.unavailable_until = 0.0  # time.monotonic() until which every call answers 503 (outage)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -280,6 +285,10 @@ class DfsServer(ThreadingHTTPServer):
 
     def fail(self, op: str, status: int, times: int = 1) -> None:
         self.faults.append(Fault(op, status=status, times=times))
+
+    def outage(self, seconds: float) -> None:
+        """Answer every call with 503 ServerBusy for `seconds` from now (the lake unwritable)."""
+        self.unavailable_until = time.monotonic() + seconds
 
     def slow(self, op: str, delay: float, times: int = 1) -> None:
         self.faults.append(Fault(op, delay=delay, times=times))
@@ -308,3 +317,9 @@ class DfsServer(ThreadingHTTPServer):
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()
+
+
+def any_token() -> tuple[str, int]:
+    """A token provider for storage.lake.onelake.token_provider against this server (it accepts any
+    bearer token): `pipeline_lib.local.dfs_server:any_token`, for drills and local trials."""
+    return "local-dfs-test-token", int(time.time()) + 3600
