@@ -96,6 +96,7 @@ def run_stages(
     spark: SparkSession | None = None,
 ) -> int:
     """Run the queries of `stages` in one Spark application, supervised; returns the exit code."""
+    owned = spark is None and settings.spark.master is not None
     spark = spark or session_for(settings)
     supervisor = Supervisor(spark, settings, JOBS, stages, available_now=available_now)
     for name in stages:
@@ -106,6 +107,8 @@ def run_stages(
         return supervisor.stop()
     finally:
         flush_listener_events(spark)
+        if owned:  # a session this process built (local runs): stop it before the JVM goes away
+            spark.stop()
 
 
 def job_main(name: str, argv: Sequence[str] | None = None) -> int:

@@ -185,8 +185,9 @@ class PipelineProcess:
         self.proc.wait(30)
 
     def terminate(self, timeout: float = 90) -> int:
+        """SIGTERM to the pipeline's own process, as `kill <pid>` does: it stops its queries and Spark."""
         with _quiet():
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
