@@ -34,13 +34,15 @@ class UploadStage(RecordStage[CachedAttachment, UploadOutcome]):
     name = STAGE
     message_cls = CachedAttachment
 
-    def __init__(self, settings: Settings, uploader: Uploader | None = None) -> None:
+    def __init__(
+        self, settings: Settings, uploader: Uploader | None = None, downloader: Downloader | None = None
+    ) -> None:
         super().__init__(settings, settings.upload.concurrency)
         self.settings = settings
         self.uploader = uploader or Uploader(settings)
         self.cached_topic = settings.topics.cached.name
         self.max_refetches = settings.upload.max_refetches
-        self._downloader: Downloader | None = None
+        self._downloader = downloader  # made on the first refetch when not given
 
     def work(self, message: CachedAttachment) -> UploadOutcome:
         outcome = self.uploader.upload(message)

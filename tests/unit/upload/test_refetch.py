@@ -8,11 +8,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline_lib.cache import cache_path
+from pipeline_lib.circuit_breaker import BreakerRegistry
 from pipeline_lib.contracts import CachedAttachment
+from pipeline_lib.download.downloader import Downloader
 from pipeline_lib.local.sample_server import sample_sha256
 from pipeline_lib.local.samples import sample_task
 from pipeline_lib.upload.stage import UploadStage
 from tests.unit.upload.support import uploader
+
+
+def own_downloader(settings) -> Downloader:
+    """A downloader with breakers of its own: other tests' failures on 127.0.0.1 must not count."""
+    return Downloader.from_settings(settings, breakers=BreakerRegistry(3, 60))
 
 
 def elsewhere(server, name: str, size: int, status: int | None = None, **task_fields) -> CachedAttachment:
@@ -25,7 +32,7 @@ def elsewhere(server, name: str, size: int, status: int | None = None, **task_fi
 
 
 def test_a_cache_file_on_another_host_is_downloaded_here_and_uploaded_without_an_attempt(settings, sample_server):
-    stage = UploadStage(settings, uploader(settings))
+    stage = UploadStage(settings, uploader(settings), own_downloader(settings))
     item = elsewhere(sample_server, "far/report.pdf", 40_000, attempt=1)
     outcome = stage.work(item)
     assert outcome.stored is not None and outcome.refetched and outcome.task.attempt == 1
@@ -38,7 +45,7 @@ def test_a_cache_file_on_another_host_is_downloaded_here_and_uploaded_without_an
 
 
 def test_refetches_are_bounded_then_the_task_goes_back_to_pending_with_an_attempt(settings, sample_server):
-    stage = UploadStage(settings, uploader(settings))
+    stage = UploadStage(settings, uploader(settings), own_downloader(settings))
     item = elsewhere(sample_server, "far/bounded.pdf", 1000)
     task = replace(item.download_task, refetches=settings.upload.max_refetches)
     exhausted = replace(item, task=task.to_dict())
@@ -50,7 +57,7 @@ def test_refetches_are_bounded_then_the_task_goes_back_to_pending_with_an_attemp
 
 
 def test_a_source_failure_during_the_refetch_is_routed_as_the_download_would(settings, sample_server):
-    stage = UploadStage(settings, uploader(settings))
+    stage = UploadStage(settings, uploader(settings), own_downloader(settings))
     outcome = stage.work(elsewhere(sample_server, "far/gone.pdf", 1000, status=404))
     assert outcome.refetch_failed and outcome.failure.category == "http_permanent"
     dead, result = stage.route(outcome, None).messages
