@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-drills test-spark35 lint clean
+.PHONY: install demo test test-drills test-spark35 notebooks lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
@@ -42,6 +42,9 @@ test-spark35:
 	@test -f $(SPARK35_STAMP) || { $(PYTHON) -m venv $(SPARK35_VENV) && \
 		$(SPARK35_VENV)/bin/python -m pip install --quiet $(SPARK35_PKGS) && touch $(SPARK35_STAMP); }
 	$(SPARK35_VENV)/bin/python -m pytest tests/compat -p no:cacheprovider   # the clone is on sys.path (cwd)
+
+notebooks: install  ## execute every analyst notebook against the local tables (make demo first) into var/reports/*.html
+	$(BIN)/xact-pipeline notebooks --out var/reports
 
 lint: install
 	$(BIN)/ruff check pipeline_lib jobs tests

@@ -9,6 +9,7 @@
     xact-pipeline tail xact.downloads.pending              print messages of a topic
     xact-pipeline config show                              the resolved settings (secrets never shown)
     xact-pipeline demo                                     everything above, end to end, with a summary
+    xact-pipeline notebooks [--out var/reports]            execute the analyst notebooks to HTML
 
 Every subcommand takes --env (local, fabric, databricks or an overlay path), --conf-dir and
 --set key.path=value. Known failures print one `error:` line that says what to do, no traceback.
@@ -139,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("action", choices=["show"])
 
     sub.add_parser("demo", parents=[common], help="run the pipeline end to end on sample data")
+
+    notebooks = sub.add_parser("notebooks", parents=[common], help="execute the analyst notebooks to HTML reports")
+    notebooks.add_argument("--out", default="var/reports", help="where the executed notebooks and HTML go")
+    notebooks.add_argument("names", nargs="*", help="notebook file names (default: all)")
     return parser
 
 
@@ -176,7 +181,7 @@ def _config_show(settings: Settings) -> int:
     data["derived"] = {
         "retry_topics": list(settings.retry_topics),
         "max_attempts": settings.retry.max_attempts,
-        "tables": {t: settings.table_path(t) for t in ("events", "attachments", "dlq")},
+        "tables": {t: settings.table_path(t) for t in ("events", "attachments", "dlq", "metrics")},
         "checkpoint_root": settings.storage.resolve(settings.storage.checkpoint_root),
     }
     # Settings hold only the *names* of secret variables, never values, so this is safe to print.
@@ -244,6 +249,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         for line in tail_topic(settings, args.topic, max_messages=args.max, idle_timeout=args.timeout):
             print(line)
+        return 0
+    if args.command == "notebooks":
+        from pathlib import Path
+
+        from pipeline_lib.local.reports import run_notebooks
+
+        for path in run_notebooks(Path(args.out), args.env, args.overrides, args.names):
+            print(f"{path.with_suffix('.html')}")
         return 0
     if args.command == "demo":
         from pipeline_lib.local.demo import run_demo

@@ -232,6 +232,7 @@ class TableSettings(_Model):
     events: str
     attachments: str
     dlq: str
+    metrics: str
 
 
 class StorageSettings(_Model):
@@ -268,6 +269,12 @@ class SparkSettings(_Model):
     extra_conf: dict[str, str]
 
 
+class MetricsSettings(_Model):
+    enabled: bool  # one xact_pipeline_metrics row per micro-batch of every query
+    flush_seconds: float = Field(gt=0)  # rows are buffered and written in one commit this often
+    retention_days: int = Field(gt=0)  # tables maintain deletes older rows (apart from VACUUM's retention)
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -301,6 +308,7 @@ class Settings(_Model):
     streaming: StreamingSettings
     spark: SparkSettings
     logging: LoggingSettings
+    metrics: MetricsSettings
     local_kafka: LocalKafkaSettings
 
     @property
@@ -331,7 +339,7 @@ class Settings(_Model):
     def checkpoint(self, job: str) -> str:
         return self.storage.resolve(f"{self.storage.checkpoint_root.rstrip('/')}/{job}")
 
-    def table_path(self, table: Literal["events", "attachments", "dlq"]) -> str:
+    def table_path(self, table: Literal["events", "attachments", "dlq", "metrics"]) -> str:
         return self.storage.resolve(getattr(self.storage.tables, table))
 
     @property

@@ -235,6 +235,7 @@ class DownloadTask(Message):
     event_date: str  # YYYY-MM-DD of event_time, the partition of every table
     created_at: str
     estimate_version: str | None = None
+    event_produced_at: str | None = None  # the raw event's Kafka timestamp: where latency starts
     attempt: int = 0  # 0 = the first try; one counter across download and upload
     history: list[dict[str, Any]] = field(default_factory=list)  # one history_entry per failed attempt
     replay_id: str | None = None
@@ -269,7 +270,7 @@ class DownloadTask(Message):
             raise ContractError(f"{kind}: fields trace_id and url must not be empty")
         check_blob_path(kind, self.blob_path)
         _check_date(kind, "event_date", self.event_date)
-        for name in ("event_time", "created_at", "first_attempt_at", "due_at"):
+        for name in ("event_time", "created_at", "first_attempt_at", "due_at", "event_produced_at"):
             _check_time(kind, name, getattr(self, name))
         _check_range(kind, "attempt", self.attempt, 0, MAX_ATTEMPT)
         _check_range(kind, "replay_generation", self.replay_generation, 0, MAX_ATTEMPT)
@@ -388,7 +389,8 @@ class AttachmentResult(Message):
     uploaded_at: str | None = None
     replay_id: str | None = None  # the replay that re-published the task, if any
     replay_generation: int = 0  # the task's lineage: 0 for the first life, +1 per replay
-    event_time: str | None = None  # the event's utcDateTime (event-to-inventory latency)
+    event_time: str | None = None  # the event's utcDateTime
+    event_produced_at: str | None = None  # the raw event's Kafka timestamp (event-to-inventory latency)
 
     def validate(self) -> None:
         kind = self.KIND
@@ -401,7 +403,7 @@ class AttachmentResult(Message):
         if self.sha256 is not None and not is_hex_id(self.sha256, 64):
             raise ContractError(f"{kind}: field sha256 must be 64 lowercase hex characters")
         _check_date(kind, "event_date", self.event_date)
-        for name in ("occurred_at", "created_at", "downloaded_at", "uploaded_at", "event_time"):
+        for name in ("occurred_at", "created_at", "downloaded_at", "uploaded_at", "event_time", "event_produced_at"):
             _check_time(kind, name, getattr(self, name))
 
     def __post_init__(self) -> None:

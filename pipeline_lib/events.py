@@ -266,6 +266,7 @@ def _decide(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: 
                 event_date=event_date,
                 created_at=now_iso,
                 estimate_version=row["estimate_version"],
+                event_produced_at=source.timestamp,
             )
         )
     result.event = {

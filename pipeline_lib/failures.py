@@ -9,9 +9,9 @@
 | truncated       | yes       | the body ended before its Content-Length, the connection ended      |
 |                 |           | inside the headers, or a gzip/deflate body before its stream's end  |
 | http_transient  | yes       | 408, 425, 429 and every 5xx; Retry-After is a minimum delay         |
-| circuit_open    | yes       | the host's circuit breaker is open: no request was made             |
-| disk_full       | yes       | the local cache has no space left                                   |
-| cache_io        | yes       | the local cache could not be written (permissions, a lost mount)    |
+| circuit_open    | yes (3)   | the host's circuit breaker is open: no request was made             |
+| disk_full       | yes (3)   | the local cache has no space left                                   |
+| cache_io        | yes (3)   | the local cache could not be written (permissions, a lost mount)    |
 | cache_lost      | yes (2)   | upload: the cached file is missing or does not match its checksum   |
 | auth            | no (1)    | 401, 403                                                            |
 | http_permanent  | no        | 400, 404, 410, 422 and every other 4xx; unexpected 1xx/2xx/3xx; a   |
@@ -25,15 +25,18 @@
 | content_type    | no        | the extension is not allowed, or the content type contradicts it    |
 | host_unavailable | no       | the source host (or the storage endpoint) kept its circuit breaker  |
 |                 |           | open for longer than retry.max_task_age_seconds (3)                 |
+| cache_unavailable | no      | the cache stayed full or unwritable longer than that (3)            |
 | internal        | no        | handling the record raised unexpectedly (a bug, or input nothing    |
 |                 |           | else catches): its dead letter names the exception type             |
 
 (1) transient when download.auth_errors_transient is true and the URL has not expired; for the
     storage endpoint a 401 (a token to refresh) is transient and a 403 permanent.
 (2) not a retry tier: the task goes straight back to the pending topic for a fresh download.
-(3) `circuit_open` is no attempt: no request was made, so the task waits on its current tier for the
-    breaker's next probe, attempt unchanged; only a task older than retry.max_task_age_seconds
-    (counted from its first failure) is dead-lettered, as `host_unavailable`.
+(3) `circuit_open`, `disk_full` and `cache_io` use no attempt: no request was made, or the source
+    served fine and this host could not keep the file. The task waits on its current tier (for the
+    breaker's next probe, or the tier's delay), attempt unchanged; only a task older than
+    retry.max_task_age_seconds (counted from its first failure) is dead-lettered, as
+    `host_unavailable` or `cache_unavailable`.
 
 A transient failure goes to the next retry tier while attempts remain; everything else, and a
 transient failure with no attempt left (category kept, status `dead`), goes to the DLQ.
@@ -52,7 +55,17 @@ TRANSIENT_CATEGORIES = frozenset(
     {"timeout", "connection", "truncated", "http_transient", "circuit_open", "disk_full", "cache_io", "cache_lost"}
 )
 PERMANENT_CATEGORIES = frozenset(
-    {"auth", "http_permanent", "expired", "policy", "too_large", "content_type", "host_unavailable", "internal"}
+    {
+        "auth",
+        "http_permanent",
+        "expired",
+        "policy",
+        "too_large",
+        "content_type",
+        "host_unavailable",
+        "cache_unavailable",
+        "internal",
+    }
 )
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 AUTH_STATUSES = frozenset({401, 403})

@@ -60,8 +60,9 @@ class RetryPolicy:
         return RetryStep(self.topics[tier], delay, failed_at + timedelta(seconds=delay), attempt + 1)
 
     def hold(self, attempt: int, failed_at: datetime, wait_seconds: float) -> RetryStep:
-        """A wait that is no attempt (a circuit-breaker refusal): the current attempt's tier, due
-        when the breaker lets a request out again, the attempt number unchanged."""
+        """A wait that is no attempt (a circuit-breaker refusal, a full cache): the current attempt's
+        tier, due after `wait_seconds` (at most a breaker window or the last tier), the attempt
+        number unchanged."""
         tier = min(max(attempt, 0), len(self.topics) - 1)
-        wait = min(max(wait_seconds, 1.0), self.breaker_open_seconds)
+        wait = min(max(wait_seconds, 1.0), max(self.breaker_open_seconds, float(self.delays_seconds[-1])))
         return RetryStep(self.topics[tier], wait, failed_at + timedelta(seconds=wait), attempt)

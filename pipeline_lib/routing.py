@@ -117,6 +117,7 @@ def result_message(task: DownloadTask, stage: str, status: str, at: datetime, **
         replay_id=task.replay_id,
         replay_generation=task.replay_generation,
         event_time=task.event_time,
+        event_produced_at=task.event_produced_at,
         **facts,
     )
 
@@ -141,8 +142,8 @@ def route_failure(
     as a fresh task (no tier, no wait): the upload's lost cache file goes back to pending.
     """
     first = task.first_attempt_at or iso_utc(at)
-    if result.category == "circuit_open":
-        return _hold_for_breaker(task, result, stage=stage, source=source, at=at, policy=policy, topics=topics,
+    if result.category in WAITS_WITHOUT_ATTEMPT:
+        return _hold(task, result, stage=stage, source=source, at=at, policy=policy, topics=topics,
                                  return_topic=return_topic, wrap=wrap, first=first)  # fmt: skip
     entry = history_entry(iso_utc(at), stage, task.attempt, result.category, result.http_status, result.message)
     history = [*task.history, entry]
@@ -173,7 +174,14 @@ def route_failure(
     return routed, OutMessage("result", topics.results, task.trace_id, result_message(task, stage, status, at, **facts))
 
 
-def _hold_for_breaker(
+# Failures that say nothing about the source (no request was made, or this host's own cache
+# could not take the file): the task waits without using an attempt, up to
+# retry.max_task_age_seconds, then is dead-lettered with the category given here.
+WAITS_WITHOUT_ATTEMPT = {"circuit_open": "host_unavailable", "disk_full": "cache_unavailable",
+                         "cache_io": "cache_unavailable"}  # fmt: skip
+
+
+def _hold(
     task: DownloadTask,
     result: Failure,
     *,
@@ -186,13 +194,14 @@ def _hold_for_breaker(
     wrap: Callable[[DownloadTask], Message] | None,
     first: str,
 ) -> tuple[OutMessage, OutMessage]:
-    """A circuit-breaker refusal: no request was made, so no attempt is used. The task waits on
-    its current tier for the breaker's next probe; past retry.max_task_age_seconds since its first
-    failure it is dead-lettered as host_unavailable instead."""
+    """A wait that uses no attempt: a circuit-breaker refusal (no request was made; the task waits
+    on its current tier for the breaker's next probe) or a cache that cannot take the file (full,
+    unwritable: the task waits its tier's delay). Past retry.max_task_age_seconds since its first
+    failure it is dead-lettered instead, as host_unavailable or cache_unavailable."""
     age = (at - parse_iso(first)).total_seconds()
     if age > policy.max_task_age_seconds:
         gone = Failure(
-            "host_unavailable", False,
+            WAITS_WITHOUT_ATTEMPT[result.category], False,
             f"{result.message}; the task waited {age:.0f}s for it, longer than retry.max_task_age_seconds "
             f"({policy.max_task_age_seconds:.0f}s)",
         )  # fmt: skip
@@ -204,7 +213,9 @@ def _hold_for_breaker(
         return OutMessage("dead", topics.dlq, task.trace_id, dead), OutMessage(
             "result", topics.results, task.trace_id, result_msg
         )
-    step = policy.hold(task.attempt, at, result.retry_after_seconds or 0.0)
+    tier_delay = float(policy.delays_seconds[min(max(task.attempt, 0), len(policy.delays_seconds) - 1)])
+    wait = result.retry_after_seconds if result.category == "circuit_open" else tier_delay
+    step = policy.hold(task.attempt, at, wait or 0.0)
     held = replace(
         task, first_attempt_at=first, due_at=iso_utc(step.due_at), retry_stage=stage, return_topic=return_topic,
         breaker_waits=task.breaker_waits + 1,

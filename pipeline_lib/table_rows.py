@@ -31,9 +31,11 @@ RESULT_COLUMNS = (
     "task_id", "trace_id", "attachment_url", "blob_path", "file_type", "status_subtype", "assignment_id",
     "bytes", "sha256", "content_type", "status", "stage", "http_status", "attempt", "attempts",
     "error_category", "error_message", "created_at", "downloaded_at", "uploaded_at", "first_seen_at",
-    "updated_at", "event_date", "replay_id", "replay_generation", "event_time",
+    "updated_at", "event_date", "replay_id", "replay_generation", "event_time", "event_produced_at",
 )  # fmt: skip
-RESULT_TIMESTAMPS = ("created_at", "downloaded_at", "uploaded_at", "first_seen_at", "updated_at", "event_time")
+RESULT_TIMESTAMPS = (
+    "created_at", "downloaded_at", "uploaded_at", "first_seen_at", "updated_at", "event_time", "event_produced_at",
+)  # fmt: skip
 
 # xact_dlq's own columns as dlq_row emits them (the status columns are added in Spark).
 DLQ_COLUMNS = (
@@ -68,7 +70,7 @@ def result_row(record: PendingRecord, at: datetime) -> tuple[Any, ...] | DeadLet
             "first_seen_at": occurred,
             "updated_at": occurred,
         }
-        for name in ("created_at", "downloaded_at", "uploaded_at", "event_time"):
+        for name in ("created_at", "downloaded_at", "uploaded_at", "event_time", "event_produced_at"):
             values[name] = _utc(values[name])
         return tuple(values[name] for name in RESULT_COLUMNS)
     except Exception as exc:  # noqa: BLE001 - one record must never fail the batch

@@ -63,6 +63,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "kafka": {"bootstrap_servers": bootstrap},
             "storage": {"root": str(tmp_path / "var")},
             "streaming": {"trigger_interval_seconds": 1},
+            "metrics": {"enabled": False},  # tests that read xact_pipeline_metrics turn it on
             "retry": {"delays_seconds": [1, 2, 4, 8]},
             "topics": {
                 name: {"name": f"t{suffix}.{name}", "partitions": parts}

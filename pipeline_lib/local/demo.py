@@ -75,6 +75,7 @@ def run_demo(settings: Settings) -> int:
         from pipeline_lib.spark.dlq_table import run_dlq_table
         from pipeline_lib.spark.download import run_download
         from pipeline_lib.spark.ingest import run_ingest
+        from pipeline_lib.spark.progress import flush_metrics
         from pipeline_lib.spark.results import run_results
         from pipeline_lib.spark.runner import flush_listener_events
         from pipeline_lib.spark.session import session_for
@@ -99,6 +100,7 @@ def run_demo(settings: Settings) -> int:
         }
         # Stop Spark before the broker: its cached Kafka producers would otherwise keep reconnecting.
         flush_listener_events(spark)
+        flush_metrics(spark)
         spark.stop()
 
     pending = sum(
@@ -139,7 +141,7 @@ def run_demo(settings: Settings) -> int:
             print(f"    - [{d.get('category')}] {d.get('reason')}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
     print(f"  xact_attachments rows       {sum(statuses.values()):5d}  ({summary})")
-    print(f"  xact_dlq rows               {dlq_rows:5d}  (`xact-pipeline dlq list`, notebooks/dlq_replay.ipynb)")
+    print(f"  xact_dlq rows               {dlq_rows:5d}  (`xact-pipeline dlq list`, notebooks/dlq_analysis.ipynb)")
     print("\nWhere things are")
     print(f"  xact_events table   {settings.table_path('events')}")
     print(f"  xact_attachments    {settings.table_path('attachments')}")

@@ -111,7 +111,7 @@ class DlqBatchWriter:
 def run_dlq_table(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
     """Start the job that keeps xact_dlq in step with xact.downloads.dlq."""
     create_table(spark, dlq_table(settings))
-    install_progress_listener(spark)
+    install_progress_listener(spark, settings)
     raw = read_topics(spark, settings, [settings.topics.dlq.name])
     rows = dead_letter_rows(raw).observe(JOB_NAME, F.count(F.lit(1)).alias("dead_letters"))
     writer = (

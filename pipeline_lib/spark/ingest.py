@@ -246,7 +246,7 @@ def run_ingest(
     `writer` lets a caller keep the batch writer (e.g. to read its `step_seconds`).
     """
     create_table(spark, events_table(settings))
-    install_progress_listener(spark)
+    install_progress_listener(spark, settings)
     raw = read_topics(spark, settings, [settings.topics.events_raw.name])
     routed = route_events(raw, settings).observe(
         JOB_NAME,

@@ -1,4 +1,5 @@
-"""Starting a job's query, and a listener that logs `format_progress` once per micro-batch."""
+"""Starting a job's query, and a listener that logs `format_progress` once per micro-batch and
+hands each batch's progress to the metrics recorder (spark/metrics.py)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,33 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQue
 
 from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
+from pipeline_lib.metrics import metric_row
 from pipeline_lib.progress import format_progress
+from pipeline_lib.spark.metrics import MetricsRecorder
+from pipeline_lib.supervision import failure_summary
 
 log = get_logger("progress")
 
 
 class ProgressListener(StreamingQueryListener):
+    def __init__(self, recorder: MetricsRecorder | None = None) -> None:
+        self.recorder = recorder
+
     def onQueryStarted(self, event) -> None:
         log.info("[%s] started (id %s)", event.name or "query", event.id)
 
     def onQueryProgress(self, event) -> None:
         progress = json.loads(event.progress.json)
         log.info(format_progress(progress.get("name") or "query", progress))
+        if self.recorder is not None:
+            self.recorder.buffer.add(metric_row(progress))
 
     def onQueryIdle(self, event) -> None:
         pass
 
     def onQueryTerminated(self, event) -> None:
-        if event.exception:
-            log.error("query %s failed: %s", event.id, event.exception)
+        if event.exception:  # one line; the supervisor says what happens next
+            log.error("query %s failed: %s", event.id, failure_summary(event.exception))
         else:
             log.info("query %s stopped", event.id)
 
@@ -39,12 +48,29 @@ def start_query(writer: DataStreamWriter, settings: Settings, available_now: boo
     return writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds").start()
 
 
-_installed: set[int] = set()
+_installed: dict[int, ProgressListener] = {}
 
 
-def install_progress_listener(spark: SparkSession) -> None:
-    """Register the listener once per session."""
+def install_progress_listener(spark: SparkSession, settings: Settings | None = None) -> None:
+    """Register the listener once per session; with settings whose metrics are enabled, it also
+    records one xact_pipeline_metrics row per micro-batch."""
     key = id(spark)
-    if key not in _installed:
-        spark.streams.addListener(ProgressListener())
-        _installed.add(key)
+    listener = _installed.get(key)
+    if listener is None:
+        listener = _installed[key] = ProgressListener()
+        spark.streams.addListener(listener)
+    if settings is None or not settings.metrics.enabled:
+        return
+    if listener.recorder is not None and listener.recorder.spec.path != settings.table_path("metrics"):
+        listener.recorder.stop()  # another run's settings in the same session (tests, notebooks)
+        listener.recorder = None
+    if listener.recorder is None:
+        listener.recorder = MetricsRecorder(spark, settings).start()
+
+
+def flush_metrics(spark: SparkSession) -> None:
+    """Write the metric rows still buffered (at a job's end); never raises."""
+    listener = _installed.get(id(spark))
+    if listener is not None and listener.recorder is not None:
+        listener.recorder.stop()
+        listener.recorder = None

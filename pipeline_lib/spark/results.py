@@ -61,7 +61,7 @@ OUTCOME_COLUMNS = [f.name for f in ATTACHMENTS_SCHEMA if f.name not in ("task_id
 _TYPES = {f.name: f.dataType for f in ATTACHMENTS_SCHEMA}
 PARSED_SCHEMA = StructType(
     [StructField("kind", StringType(), False)]
-    + [
+    + [  # every xact_attachments column but recorded_at, which the MERGE stamps
         StructField(name, StringType() if isinstance(_TYPES[name], (TimestampType, DateType)) else _TYPES[name])
         for name in RESULT_COLUMNS
     ]
@@ -104,7 +104,9 @@ def result_rows(parsed: DataFrame) -> DataFrame:
     good = parsed.filter(F.col("kind") == "result")
     columns = []
     for f in ATTACHMENTS_SCHEMA:
-        if isinstance(f.dataType, TimestampType):
+        if f.name == "recorded_at":
+            columns.append(F.current_timestamp().alias(f.name))  # when this row becomes visible
+        elif isinstance(f.dataType, TimestampType):
             columns.append(F.try_to_timestamp(F.col(f.name)).alias(f.name))  # ISO strings, valid by contract
         elif isinstance(f.dataType, DateType):
             columns.append(F.to_date(F.try_to_timestamp(F.col(f.name))).alias(f.name))
@@ -194,7 +196,7 @@ class ResultsBatchWriter:
 def run_results(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
     """Start the results query; with `available_now`, it processes what is there and stops."""
     create_table(spark, attachments_table(settings))
-    install_progress_listener(spark)
+    install_progress_listener(spark, settings)
     raw = read_topics(spark, settings, [settings.topics.results.name])
     parsed = parse_results(raw, settings.topics.dlq.name).observe(
         JOB_NAME,

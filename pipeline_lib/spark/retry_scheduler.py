@@ -158,7 +158,7 @@ def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
 
 def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
     """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state)."""
-    install_progress_listener(spark)
+    install_progress_listener(spark, settings)
     raw = read_topics(spark, settings, list(settings.retry_topics))
     forwarded = schedule_retries(raw, settings).observe(
         JOB_NAME,

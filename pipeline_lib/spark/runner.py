@@ -25,11 +25,13 @@ from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.dlq_table import run_dlq_table
 from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.ingest import run_ingest
+from pipeline_lib.spark.metrics import delete_old_metrics
+from pipeline_lib.spark.progress import flush_metrics
 from pipeline_lib.spark.results import run_results
 from pipeline_lib.spark.retry_scheduler import run_retry_scheduler
 from pipeline_lib.spark.session import session_for
 from pipeline_lib.spark.supervisor import Supervisor
-from pipeline_lib.spark.tables import all_tables, attachments_table, create_tables, maintain_tables
+from pipeline_lib.spark.tables import all_tables, attachments_table, create_tables, maintain_tables, metrics_table
 from pipeline_lib.spark.upload import run_upload
 
 log = get_logger("job")
@@ -51,9 +53,12 @@ def create_all_tables(settings: Settings, spark: SparkSession | None = None) -> 
 
 
 def maintain(settings: Settings, retain_hours: int, spark: SparkSession | None = None) -> None:
-    """OPTIMIZE and VACUUM every pipeline table, then clean the download cache: stale `.part`
-    files, and the files of tasks already final in xact_attachments (completed or dead)."""
+    """Delete metric rows past their retention, OPTIMIZE and VACUUM every pipeline table, then clean
+    the download cache: stale `.part` files, and the files of tasks already final in
+    xact_attachments (completed or dead)."""
     spark = spark or session_for(settings)
+    if DeltaTable.isDeltaTable(spark, metrics_table(settings).path):
+        delete_old_metrics(spark, settings)  # rows past metrics.retention_days, before compaction
     maintain_tables(spark, all_tables(settings), retain_hours)
     spec = attachments_table(settings)
     if not DeltaTable.isDeltaTable(spark, spec.path):
@@ -107,6 +112,7 @@ def run_stages(
         return supervisor.stop()
     finally:
         flush_listener_events(spark)
+        flush_metrics(spark)
         if owned:  # a session this process built (local runs): stop it before the JVM goes away
             spark.stop()
 

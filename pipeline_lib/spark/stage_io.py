@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from pipeline_lib.config import Settings
+from pipeline_lib.config import Settings, delay_label
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.routing import PendingRecord, Routed, pending_records
 from pipeline_lib.spark.kafka_io import (
@@ -91,12 +91,21 @@ def stage_records(raw: DataFrame, settings: Settings, stage_for: Callable[[Setti
     return record_columns(raw).mapInArrow(_partition(settings, stage_for), STAGE_ROUTED_SCHEMA)
 
 
-def observe_stage(routed: DataFrame, name: str, outcomes: tuple[str, ...]) -> DataFrame:
-    """Per-micro-batch metrics in the query's progress (observedMetrics.<name>)."""
+def observe_stage(
+    routed: DataFrame, name: str, outcomes: tuple[str, ...], tiers: dict[str, str] | None = None
+) -> DataFrame:
+    """Per-micro-batch metrics in the query's progress (observedMetrics.<name>): a count per
+    outcome, retries per tier (`retry_<label>`, tiers: label -> topic), bytes, breaker openings,
+    refetches and the Python workers' peak RSS."""
     outcome = F.col("outcome")
+    per_tier = [
+        F.count(F.when((outcome == "retry") & (F.col("topic") == topic), 1)).alias(f"retry_{label}")
+        for label, topic in (tiers or {}).items()
+    ]
     return routed.observe(
         name,
         *(F.count(F.when(outcome == o, 1)).alias(o) for o in outcomes),
+        *per_tier,
         F.sum("bytes").alias("bytes"),
         F.sum("breaker_opened").alias("breaker_openings"),
         F.sum("refetched").alias("refetches"),
@@ -114,9 +123,12 @@ def run_stage(
     outcomes: tuple[str, ...],
     available_now: bool,
 ) -> StreamingQuery:
-    install_progress_listener(spark)
+    install_progress_listener(spark, settings)
     raw = read_topics(spark, settings, [topic])
-    routed = observe_stage(stage_records(raw, settings, stage_for), name, outcomes)
+    tiers = {
+        delay_label(d): topic for d, topic in zip(settings.retry.delays_seconds, settings.retry_topics, strict=True)
+    }
+    routed = observe_stage(stage_records(raw, settings, stage_for), name, outcomes, tiers)
     writer = (
         kafka_records(routed)
         .writeStream.queryName(name)

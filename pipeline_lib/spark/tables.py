@@ -6,6 +6,7 @@
 | xact_attachments | download task (its latest outcome) | event_date     | results (MERGE)                     |
 | xact_dlq         | dead letter                        | failed_date    | dlq-table (insert-only MERGE);      |
 |                  |                                    |                | replay and resolve update status    |
+| xact_pipeline_metrics | micro-batch of a query        | batch_date     | every job (buffered appends)        |
 
 Tables are created explicitly (`xact-pipeline tables create`, or by a job at start), never as a
 side effect of a write: a write to a missing table raises TableMissing, which names the command.
@@ -22,8 +23,10 @@ from pyspark.sql.types import (
     ArrayType,
     DataType,
     DateType,
+    DoubleType,
     IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -89,7 +92,9 @@ ATTACHMENTS_SCHEMA = StructType(
         # Added later (tables create adds them to an existing table):
         StructField("replay_id", StringType()),  # the replay behind the winning outcome, if any
         StructField("replay_generation", IntegerType()),  # 0: first life; +1 per replay (ranks first)
-        StructField("event_time", TimestampType()),  # the event's own time (event-to-inventory latency)
+        StructField("event_time", TimestampType()),  # the event's own time
+        StructField("event_produced_at", TimestampType()),  # the raw event's Kafka timestamp (latency start)
+        StructField("recorded_at", TimestampType()),  # when the results job wrote this row (latency end)
     ]
 )
 
@@ -128,6 +133,33 @@ DLQ_SCHEMA = StructType(
 )
 
 
+# xact_pipeline_metrics: one row per micro-batch of every query (pipeline_lib.metrics).
+METRICS_SCHEMA = StructType(
+    [
+        StructField("stage", StringType(), False),
+        StructField("query_id", StringType()),
+        StructField("run_id", StringType()),
+        StructField("batch_id", LongType()),
+        StructField("batch_time", TimestampType()),
+        StructField("batch_date", StringType()),  # partition: YYYY-MM-DD of batch_time
+        StructField("input_rows", LongType()),
+        StructField("input_rows_per_second", DoubleType()),
+        StructField("processed_rows_per_second", DoubleType()),
+        StructField("duration_ms", LongType()),  # the whole trigger
+        StructField("durations_ms", MapType(StringType(), LongType())),  # Spark's breakdown (addBatch, ...)
+        StructField("lag_max", LongType()),  # offsets behind the latest, over the source's partitions
+        StructField("lag_avg", DoubleType()),
+        StructField("outcomes", MapType(StringType(), LongType())),  # the stage's counts: cached, retry, dead, ...
+        StructField("bytes", LongType()),
+        StructField("breaker_openings", LongType()),
+        StructField("refetches", LongType()),
+        StructField("worker_peak_rss_bytes", LongType()),
+        StructField("max_lateness_ms", LongType()),  # retry scheduler: forwarded at - due
+        StructField("recorded_at", TimestampType()),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -153,8 +185,15 @@ def dlq_table(settings: Settings) -> TableSpec:
     return TableSpec("xact_dlq", settings.table_path("dlq"), DLQ_SCHEMA, ("dlq_id",), ("failed_date",))
 
 
+def metrics_table(settings: Settings) -> TableSpec:
+    return TableSpec(
+        "xact_pipeline_metrics", settings.table_path("metrics"), METRICS_SCHEMA, ("stage", "run_id", "batch_id"),
+        ("batch_date",),
+    )
+
+
 def all_tables(settings: Settings) -> list[TableSpec]:
-    return [events_table(settings), attachments_table(settings), dlq_table(settings)]
+    return [events_table(settings), attachments_table(settings), dlq_table(settings), metrics_table(settings)]
 
 
 # --- creation and upkeep ------------------------------------------------------------------------

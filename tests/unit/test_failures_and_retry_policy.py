@@ -152,3 +152,22 @@ def test_a_breaker_refusal_waits_for_the_probe_without_using_an_attempt():
     late = _route_refusal(task, at + timedelta(hours=1))[0]  # 62 minutes after its first failure
     assert late.outcome == "dead" and late.message.category == "host_unavailable"
     assert "retry.max_task_age_seconds" in late.message.reason
+
+
+def test_a_full_cache_waits_its_tier_without_using_an_attempt():
+    from datetime import UTC, datetime
+
+    from pipeline_lib.failures import failure
+    from pipeline_lib.local.samples import sample_task
+    from pipeline_lib.retry_policy import RetryPolicy
+    from pipeline_lib.routing import Topics, route_failure
+
+    at = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    policy = RetryPolicy((5, 10), ("t5", "t10"), max_task_age_seconds=600)
+    task = sample_task("https://h/a.pdf", attempt=1, first_attempt_at="2026-11-27T11:59:00.000Z")
+    topics = Topics("results", "dlq", "pending")
+    full = failure("disk_full", "the cache is full")
+    held, _ = route_failure(task, full, stage="download", source=None, at=at, policy=policy, topics=topics,
+                            return_topic="pending")  # fmt: skip
+    assert (held.outcome, held.topic, held.message.attempt) == ("held", "t10", 1)
+    assert held.message.due_at == "2026-11-27T12:00:10.000Z"  # its tier's delay

@@ -77,3 +77,16 @@ def test_long_names_are_bounded_in_bytes_and_keep_extension_and_unique_suffix(ch
     trace, name = path.split("/")[2:]
     assert len(name.encode()) <= MAX_COMPONENT == 255 and name.endswith("_0123456789.pdf")
     assert len(trace.encode()) <= 255 and trace.startswith(char)
+
+
+def test_murmur2_partitioning_matches_kafka_s_default_partitioner():
+    from pipeline_lib.kafka_client import murmur2, partition_for
+
+    # Values of org.apache.kafka.common.utils.Utils.murmur2 (Kafka's own unit test, UtilsTest).
+    assert murmur2(b"21") == -973932308
+    assert murmur2(b"foobar") == -790332482
+    assert murmur2(b"a-little-bit-long-string") == -985981536
+    assert murmur2(b"a-little-bit-longer-string") == -1486304829
+    assert murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == -58897971
+    assert murmur2(b"abc") == 479470107
+    assert 0 <= partition_for("T-1", 3) < 3
