@@ -190,12 +190,13 @@ def _message_row(record: KafkaRecord) -> dict[str, Any]:
     body = body if isinstance(body, dict) else {}
     task = body.get("task") if isinstance(body.get("task"), dict) else body
     what = body.get("status") or body.get("category") or body.get("schema")
-    forwarded = " (forwarded by the retry scheduler)" if "xact.retry.forwarded_at" in record.headers else ""
+    if "xact.retry.forwarded_at" in record.headers:
+        what = f"{what} (forwarded by the retry scheduler)"
     return {
         "time": pd.Timestamp(record.timestamp_ms, unit="ms", tz=UTC), "source": "topic",
         "where": f"{record.topic}/{record.partition}/{record.offset}", "task_id": task.get("task_id"),
         "attempt": task.get("attempt"), "what": what,
-        "detail": redact_payload(record.value.decode("utf-8", "replace"))[:300] + forwarded,
+        "detail": redact_payload(record.value.decode("utf-8", "replace"))[:300],
     }  # fmt: skip
 
 

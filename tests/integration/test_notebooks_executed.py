@@ -43,7 +43,14 @@ def outputs(nb) -> str:
         for out in cell.get("outputs", []):
             texts.append("".join(out.get("text", "")))
             texts.append("".join(out.get("data", {}).get("text/plain", "")))
+            texts.append("".join(out.get("data", {}).get("text/html", "")))  # whole tables: plain text elides columns
     return "\n".join(texts)
+
+
+def cell_output(nb, source_start: str) -> str:
+    """The output of the one code cell whose source starts with `source_start`."""
+    (cell,) = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(source_start)]
+    return outputs({"cells": [cell]})
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +108,13 @@ def run_notebook(name, settings, tmp_path, **parameters):
 
 def test_the_dlq_notebook_summarises_drills_into_a_retried_task_and_dry_runs_a_replay(pipeline_run, tmp_path):
     settings, retried = pipeline_run
-    _, text = run_notebook("dlq_analysis.ipynb", settings, tmp_path, task_id=retried.task_id,
+    nb, text = run_notebook("dlq_analysis.ipynb", settings, tmp_path, task_id=retried.task_id,
                            categories=["http_permanent"])  # fmt: skip
     for category in ("http_permanent", "expired", "policy", "malformed"):
         assert category in text
     assert "would replay 1 dead letter(s)" in text  # the 404, selected by category
     assert "dry run only" in text
-    journey = text[text.index(f"task {retried.task_id}") :]
+    journey = cell_output(nb, "journey(")
     assert "retrying" in journey and "completed" in journey and "forwarded by the retry scheduler" in journey
     assert "SECRET" not in text and "X-Amz-Signature=0123" not in text
 
