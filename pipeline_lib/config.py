@@ -1,5 +1,6 @@
 """The one config loader: committed base settings, one overlay per environment, command-line
-overrides, secrets from the environment only.
+overrides. Secrets are never settings: a SecretRef names where one is read at use (an environment
+variable, a Databricks secret scope or an Azure Key Vault; pipeline_lib.secrets reads it).
 
     settings = load_settings("local")                      # conf/base.yaml + conf/local.yaml
     settings = load_settings("local", overrides=["kafka.bootstrap_servers=127.0.0.1:39092"])
@@ -44,24 +45,49 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SecretRef(_Model):
+    """Where a secret is read at use, never the secret itself (pipeline_lib.secrets.read_secret).
+
+    `vault` and `secret` together win: a vault that is an https URL is an Azure Key Vault, read
+    through Fabric's notebookutils; any other vault is a Databricks secret scope (a Key Vault-backed
+    scope works too), read through dbutils. Otherwise the environment variable `env` is read.
+    """
+
+    env: str | None = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    vault: str | None = Field(min_length=1)
+    secret: str | None = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.vault is None) != (self.secret is None):
+            raise ValueError("vault and secret go together: the scope (or Key Vault URL) and the secret's name")
+        if self.env is None and self.vault is None:
+            raise ValueError("needs env (an environment variable) or vault and secret")
+        return self
+
+
 class OAuthSettings(_Model):
     token_endpoint_url: str | None
     scope: str | None
-    client_id_env: str
-    client_secret_env: str
+    client_id: SecretRef
+    client_secret: SecretRef
 
 
 class KafkaSettings(_Model):
     bootstrap_servers: str = Field(min_length=1)
     security_protocol: Literal["PLAINTEXT", "SASL_SSL"]
     sasl_mechanism: Literal["PLAIN", "OAUTHBEARER"] | None
-    connection_string_env: str
+    connection_string: SecretRef  # the Event Hubs connection string (SASL_SSL + PLAIN)
     oauth: OAuthSettings
+    # Databricks runtimes ship the Kafka client shaded under `kafkashaded.`: the JAAS login modules
+    # and callback handlers Spark's Kafka options name must carry that prefix there.
+    shaded_kafka_classes: bool
     starting_offsets: Literal["earliest", "latest"]
     max_offsets_per_trigger: int = Field(gt=0)
     min_partitions: int | None = Field(gt=0)  # split Kafka partitions into more Spark tasks
     fail_on_data_loss: bool
     producer_options: dict[str, str | int]  # Kafka producer settings for Spark sinks, e.g. linger.ms
+    librdkafka_options: dict[str, str | int]  # the same limits for confluent-kafka (CLI, replay, tests)
     consumer_options: dict[str, str | int]  # Kafka consumer settings for Spark sources, e.g. fetch.max.wait.ms
 
     @model_validator(mode="after")
@@ -198,12 +224,13 @@ class OneLakeSettings(_Model):
     workspace: str | None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
     lakehouse: str | None  # paths go under <lakehouse>.Lakehouse/Files; null for a plain ADLS account
     # default: DefaultAzureCredential (managed identity, Azure CLI, or AZURE_* environment variables);
-    # service_principal: the *_env variables below; token_provider: `module:function` returning
-    # (token, expires_on epoch seconds), e.g. a wrapper of notebookutils in a Fabric notebook.
+    # service_principal: the tenant_id, client_id and client_secret references below;
+    # token_provider: `module:function` returning (token, expires_on epoch seconds), e.g. a wrapper
+    # of notebookutils in a Fabric notebook.
     auth: Literal["default", "service_principal", "token_provider"]
-    tenant_id_env: str
-    client_id_env: str
-    client_secret_env: str
+    tenant_id: SecretRef
+    client_id: SecretRef
+    client_secret: SecretRef
     token_provider: str | None
     sdk_retries: int = Field(ge=0)  # the SDK's own quick retries before the pipeline's tiers
     timeout_seconds: float = Field(gt=0)
@@ -437,11 +464,21 @@ def _origin(origins: Mapping[str, str], dotted: str) -> str | None:
     return None
 
 
+# Settings renamed since an earlier release: the error says what replaced them.
+_RENAMED = {
+    "connection_string_env": "connection_string: {env: VARIABLE} (or vault: and secret:)",
+    "client_id_env": "client_id: {env: VARIABLE} (or vault: and secret:)",
+    "client_secret_env": "client_secret: {env: VARIABLE} (or vault: and secret:)",
+    "tenant_id_env": "tenant_id: {env: VARIABLE} (or vault: and secret:)",
+}
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "missing":
         return "is required but not set"
     if error["type"] == "extra_forbidden":
-        return "is not a known setting (a typo?)"
+        renamed = _RENAMED.get(str(error["loc"][-1]))
+        return f"was replaced by {renamed}" if renamed else "is not a known setting (a typo?)"
     return f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
 
 
@@ -507,14 +544,3 @@ def _leaves(tree: Mapping[str, Any], prefix: str) -> Iterable[tuple[str, Any]]:
             yield from _leaves(value, f"{prefix}{key}.")
         else:
             yield prefix + key, value
-
-
-def secret_from_env(variable: str, *, purpose: str, key: str) -> str:
-    """Read a secret from the environment; the error names the variable and the setting, never a value."""
-    value = os.environ.get(variable)
-    if not value:
-        raise ConfigError(
-            f"{purpose} needs a secret in environment variable {variable} (named by {key}); "
-            "export it or inject it from your secret store"
-        )
-    return value

@@ -107,7 +107,8 @@ def session_for(settings: Settings) -> SparkSession:
     spark_conf = settings.spark
     if spark_conf.master is None:
         active = SparkSession.getActiveSession()
-        return active if active is not None else SparkSession.builder.appName(spark_conf.app_name).getOrCreate()
+        spark = active if active is not None else SparkSession.builder.appName(spark_conf.app_name).getOrCreate()
+        return with_option_redaction(spark)
     check_java()
     # Python workers must run the interpreter that has this package and its dependencies;
     # pyspark reads this variable (not a conf) when it starts the context.
@@ -120,6 +121,17 @@ def session_for(settings: Settings) -> SparkSession:
         builder = builder.config(key, value)
     spark = start_filtering_jvm_stderr(builder) if settings.logging.spark_level == "ERROR" else builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.logging.spark_level)
+    return with_option_redaction(spark)
+
+
+# Spark masks data source options whose names match this in plans, the UI and event logs (its
+# default is `(?i)url`): the Kafka JAAS config carries the Event Hubs connection string or client secret.
+OPTION_REDACTION = "(?i)url|jaas|password|secret|token"
+
+
+def with_option_redaction(spark: SparkSession) -> SparkSession:
+    """Make sure no Kafka secret shows in a plan, the Spark UI or an event log (a runtime SQL conf)."""
+    spark.conf.set("spark.sql.redaction.options.regex", OPTION_REDACTION)
     return spark
 
 

@@ -59,9 +59,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline_lib.config import ConfigError, Settings, secret_from_env
+from pipeline_lib.config import ConfigError, Settings
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.failures import Failure, failure
+from pipeline_lib.secrets import read_secret
 
 
 class CacheProblem(PipelineError):
@@ -236,18 +237,16 @@ class CallableTokenCredential:
 
 
 def credential_for(settings: Settings) -> Any:
-    """The credential named by storage.lake.onelake.auth; secrets come from the environment."""
+    """The credential named by storage.lake.onelake.auth; secrets are read where their references say."""
     onelake = settings.storage.lake.onelake
     if onelake.auth == "service_principal":
         from azure.identity import ClientSecretCredential
 
-        key = "storage.lake.onelake"
+        key, purpose = "storage.lake.onelake", "OneLake service principal"
         return ClientSecretCredential(
-            secret_from_env(onelake.tenant_id_env, purpose="OneLake service principal", key=f"{key}.tenant_id_env"),
-            secret_from_env(onelake.client_id_env, purpose="OneLake service principal", key=f"{key}.client_id_env"),
-            secret_from_env(
-                onelake.client_secret_env, purpose="OneLake service principal", key=f"{key}.client_secret_env"
-            ),
+            read_secret(onelake.tenant_id, key=f"{key}.tenant_id", purpose=purpose),
+            read_secret(onelake.client_id, key=f"{key}.client_id", purpose=purpose),
+            read_secret(onelake.client_secret, key=f"{key}.client_secret", purpose=purpose),
         )
     if onelake.auth == "token_provider":
         module, _, name = str(onelake.token_provider).partition(":")

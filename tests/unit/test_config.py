@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_lib.config import ConfigError, delay_label, load_settings, secret_from_env
-from pipeline_lib.kafka_options import java_client_options, kafka_sink_options, kafka_source_options, librdkafka_config
+from pipeline_lib.config import ConfigError, delay_label, load_settings
+from pipeline_lib.kafka_options import kafka_sink_options, kafka_source_options
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -50,6 +50,8 @@ def test_cloud_overlays_load_once_placeholders_are_filled(env):
         "storage.lake.onelake.lakehouse=lh",
         "download.cache_dir=/mnt/cache",
     ]
+    if env == "fabric":
+        filled.append("kafka.connection_string.vault=https://kv.vault.azure.net/")
     if env == "databricks":
         filled += [
             "kafka.oauth.token_endpoint_url=https://login.microsoftonline.com/t/oauth2/v2.0/token",
@@ -135,48 +137,6 @@ def test_relative_paths_resolve_under_storage_root(tmp_path):
 @pytest.mark.parametrize(("seconds", "label"), [(300, "5m"), (2400, "40m"), (3600, "1h"), (7, "7s"), (90, "90s")])
 def test_delay_labels(seconds, label):
     assert delay_label(seconds) == label
-
-
-def test_event_hubs_plain_reads_the_connection_string_from_the_environment(monkeypatch):
-    settings = load_settings("local", overrides=["kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=PLAIN"])
-    monkeypatch.delenv("EVENTHUBS_CONNECTION_STRING", raising=False)
-    with pytest.raises(ConfigError, match="environment variable EVENTHUBS_CONNECTION_STRING") as err:
-        java_client_options(settings.kafka)
-    assert "kafka.connection_string_env" in str(err.value)
-
-    secret = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=S3CRET"
-    monkeypatch.setenv("EVENTHUBS_CONNECTION_STRING", secret)
-    java = java_client_options(settings.kafka)
-    assert java["kafka.sasl.mechanism"] == "PLAIN"
-    assert 'username="$ConnectionString"' in java["kafka.sasl.jaas.config"] and secret in java["kafka.sasl.jaas.config"]
-    rd = librdkafka_config(settings.kafka)
-    assert rd["sasl.username"] == "$ConnectionString" and rd["sasl.password"] == secret
-
-
-def test_oauthbearer_options(monkeypatch):
-    settings = load_settings(
-        "local",
-        overrides=[
-            "kafka.security_protocol=SASL_SSL",
-            "kafka.sasl_mechanism=OAUTHBEARER",
-            "kafka.oauth.token_endpoint_url=https://login.example/token",
-            "kafka.oauth.scope=https://ns/.default",
-        ],
-    )
-    monkeypatch.setenv("AZURE_CLIENT_ID", "cid")
-    monkeypatch.setenv("AZURE_CLIENT_SECRET", "csecret")
-    java = java_client_options(settings.kafka)
-    assert java["kafka.sasl.oauthbearer.token.endpoint.url"] == "https://login.example/token"
-    assert "OAuthBearerLoginModule" in java["kafka.sasl.jaas.config"]
-    rd = librdkafka_config(settings.kafka)
-    assert rd["sasl.oauthbearer.method"] == "oidc" and rd["sasl.oauthbearer.client.secret"] == "csecret"
-
-
-def test_secret_error_never_contains_a_value(monkeypatch):
-    monkeypatch.setenv("SOME_SECRET", "")
-    with pytest.raises(ConfigError) as err:
-        secret_from_env("SOME_SECRET", purpose="test", key="x.y")
-    assert "SOME_SECRET" in str(err.value) and "x.y" in str(err.value)
 
 
 def test_cache_dir_resolves_under_the_storage_root_and_a_uri_is_refused(tmp_path):
