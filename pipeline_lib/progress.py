@@ -63,3 +63,16 @@ def format_progress(job: str, progress: dict[str, Any]) -> str:
         f"[{job}] batch {progress.get('batchId')}: in {rows_in} rows ({rate:.1f}/s), out {out}, "
         f"{_lag(progress.get('sources') or [])}, {duration} ms"
     )
+
+
+def drained(progress: dict[str, Any]) -> bool:
+    """True for a micro-batch that read nothing while every source was at its latest offset.
+
+    A query with processing-time state timeouts (the retry scheduler) never ends under
+    Trigger.AvailableNow: Spark runs a no-data batch every trigger while timeouts are pending. Such
+    a batch, once the input is drained, has fired every due timeout, so the query may stop there.
+    """
+    sources = progress.get("sources") or []
+    return progress.get("numInputRows") == 0 and all(
+        s.get("endOffset") is not None and s.get("endOffset") == s.get("latestOffset") for s in sources
+    )

@@ -14,6 +14,8 @@ The job code uses only APIs that exist on Spark 3.5 and 4.x, so it runs in the F
 Databricks runtimes' own sessions; this pin is the local/CI stack.
 """
 
+from pipeline_lib.errors import PipelineError
+
 SPARK_VERSION = "4.2.0"
 SCALA_BINARY = "2.13"
 DELTA_VERSION = "4.4.0"
@@ -24,3 +26,33 @@ DELTA_PACKAGE = f"io.delta:delta-spark_{SPARK_VERSION.rsplit('.', 1)[0]}_{SCALA_
 KAFKA_BROKER_ARTIFACT = ("org.apache.kafka", f"kafka_{SCALA_BINARY}", KAFKA_VERSION)
 
 MIN_JAVA_MAJOR = 17
+
+
+# The runtimes the users have, and the open-source jars that stand in for each locally and in CI
+# (make test-compat): Spark minor -> (Scala binary, Delta version, Delta's Maven artifact).
+# - 3.5: Fabric Runtime 1.3 (Delta 3.2), Databricks 15.4 and 16.4 LTS. Connector = pyspark's
+#   version; 3.5.7 is the newest whose connector resolves on Maven Central.
+# - 4.0: Databricks 17.3 LTS (its own Delta) and Fabric Runtime 2.0. Only 4.0.0's connector resolves
+#   (spark-token-provider-kafka-0-10 4.0.1+ is not on Maven Central); Delta 4.0.0 pairs with it.
+# - 4.2: the pinned local stack above.
+RUNTIMES = {
+    "3.5": ("2.12", "3.2.1", "io.delta:delta-spark_2.12:3.2.1"),
+    "4.0": ("2.13", "4.0.0", "io.delta:delta-spark_2.13:4.0.0"),
+    "4.2": (SCALA_BINARY, DELTA_VERSION, DELTA_PACKAGE),
+}
+
+
+class UnsupportedSpark(PipelineError, ValueError):
+    """The installed pyspark is not one of the runtimes this project builds local sessions for."""
+
+
+def packages_for(spark_version: str) -> tuple[str, str]:
+    """(Kafka connector, Delta) Maven packages for a local session on this pyspark version."""
+    minor = ".".join(spark_version.split(".")[:2])
+    if minor not in RUNTIMES:
+        raise UnsupportedSpark(
+            f"pyspark {spark_version} is installed; local sessions support Spark {', '.join(RUNTIMES)} "
+            f"(pyproject's [local] extra installs {SPARK_VERSION})"
+        )
+    scala, _, delta = RUNTIMES[minor]
+    return f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{spark_version}", delta

@@ -4,6 +4,9 @@ hands each batch's progress to the metrics recorder (spark/metrics.py)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from contextlib import suppress
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQueryListener
@@ -11,7 +14,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQue
 from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.metrics import metric_row
-from pipeline_lib.progress import format_progress
+from pipeline_lib.progress import drained, format_progress
 from pipeline_lib.spark.metrics import MetricsRecorder
 from pipeline_lib.supervision import failure_summary
 
@@ -41,11 +44,35 @@ class ProgressListener(StreamingQueryListener):
             log.info("query %s stopped", event.id)
 
 
-def start_query(writer: DataStreamWriter, settings: Settings, available_now: bool) -> StreamingQuery:
-    """Start a job's query: drain what is there and stop (`available_now`), or every trigger interval."""
-    if available_now:
-        return writer.trigger(availableNow=True).start()
-    return writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds").start()
+def start_query(
+    writer: DataStreamWriter, settings: Settings, available_now: bool, *, timers: bool = False
+) -> StreamingQuery:
+    """Start a job's query: drain what is there and stop (`available_now`), or every trigger interval.
+
+    `timers`: the query holds processing-time state timeouts, so AvailableNow alone would never end
+    (progress.drained); it is stopped after its first batch that finds the input drained.
+    """
+    if not available_now:
+        return writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds").start()
+    query = writer.trigger(availableNow=True).start()
+    if timers:
+        threading.Thread(target=_stop_when_drained, args=(query,), name=f"drain-{query.name}", daemon=True).start()
+    return query
+
+
+def _stop_when_drained(query: StreamingQuery, poll: float = 0.1) -> None:
+    seen = None
+    while query.isActive:
+        progress = query.lastProgress  # a dict (3.5), a dict-like StreamingQueryProgress (4.x)
+        if progress is not None and not isinstance(progress, dict):
+            progress = json.loads(progress.json)
+        if progress and progress.get("batchId") != seen:
+            seen = progress.get("batchId")
+            if drained(progress):
+                with suppress(Exception):  # it may have ended by itself meanwhile
+                    query.stop()
+                return
+        time.sleep(poll)
 
 
 _installed: dict[int, ProgressListener] = {}

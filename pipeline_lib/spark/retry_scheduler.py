@@ -157,7 +157,8 @@ def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
 
 
 def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
-    """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state)."""
+    """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state):
+    its first batch that finds the retry topics drained has fired every due timeout."""
     install_progress_listener(spark, settings)
     raw = read_topics(spark, settings, list(settings.retry_topics))
     forwarded = schedule_retries(raw, settings).observe(
@@ -174,7 +175,7 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
         .options(**kafka_sink_options(settings.kafka))
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
-    return start_query(writer, settings, available_now)
+    return start_query(writer, settings, available_now, timers=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,11 +13,12 @@ import os
 import sys
 import threading
 
+import pyspark
 from pyspark.sql import SparkSession
 
 from pipeline_lib.config import Settings
 from pipeline_lib.spark.jvm import cache_root, check_java, spark_package_jars
-from pipeline_lib.versions import DELTA_PACKAGE, SPARK_KAFKA_PACKAGE
+from pipeline_lib.versions import packages_for
 
 
 def _add_jars(builder: SparkSession.Builder, packages: list[str]) -> SparkSession.Builder:
@@ -34,14 +35,14 @@ def _add_jars(builder: SparkSession.Builder, packages: list[str]) -> SparkSessio
 
 
 def with_kafka(builder: SparkSession.Builder) -> SparkSession.Builder:
-    """Add the Kafka source/sink connector."""
-    return _add_jars(builder, [SPARK_KAFKA_PACKAGE])
+    """Add the Kafka source/sink connector matching the installed pyspark (versions.RUNTIMES)."""
+    return _add_jars(builder, [packages_for(pyspark.__version__)[0]])
 
 
 def with_delta(builder: SparkSession.Builder) -> SparkSession.Builder:
-    """Add Delta Lake: its jars, SQL extensions and catalog."""
+    """Add Delta Lake matching the installed pyspark: its jars, SQL extensions and catalog."""
     return (
-        _add_jars(builder, [DELTA_PACKAGE])
+        _add_jars(builder, [packages_for(pyspark.__version__)[1]])
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
     )

@@ -121,19 +121,31 @@ class Supervisor:
         self._stop.set()
 
     def stop(self) -> int:
-        """Stop every query; a batch in flight may finish within the grace time. Returns the exit code."""
+        """Stop every query; a batch in flight may finish within the grace time. Returns the exit code.
+
+        Each query is stopped the moment it is between batches (a processing-time trigger may start
+        the next batch right after, so waiting and stopping are one step per query). A batch still
+        running when the grace time ends is interrupted: nothing of it is committed and it runs
+        again at the next start. Spark logs such an interruption as task and state-store errors
+        with stack traces; they are expected here, so Spark's log is silenced for the stop and one
+        line says which queries were abandoned.
+        """
         grace_until = self.clock() + self.settings.streaming.stop_grace_seconds
         abandoned = []
-        for name, query in self.queries.items():
-            with suppress(Exception):  # a query that already died has nothing to stop
-                while query.isActive and query.status.get("isTriggerActive") and self.clock() < grace_until:
-                    time.sleep(0.2)
-                if query.isActive and query.status.get("isTriggerActive"):
-                    abandoned.append(name)
-            with suppress(Exception):
-                query.stop()
-            if self.states[name].state == "running":
-                self.states[name].state = "stopped"
+        self._spark_log_level("OFF")
+        try:
+            for name, query in self.queries.items():
+                with suppress(Exception):  # a query that already died has nothing to stop
+                    while query.isActive and query.status.get("isTriggerActive") and self.clock() < grace_until:
+                        time.sleep(0.05)
+                    if query.isActive and query.status.get("isTriggerActive"):
+                        abandoned.append(name)
+                with suppress(Exception):
+                    query.stop()
+                if self.states[name].state == "running":
+                    self.states[name].state = "stopped"
+        finally:
+            self._spark_log_level(self.settings.logging.spark_level)
         if abandoned:
             log.warning("[run] stopped with a batch in flight in %s: not committed, it runs again at the next start",
                         ", ".join(abandoned))  # fmt: skip
@@ -141,6 +153,10 @@ class Supervisor:
         failed = [s.name for s in self.states.values() if s.state == "waiting" and s.failures]
         log.info("[run] stopped; every query between batches")
         return EXIT_FAILED if failed and self.available_now else EXIT_OK
+
+    def _spark_log_level(self, level: str) -> None:
+        with suppress(Exception):  # a stopped context (or a test's stand-in) has no log level to set
+            self.spark.sparkContext.setLogLevel(level)
 
     # --- one stage ------------------------------------------------------------------------------
 

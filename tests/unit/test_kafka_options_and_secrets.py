@@ -123,7 +123,7 @@ def test_databricks_names_the_shaded_classes_and_reads_its_secret_scope(fake_dbu
         "kafkashaded.org.apache.kafka.common.security.oauthbearer.secured.OAuthBearerLoginCallbackHandler"
     )
     assert java["kafka.sasl.jaas.config"].startswith(
-        "kafkashaded.org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required clientId=\"cid\""
+        'kafkashaded.org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required clientId="cid"'
     )
     plain = platform_settings("databricks", "kafka.sasl_mechanism=PLAIN")
     assert java_client_options(plain.kafka)["kafka.sasl.jaas.config"].startswith(

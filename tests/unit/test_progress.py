@@ -37,3 +37,14 @@ def test_step_timer_adds_up_each_named_step_in_order_even_when_it_raises():
         raise RuntimeError("boom")
     assert steps.seconds == {"route": 2.0, "kafka": 0.25}
     assert str(steps) == "route 2.0 s, kafka 0.2 s"
+
+
+def test_drained_is_a_batch_that_read_nothing_with_every_source_at_its_latest_offset():
+    from pipeline_lib.progress import drained
+
+    at_end = {"endOffset": {"t": {"0": 5}}, "latestOffset": {"t": {"0": 5}}}
+    behind = {"endOffset": {"t": {"0": 3}}, "latestOffset": {"t": {"0": 5}}}
+    assert drained({"numInputRows": 0, "sources": [at_end, at_end]})
+    assert not drained({"numInputRows": 2, "sources": [at_end]})  # it still forwarded something
+    assert not drained({"numInputRows": 0, "sources": [at_end, behind]})
+    assert not drained({"numInputRows": 0, "sources": [{"endOffset": None, "latestOffset": None}]})  # not started
