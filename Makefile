@@ -54,7 +54,7 @@ notebooks: install  ## execute every analyst notebook against the local tables (
 	$(BIN)/xact-pipeline notebooks --out var/reports
 
 lint: install
-	$(BIN)/ruff check pipeline_lib jobs tests
+	$(BIN)/ruff check pipeline_lib jobs tests benchmarks fabric
 	$(BIN)/mypy
 
 clean:              ## local state of the demo (var/); the JVM cache in ~/.cache/xact-pipeline stays
