@@ -39,14 +39,16 @@ test-drills: install
 #        whose Kafka connector is on Maven Central.
 #   4.0: Databricks 17.3 LTS, Fabric Runtime 2.0; 4.0.0 is the only 4.0 whose connector resolves.
 CACHE_DIR     ?= $(or $(XACT_CACHE_DIR),$(HOME)/.cache/xact-pipeline)
-RUNTIME_DEPS  := $(shell $(PYTHON) -c 'import tomllib; print(" ".join(repr(d) for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+# The platforms' Python (Fabric Runtime 1.3 and Databricks 15.4 LTS run 3.11), when installed.
+COMPAT_PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),$(PYTHON))
+RUNTIME_DEPS   = $(shell $(PYTHON) -c 'import tomllib; print(" ".join(repr(d) for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 COMPAT_TOOLS  := 'pytest>=8,<10' 'pytest-timeout>=2.3' 'build>=1.2' 'hatchling>=1.25'
 SPARK35_PKGS  := 'pyspark==3.5.7' 'delta-spark==3.2.1' 'pandas>=2.2,<2.3' 'pyarrow>=17'
 SPARK40_PKGS  := 'pyspark==4.0.0' 'delta-spark==4.0.0' 'pandas>=2.2,<3' 'pyarrow>=17'
 test-compat: test-spark35 test-spark40
 test-spark35 test-spark40: test-spark%:
 	@venv=$(CACHE_DIR)/venv-compat-spark$*; stamp=$$venv/.installed-$(shell echo "$(SPARK$*_PKGS) $(RUNTIME_DEPS) $(COMPAT_TOOLS)" | cksum | cut -d' ' -f1); \
-	test -f $$stamp || { echo "preparing $$venv (once)"; rm -rf $$venv && $(PYTHON) -m venv $$venv && \
+	test -f $$stamp || { echo "preparing $$venv (once)"; rm -rf $$venv && $(COMPAT_PYTHON) -m venv $$venv && \
 		$$venv/bin/python -m pip install --quiet $(SPARK$*_PKGS) $(RUNTIME_DEPS) $(COMPAT_TOOLS) && touch $$stamp; } || exit 1; \
 	$$venv/bin/python -m pytest tests/compat -p no:cacheprovider $(PYTEST_ARGS)   # the clone is on sys.path (cwd)
 

@@ -36,8 +36,14 @@ def pipeline_arguments(items: Path = ITEMS) -> list[str]:
     return shlex.split(spec["commandLineArguments"])
 
 
-def notebook_for_fabric(source: Path, arguments: list[str]) -> dict:
-    """The notebook with its parameters cell set to the Fabric overlay and the pipeline's --set values."""
+def logical_id(items: Path, folder: str) -> str:
+    return json.loads((items / folder / ".platform").read_text())["config"]["logicalId"]
+
+
+def notebook_for_fabric(source: Path, arguments: list[str], items: Path = ITEMS) -> dict:
+    """The notebook with its parameters cell set to the Fabric overlay and the pipeline's --set values,
+    attached to the environment that carries the wheel and to the lakehouse (by their logical ids,
+    which fabric-cicd replaces with the deployed items' ids; the zero workspace id means "this one")."""
     notebook = json.loads(source.read_text())
     overrides = [arguments[i + 1] for i, a in enumerate(arguments) if a == "--set"]
     env = arguments[arguments.index("--env") + 1]
@@ -54,7 +60,15 @@ def notebook_for_fabric(source: Path, arguments: list[str]) -> dict:
             break
     else:
         raise SystemExit(f"error: {source} has no cell tagged parameters")
+    this_workspace = "00000000-0000-0000-0000-000000000000"
+    lakehouse = logical_id(items, "xact_lakehouse.Lakehouse")
     notebook["metadata"]["kernel_info"] = {"name": "synapse_pyspark"}
+    notebook["metadata"]["dependencies"] = {
+        "environment": {"environmentId": logical_id(items, "xact_environment.Environment"),
+                        "workspaceId": this_workspace},
+        "lakehouse": {"default_lakehouse": lakehouse, "default_lakehouse_name": "xact_lakehouse",
+                      "default_lakehouse_workspace_id": this_workspace, "known_lakehouses": [{"id": lakehouse}]},
+    }  # fmt: skip
     return notebook
 
 
@@ -72,7 +86,8 @@ def stage(out: Path, wheel: Path, items: Path = ITEMS) -> Path:
     arguments = pipeline_arguments(items)
     for item in staged.glob("*.Notebook"):
         source = ROOT / "notebooks" / f"{item.name.removesuffix('.Notebook')}.ipynb"
-        (item / "notebook-content.ipynb").write_text(json.dumps(notebook_for_fabric(source, arguments), indent=1))
+        notebook = notebook_for_fabric(source, arguments, items)
+        (item / "notebook-content.ipynb").write_text(json.dumps(notebook, indent=1))
     return staged
 
 

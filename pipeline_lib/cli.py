@@ -184,7 +184,14 @@ def _config_show(settings: Settings) -> int:
         "tables": {t: settings.table_path(t) for t in ("events", "attachments", "dlq", "metrics")},
         "checkpoint_root": settings.storage.resolve(settings.storage.checkpoint_root),
     }
-    # Settings hold only the *names* of secret variables, never values, so this is safe to print.
+    # Settings hold secret references, never values; free-form client options are masked all the
+    # same, in case someone put a password or a JAAS config there.
+    from pipeline_lib.kafka_options import printable
+
+    kafka = data["kafka"]
+    for options in ("producer_options", "consumer_options", "librdkafka_options"):
+        kafka[options] = printable({k: str(v) for k, v in kafka[options].items()})
+    data["spark"]["extra_conf"] = printable({k: str(v) for k, v in data["spark"]["extra_conf"].items()})
     print(json.dumps(data, indent=2))
     return 0
 

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline_lib.errors import PipelineError
+from pipeline_lib.redaction import redact
 
 ENVIRONMENTS = ("local", "fabric", "databricks")
 CONF_DIR_ENV = "XACT_CONF_DIR"
@@ -444,7 +445,7 @@ def _dotted_keys(mapping: Mapping[str, Any], prefix: str) -> Iterable[str]:
 def _parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected the form key.path=value, e.g. kafka.port=9092")
+        raise ConfigError(f"--set {redact(text)!r}: expected the form key.path=value, e.g. kafka.port=9092")
     value = yaml.safe_load(raw) if raw.strip() else ""
     return key.strip().split("."), value
 
@@ -473,13 +474,21 @@ _RENAMED = {
 }
 
 
+# Settings that hold secret references: a value set there by mistake may be the secret itself.
+_SECRET_REFERENCES = frozenset({"connection_string", "client_id", "client_secret", "tenant_id"})
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "missing":
         return "is required but not set"
     if error["type"] == "extra_forbidden":
         renamed = _RENAMED.get(str(error["loc"][-1]))
         return f"was replaced by {renamed}" if renamed else "is not a known setting (a typo?)"
-    return f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    if _SECRET_REFERENCES & {str(p) for p in error["loc"]}:
+        # Never echo what was given: it may be the secret pasted where its reference belongs.
+        return f"{message} (a secret reference: {{env: VARIABLE}} or {{vault: ..., secret: ...}}, never the value)"
+    return f"{message} (got {redact(repr(error.get('input')))})"
 
 
 def load_settings(
@@ -517,7 +526,7 @@ def load_settings(
     else:
         for text in overrides:
             path, value = _parse_override(text)
-            _merge(merged, _nest(path, value), f"--set {text}", origins)
+            _merge(merged, _nest(path, value), f"--set {'.'.join(path)}=...", origins)  # never echo a value
     merged["environment"] = overlay.stem
     origins["environment"] = str(overlay)
 

@@ -51,6 +51,9 @@ H_RETRY_DUE_AT = "xact.retry.due_at"
 H_RETRY_STAGE = "xact.retry.stage"
 H_RETRY_TOPIC = "xact.retry.return_topic"
 H_RETRY_FORWARDED_AT = "xact.retry.forwarded_at"  # set by the retry scheduler when it moves a message
+# A retry-tier record that carries no task: the scheduler writes one when it starts, so that Spark
+# runs a batch (which fires the held messages' due timeouts) even when no new retry arrives.
+H_RETRY_TICK = "xact.retry.tick"
 
 
 class ContractError(PipelineError, ValueError):

@@ -36,9 +36,10 @@ class TopicAdminError(PipelineError):
     """A topic could not be created or listed."""
 
 
-def make_producer(settings: Settings) -> Producer:
+def make_producer(settings: Settings, **extra: str | int) -> Producer:
     """An idempotent confluent-kafka producer for `produce`; reuse one for many calls (each new
-    producer pays its connection and producer-id set-up, about 0.5 s on a local broker)."""
+    producer pays its connection and producer-id set-up, about 0.5 s on a local broker).
+    `extra`: more librdkafka settings, e.g. message.timeout.ms for a bounded wait."""
     from confluent_kafka import Producer
 
     return Producer(
@@ -50,6 +51,7 @@ def make_producer(settings: Settings) -> Producer:
             # whichever of the two produced it, so one trace's messages keep their order.
             "partitioner": "murmur2_random",
             "logger": CLIENT_LOG,
+            **extra,
         }  # type: ignore[dict-item]
     )
 
@@ -59,8 +61,10 @@ def produce(
     topic: str,
     records: Iterable[tuple[str | None, str | bytes] | tuple[str | None, str | bytes, dict[str, str]]],
     producer: Producer | None = None,
+    timeout: float = 60,
 ) -> int:
-    """Produce (key, value) or (key, value, headers) records and wait for every delivery.
+    """Produce (key, value) or (key, value, headers) records and wait (up to `timeout` seconds) for
+    every delivery.
 
     `producer` (from make_producer) is reused when given; otherwise one is made for this call.
     """
@@ -85,7 +89,7 @@ def produce(
                 producer.poll(0.1)
         count += 1
         producer.poll(0)
-    remaining = producer.flush(60)
+    remaining = producer.flush(timeout)
     if errors or remaining:
         raise DeliveryFailed(
             f"{len(errors) + remaining} of {count} messages to {topic} were not delivered: {errors[:3]}; "

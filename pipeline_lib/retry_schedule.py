@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline_lib.bounds import checked_time
-from pipeline_lib.contracts import H_ATTEMPT, H_RETRY_DUE_AT, H_RETRY_TOPIC, H_TASK_ID, DeadLetter
+from pipeline_lib.contracts import H_ATTEMPT, H_RETRY_DUE_AT, H_RETRY_TICK, H_RETRY_TOPIC, H_TASK_ID, DeadLetter
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.routing import PendingRecord, internal_dead_letter
 from pipeline_lib.times import parse_iso
@@ -85,9 +85,12 @@ def schedule_record(
     allowed_topics: frozenset[str],
     now: datetime,
     longest_wait_seconds: float,
-) -> Waiting | DeadLetter:
-    """What the scheduler does with one retry message: wait for it, or dead-letter it. Never raises."""
+) -> Waiting | DeadLetter | None:
+    """What the scheduler does with one retry message: wait for it, or dead-letter it; None for the
+    scheduler's own start tick (H_RETRY_TICK), which carries no task. Never raises."""
     source = f"{record.source.topic}/{record.source.partition}/{record.source.offset}"
+    if H_RETRY_TICK in headers:
+        return None
     try:
         return waiting_from_headers(
             headers, allowed_topics, source, now=now, longest_wait_seconds=longest_wait_seconds

@@ -46,15 +46,24 @@ def read_secret(ref: SecretRef, *, key: str, purpose: str) -> str:
                 f"{purpose}: {key} names {describe(ref)}, which could not be read "
                 f"({type(exc).__name__}); check the name and that this identity may read it"
             ) from None
-        if not value:
-            raise ConfigError(f"{purpose}: {key} names {describe(ref)}, which is empty")
-        return str(value)
+        return _clean(str(value or ""), f"{purpose}: {key} names {describe(ref)}")
     value = os.environ.get(str(ref.env))
     if not value:
         raise ConfigError(
             f"{purpose} needs a secret in environment variable {ref.env} (named by {key}.env); "
             f"export it, or set {key}.vault and {key}.secret to read it from a secret scope or Key Vault"
         )
+    return _clean(value, f"{purpose}: {key} names {describe(ref)}")
+
+
+def _clean(value: str, where: str) -> str:
+    """The secret without surrounding whitespace (a pasted trailing newline); refused if empty or if
+    it still holds a control character, which would end a quoted JAAS value and break the login."""
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"{where}, which is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{where}, which holds a control character (a line break?); store it on one line")
     return value
 
 

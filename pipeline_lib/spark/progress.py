@@ -49,18 +49,22 @@ def start_query(
 ) -> StreamingQuery:
     """Start a job's query: drain what is there and stop (`available_now`), or every trigger interval.
 
-    `timers`: the query holds processing-time state timeouts, so AvailableNow alone would never end
-    (progress.drained); it is stopped after its first batch that finds the input drained.
+    `timers`: the query holds processing-time state timeouts, so Trigger.AvailableNow would never
+    end (progress.drained) and stopping it means interrupting a batch (its no-data batches run back
+    to back). Such a query drains on its processing-time trigger instead and is stopped between
+    batches after the first batch that finds the input drained.
     """
+    trigger = f"{settings.streaming.trigger_interval_seconds} seconds"
     if not available_now:
-        return writer.trigger(processingTime=f"{settings.streaming.trigger_interval_seconds} seconds").start()
-    query = writer.trigger(availableNow=True).start()
-    if timers:
-        threading.Thread(target=_stop_when_drained, args=(query,), name=f"drain-{query.name}", daemon=True).start()
+        return writer.trigger(processingTime=trigger).start()
+    if not timers:
+        return writer.trigger(availableNow=True).start()
+    query = writer.trigger(processingTime=trigger).start()
+    threading.Thread(target=_stop_when_drained, args=(query,), name=f"drain-{query.name}", daemon=True).start()
     return query
 
 
-def _stop_when_drained(query: StreamingQuery, poll: float = 0.1) -> None:
+def _stop_when_drained(query: StreamingQuery, poll: float = 0.05, grace: float = 60.0) -> None:
     seen = None
     while query.isActive:
         progress = query.lastProgress  # a dict (3.5), a dict-like StreamingQueryProgress (4.x)
@@ -69,7 +73,10 @@ def _stop_when_drained(query: StreamingQuery, poll: float = 0.1) -> None:
         if progress and progress.get("batchId") != seen:
             seen = progress.get("batchId")
             if drained(progress):
+                until = time.monotonic() + grace
                 with suppress(Exception):  # it may have ended by itself meanwhile
+                    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < until:
+                        time.sleep(0.01)
                     query.stop()
                 return
         time.sleep(poll)

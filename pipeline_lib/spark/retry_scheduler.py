@@ -14,6 +14,11 @@ GroupStateTimeout.ProcessingTimeTimeout):
   timestamp can lag the wall clock), else re-arms the timeout. So a message is never forwarded
   early, and at most one trigger interval plus one batch's duration late. Idle batches cost one
   state-store scan per trigger interval: no busy loop.
+- After a restart Spark runs no batch until new input arrives (its "run another batch for the
+  timeouts" decision looks at the previous batch of the same process), so held messages would wait
+  for the next retry. The scheduler therefore writes one tick record (header xact.retry.tick, no
+  task) to the first tier when it starts: the batch that reads it fires every due timeout; the
+  tick itself is dropped.
 - Crash safety: the state store is versioned with the checkpoint. After a kill -9 anywhere, the
   query restarts from the last committed batch: messages read but not yet committed are read
   again, and messages forwarded in an uncommitted batch are forwarded again (the Kafka sink is
@@ -38,16 +43,19 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from pipeline_lib.config import Settings
-from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, DeadLetter
+from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, H_RETRY_TICK, DeadLetter
+from pipeline_lib.kafka_client import make_producer, produce
 from pipeline_lib.kafka_options import kafka_sink_options
+from pipeline_lib.logs import get_logger
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.retry_schedule import header_map, schedule_record
 from pipeline_lib.routing import OutMessage, pending_records
 from pipeline_lib.spark.kafka_io import RECORD_COLUMNS, headers_from_json, kafka_records, read_topics, record_columns
 from pipeline_lib.spark.progress import install_progress_listener, start_query
-from pipeline_lib.times import iso_from_millis
+from pipeline_lib.times import iso_from_millis, iso_utc
 
 JOB_NAME = "retry-scheduler"
+log = get_logger(JOB_NAME)
 
 SCHEDULED_SCHEMA = StructType(
     [
@@ -87,6 +95,8 @@ def _parse_partition(settings: Settings):
                 text = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else ""
                 headers_in = header_map(headers)
                 decision = schedule_record(record, headers_in, allowed, now, longest_wait)  # total: never raises
+                if decision is None:  # the start tick: nothing to schedule
+                    continue
                 if isinstance(decision, DeadLetter):
                     out = OutMessage(decision.category, dlq, record.key, decision)
                     topic_, key_, value_, headers_ = out.row()
@@ -160,6 +170,7 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
     """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state):
     its first batch that finds the retry topics drained has fired every due timeout."""
     install_progress_listener(spark, settings)
+    _tick(settings)
     raw = read_topics(spark, settings, list(settings.retry_topics))
     forwarded = schedule_retries(raw, settings).observe(
         JOB_NAME,
@@ -176,6 +187,18 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
     return start_query(writer, settings, available_now, timers=True)
+
+
+def _tick(settings: Settings) -> None:
+    """Write the start tick (see the module doc): without it a restarted scheduler holds due retries
+    until a new retry arrives. Best effort: a Kafka that cannot take it cannot feed the query either."""
+    try:
+        producer = make_producer(settings, **{"message.timeout.ms": 10_000})
+        tick = (None, b"tick", {H_RETRY_TICK: iso_utc(datetime.now(UTC))})
+        produce(settings, settings.retry_topics[0], [tick], producer=producer, timeout=15)
+    except Exception as exc:  # noqa: BLE001 - the query itself reports Kafka problems; this must not
+        log.warning("[%s] could not write the start tick (%s): held retries wait for the next new one",
+                    JOB_NAME, type(exc).__name__)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

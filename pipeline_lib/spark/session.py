@@ -17,8 +17,11 @@ import pyspark
 from pyspark.sql import SparkSession
 
 from pipeline_lib.config import Settings
+from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.jvm import cache_root, check_java, spark_package_jars
 from pipeline_lib.versions import packages_for
+
+log = get_logger("session")
 
 
 def _add_jars(builder: SparkSession.Builder, packages: list[str]) -> SparkSession.Builder:
@@ -131,8 +134,15 @@ OPTION_REDACTION = "(?i)url|jaas|password|secret|token"
 
 
 def with_option_redaction(spark: SparkSession) -> SparkSession:
-    """Make sure no Kafka secret shows in a plan, the Spark UI or an event log (a runtime SQL conf)."""
-    spark.conf.set("spark.sql.redaction.options.regex", OPTION_REDACTION)
+    """Make sure no Kafka secret shows in a plan, the Spark UI or an event log (a runtime SQL conf).
+
+    Some platform sessions refuse to set confs (serverless, shared access): the Kafka client still
+    hides sasl.jaas.config in its own logs, so a refusal is logged, not raised."""
+    try:
+        spark.conf.set("spark.sql.redaction.options.regex", OPTION_REDACTION)
+    except Exception as exc:  # noqa: BLE001 - a refused conf must not stop a job or a notebook
+        log.warning("could not set spark.sql.redaction.options.regex (%s): plans may show Kafka options",
+                    type(exc).__name__)  # fmt: skip
     return spark
 
 

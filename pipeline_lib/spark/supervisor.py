@@ -127,12 +127,13 @@ class Supervisor:
         the next batch right after, so waiting and stopping are one step per query). A batch still
         running when the grace time ends is interrupted: nothing of it is committed and it runs
         again at the next start. Spark logs such an interruption as task and state-store errors
-        with stack traces; they are expected here, so Spark's log is silenced for the stop and one
-        line says which queries were abandoned.
+        with stack traces; they are expected here, so Spark's log is silenced from the first stop
+        until every query has stopped (then the level it had is restored), and one line says which
+        queries were abandoned.
         """
         grace_until = self.clock() + self.settings.streaming.stop_grace_seconds
         abandoned = []
-        self._spark_log_level("OFF")
+        previous = self._current_spark_log_level()
         try:
             for name, query in self.queries.items():
                 with suppress(Exception):  # a query that already died has nothing to stop
@@ -140,12 +141,14 @@ class Supervisor:
                         time.sleep(0.05)
                     if query.isActive and query.status.get("isTriggerActive"):
                         abandoned.append(name)
+                # From the first stop on: an interrupted batch's task threads log their traces late.
+                self._spark_log_level("OFF")
                 with suppress(Exception):
                     query.stop()
                 if self.states[name].state == "running":
                     self.states[name].state = "stopped"
         finally:
-            self._spark_log_level(self.settings.logging.spark_level)
+            self._spark_log_level(previous)
         if abandoned:
             log.warning("[run] stopped with a batch in flight in %s: not committed, it runs again at the next start",
                         ", ".join(abandoned))  # fmt: skip
@@ -153,6 +156,15 @@ class Supervisor:
         failed = [s.name for s in self.states.values() if s.state == "waiting" and s.failures]
         log.info("[run] stopped; every query between batches")
         return EXIT_FAILED if failed and self.available_now else EXIT_OK
+
+    def _current_spark_log_level(self) -> str:
+        """The root log level now (a platform session may run at another level than the settings')."""
+        try:
+            jvm = self.spark.sparkContext._jvm  # no public getter
+            assert jvm is not None
+            return str(jvm.org.apache.logging.log4j.LogManager.getRootLogger().getLevel().toString())
+        except Exception:  # noqa: BLE001 - a stand-in session or another logging backend: the configured level
+            return self.settings.logging.spark_level
 
     def _spark_log_level(self, level: str) -> None:
         with suppress(Exception):  # a stopped context (or a test's stand-in) has no log level to set

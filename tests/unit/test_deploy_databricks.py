@@ -42,12 +42,19 @@ def substitute(value, variables: dict[str, object]):
     return value
 
 
-def target_variables(target: str) -> dict[str, object]:
+PLACEHOLDER = re.compile(r"<([a-z][a-z0-9_-]*)>")
+
+
+def target_variables(target: str, *, filled: bool = True) -> dict[str, object]:
+    """The target's variable values; `filled`: its <placeholders> replaced as a user would."""
     root, _ = bundle()
     values = {name: spec.get("default") for name, spec in root["variables"].items()}
     values.update(root["targets"][target].get("variables", {}))
     missing = [n for n, v in values.items() if v is None]
     assert not missing, f"target {target} leaves variables without a value: {missing}"
+    if filled:
+        values = {n: PLACEHOLDER.sub(lambda m: m.group(1).replace("-", ""), v) if isinstance(v, str) else v
+                  for n, v in values.items()}  # fmt: skip
     return values
 
 
@@ -97,6 +104,15 @@ def test_each_targets_arguments_load_valid_settings(target):
         assert settings.kafka.bootstrap_servers == f"{variables['eventhubs_namespace']}.servicebus.windows.net:9093"
         assert settings.kafka.oauth.client_secret.vault == variables["secret_scope"]
         assert settings.download.cache_dir == variables["cache_dir"], name
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_a_target_left_unfilled_stops_at_start_naming_the_setting(target):
+    from pipeline_lib.config import ConfigError
+
+    params = substitute(tasks()[0][2]["python_wheel_task"]["parameters"], target_variables(target, filled=False))
+    with pytest.raises(ConfigError, match="still holds the placeholder"):
+        load_settings("databricks", overrides=sets(params))
 
 
 def test_every_set_key_is_a_setting_and_every_job_passes_the_same_ones():

@@ -138,6 +138,10 @@ def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(stage
         exec("".join(cell["source"]), scope)  # the parameters cell is plain assignments
         assert scope["env"] == "fabric"
         load_settings("fabric", overrides=scope["overrides"])
+        dependencies = content["metadata"]["dependencies"]  # the wheel's environment, the lakehouse
+        assert dependencies["environment"]["environmentId"] == sent["xact_environment"]["id"]
+        assert dependencies["lakehouse"]["default_lakehouse"] == sent["xact_lakehouse"]["id"]
+        assert dependencies["environment"]["workspaceId"] == WORKSPACE
 
 
 def test_staging_keeps_the_committed_tree_free_of_wheels_and_copies():

@@ -200,7 +200,7 @@ def test_the_platform_overlays_respect_event_hubs_producer_limits(env, fake_dbut
 
 
 # Any text, marked so that it cannot be a substring of an option's name or of a non-secret value.
-secret_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=80).map(
+secret_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=80).map(
     lambda t: f"S3CR3T{t}"
 )
 
@@ -227,3 +227,29 @@ def test_no_secret_reaches_a_printable_option(connection_string, client_secret):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"kafka.connection_string={CS}",  # the secret pasted where its reference belongs
+        "kafka.oauth.client_secret.env=S3CRET value",
+        "storage.lake.onelake.client_secret={env: S3CRET-value}",
+    ],
+)
+def test_a_secret_put_where_a_reference_belongs_is_never_echoed(override):
+    with pytest.raises(ConfigError) as err:
+        load_settings("local", overrides=[override])
+    text = str(err.value)
+    assert override.split("=", 1)[0].split(".{")[0] in text  # the setting is named
+    assert "S3CRET" not in text and "SharedAccessKey=" not in text
+
+
+def test_a_secret_is_trimmed_and_one_with_a_line_break_inside_is_refused(monkeypatch):
+    ref = SecretRef(env="XACT_TEST_SECRET", vault=None, secret=None)
+    monkeypatch.setenv("XACT_TEST_SECRET", "abc\n")  # pasted with its newline
+    assert read_secret(ref, key="kafka.connection_string", purpose="t") == "abc"
+    monkeypatch.setenv("XACT_TEST_SECRET", "ab\nS3CRET")
+    with pytest.raises(ConfigError, match="control character") as err:
+        read_secret(ref, key="kafka.connection_string", purpose="t")
+    assert "S3CRET" not in str(err.value)
