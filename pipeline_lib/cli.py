@@ -22,12 +22,12 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pipeline_lib.config import Settings, load_settings
+from pipeline_lib.config import STAGES, Settings, load_settings
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.logs import get_logger, setup_logging
 
 log = get_logger("cli")
-STREAMING_JOBS = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table")
+STREAMING_JOBS = STAGES  # one home: pipeline_lib.config
 
 
 def common_arguments() -> argparse.ArgumentParser:

@@ -279,8 +279,17 @@ class StorageSettings(_Model):
         return f"{root.rstrip('/')}/{path}"
 
 
+# The streaming queries, by the name their checkpoint, metrics and `--stages` use.
+STAGES = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table")
+# The retry scheduler's own trigger, unless set: its first tier / 20, within [trigger, 30 s].
+SCHEDULER_TRIGGER_FRACTION = 20
+SCHEDULER_TRIGGER_MAX_SECONDS = 30.0
+
+
 class StreamingSettings(_Model):
     trigger_interval_seconds: float = Field(gt=0)
+    # Per stage, overriding trigger_interval_seconds (e.g. {results: 1}); see Settings.trigger_seconds.
+    stage_trigger_seconds: dict[str, float]
     # The supervisor (xact-pipeline run and every job command): a failed query restarts from its
     # checkpoint after a cooldown doubling from the first value to the second while it keeps failing.
     restart_initial_seconds: float = Field(gt=0)
@@ -288,6 +297,16 @@ class StreamingSettings(_Model):
     healthy_after_seconds: float = Field(gt=0)  # running this long resets the cooldown
     status_interval_seconds: float = Field(gt=0)  # one status line of every query this often
     stop_grace_seconds: float = Field(ge=0)  # SIGTERM / Ctrl-C: how long a batch in flight may finish
+
+    @field_validator("stage_trigger_seconds")
+    @classmethod
+    def _known_stages(cls, value: dict[str, float]) -> dict[str, float]:
+        for stage, seconds in value.items():
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}: the stages are {', '.join(STAGES)}")
+            if not seconds > 0:
+                raise ValueError(f"{stage}: a trigger interval must be more than 0 seconds (got {seconds})")
+        return value
 
 
 class SparkSettings(_Model):
@@ -344,6 +363,19 @@ class Settings(_Model):
         """Retry tier topics in order, named from the pending topic and each delay."""
         base = self.topics.pending.name
         return tuple(f"{base}.retry.{delay_label(d)}" for d in self.retry.delays_seconds)
+
+    def trigger_seconds(self, stage: str) -> float:
+        """How often `stage`'s query triggers: streaming.stage_trigger_seconds[stage] when set, else
+        streaming.trigger_interval_seconds. The retry scheduler, unless set, triggers every
+        first tier / 20 within [trigger_interval_seconds, 30 s]: its idle batches scan its state,
+        and a release at most that late is 5 % of the shortest wait (15 s of 5 min)."""
+        streaming = self.streaming
+        if stage in streaming.stage_trigger_seconds:
+            return streaming.stage_trigger_seconds[stage]
+        if stage == "retry-scheduler":
+            derived = min(self.retry.delays_seconds) / SCHEDULER_TRIGGER_FRACTION
+            return max(streaming.trigger_interval_seconds, min(derived, SCHEDULER_TRIGGER_MAX_SECONDS))
+        return streaming.trigger_interval_seconds
 
     def topic_partitions(self) -> dict[str, int]:
         """Every pipeline topic with its partition count, as the broker should have them."""

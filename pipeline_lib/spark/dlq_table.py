@@ -119,7 +119,7 @@ def run_dlq_table(spark: SparkSession, settings: Settings, *, available_now: boo
         .foreachBatch(DlqBatchWriter(settings))
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
-    return start_query(writer, settings, available_now)
+    return start_query(writer, settings, JOB_NAME, available_now)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

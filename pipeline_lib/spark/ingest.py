@@ -260,7 +260,7 @@ def run_ingest(
         .foreachBatch(writer or IngestBatchWriter(settings))
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
-    return start_query(stream, settings, available_now)
+    return start_query(stream, settings, JOB_NAME, available_now)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,16 +45,17 @@ class ProgressListener(StreamingQueryListener):
 
 
 def start_query(
-    writer: DataStreamWriter, settings: Settings, available_now: bool, *, timers: bool = False
+    writer: DataStreamWriter, settings: Settings, stage: str, available_now: bool, *, timers: bool = False
 ) -> StreamingQuery:
-    """Start a job's query: drain what is there and stop (`available_now`), or every trigger interval.
+    """Start `stage`'s query: drain what is there and stop (`available_now`), or every trigger
+    interval (Settings.trigger_seconds(stage)).
 
     `timers`: the query holds processing-time state timeouts, so Trigger.AvailableNow would never
     end (progress.drained) and stopping it means interrupting a batch (its no-data batches run back
     to back). Such a query drains on its processing-time trigger instead and is stopped between
     batches after the first batch that finds the input drained.
     """
-    trigger = f"{settings.streaming.trigger_interval_seconds} seconds"
+    trigger = f"{settings.trigger_seconds(stage)} seconds"
     if not available_now:
         return writer.trigger(processingTime=trigger).start()
     if not timers:

@@ -186,7 +186,7 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
         .options(**kafka_sink_options(settings.kafka))
         .option("checkpointLocation", settings.checkpoint(JOB_NAME))
     )
-    return start_query(writer, settings, available_now, timers=True)
+    return start_query(writer, settings, JOB_NAME, available_now, timers=True)
 
 
 def _tick(settings: Settings) -> None:

@@ -136,4 +136,4 @@ def run_stage(
         .options(**kafka_sink_options(settings.kafka))
         .option("checkpointLocation", settings.checkpoint(name))
     )
-    return start_query(writer, settings, available_now)
+    return start_query(writer, settings, name, available_now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
@@ -199,3 +200,15 @@ def test_tables_create_adds_new_columns_to_a_table_of_an_earlier_version(spark, 
     assert {"replay_id", "event_time"} <= set(table_rows(spark, spec).columns)
     merge_results(latest_per_task(good_rows(spark, [result()])), spec)
     assert table_rows(spark, spec).count() == 1
+
+
+def test_a_merge_reads_only_the_partitions_of_its_batch_dates(spark, spec):
+    merge_results(latest_per_task(good_rows(spark, [result(event_date="2026-11-01")])), spec)
+    merge_results(latest_per_task(good_rows(spark, [result(task=T2)])), spec)  # 2026-11-20
+    # Remove the other date's data file behind Delta's back: reading it would now fail.
+    (old_partition,) = [p for p in Path(spec.path).iterdir() if p.name == "event_date=2026-11-01"]
+    for data in old_partition.glob("*.parquet"):
+        data.unlink()
+    merge_results(latest_per_task(good_rows(spark, [result(task=T2, attempt=1, status="completed")])), spec)
+    today = table_rows(spark, spec).filter("event_date = DATE'2026-11-20'").collect()
+    assert [(r.task_id, r.status) for r in today] == [(T2, "completed")]

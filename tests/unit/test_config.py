@@ -203,3 +203,28 @@ def test_every_default_lives_in_base_yaml_and_nowhere_else():
     missing = sorted(set(fields) - in_base - {"environment"})
     assert missing == [], "conf/base.yaml must document every setting"
     assert in_base <= set(fields)
+
+
+def test_each_stage_triggers_on_its_own_interval_and_the_scheduler_on_a_fraction_of_its_first_tier():
+    settings = load_settings("local")  # trigger 2 s, tiers 5/10/20/40 min
+    assert settings.trigger_seconds("ingest") == settings.streaming.trigger_interval_seconds == 2
+    assert settings.trigger_seconds("retry-scheduler") == 15  # 300 s / 20
+    long_tiers = load_settings("local", overrides={"retry": {"delays_seconds": [3600]}})
+    assert long_tiers.trigger_seconds("retry-scheduler") == 30  # capped
+    short_tiers = load_settings("local", overrides={"retry": {"delays_seconds": [1, 2]}})
+    assert short_tiers.trigger_seconds("retry-scheduler") == 2  # never below the pipeline's trigger
+    chosen = load_settings(
+        "local", overrides={"streaming": {"stage_trigger_seconds": {"retry-scheduler": 4, "results": 0.5}}}
+    )
+    assert chosen.trigger_seconds("retry-scheduler") == 4
+    assert chosen.trigger_seconds("results") == 0.5
+    assert chosen.trigger_seconds("upload") == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [({"uplaod": 1}, "unknown stage 'uplaod'"), ({"results": 0}, "more than 0")]
+)
+def test_a_wrong_stage_trigger_names_the_stage_and_the_fix(value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings("local", overrides={"streaming": {"stage_trigger_seconds": value}})
+    assert "stage_trigger_seconds" in str(caught.value)
