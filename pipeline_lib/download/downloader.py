@@ -295,6 +295,9 @@ class Downloader:
                 digest.update(chunk)
                 with self._cache_errors():
                     out.write(chunk)
+                # Let go of this chunk before the next read allocates one: otherwise each download
+                # thread holds two (up to 2 x chunk_bytes) while it waits for the socket.
+                del chunk
                 self._check_deadline(limit)
             # The watchdog shuts the socket down at the deadline, which reads as an end of body.
             self._check_deadline(limit)

@@ -100,6 +100,9 @@ def with_local_defaults(builder: SparkSession.Builder, shuffle_partitions: int =
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.python.worker.reuse", "true")
+        # The Python workers' glibc malloc arenas (default 8 per core) keep freed 1 MiB read
+        # buffers per download thread: 2 arenas hold 7-9 MiB less (benchmarks/download_throughput.py).
+        .config("spark.executorEnv.MALLOC_ARENA_MAX", "2")
         # One application may run every stage's query (xact-pipeline run): FAIR pools, one per
         # query (spark.supervisor), so a long download batch cannot starve the others.
         .config("spark.scheduler.mode", "FAIR")
@@ -167,9 +170,7 @@ def start_filtering_jvm_stderr(builder: SparkSession.Builder, noise: tuple[str, 
         return builder.getOrCreate()
     read_fd, write_fd = os.pipe()
     real_stderr = os.dup(2)
-    threading.Thread(
-        target=_forward_lines, args=(read_fd, real_stderr, noise), name="jvm-stderr", daemon=True
-    ).start()
+    threading.Thread(target=_forward_lines, args=(read_fd, real_stderr, noise), name="jvm-stderr", daemon=True).start()
     sys.stderr.flush()
     os.dup2(write_fd, 2)
     try:

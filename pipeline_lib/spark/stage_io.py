@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +30,9 @@ from pipeline_lib.spark.kafka_io import (
     record_columns,
 )
 from pipeline_lib.spark.progress import install_progress_listener, start_query
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # One row per emitted message, plus what the metrics need.
 STAGE_ROUTED_SCHEMA = StructType(
@@ -53,6 +56,22 @@ class Stage(Protocol):
     def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]: ...
 
 
+# Records the Python worker turns into Python objects at once. Spark hands mapInArrow up to
+# spark.sql.execution.arrow.maxRecordsPerBatch (10,000) records per batch, and the worker holds
+# a whole batch's records, tasks, outcomes and routed rows (about 15 KiB a record): 10,000 x 64 KiB
+# downloads took a worker from 165 MiB idle to 258 MiB. Slices of 500 keep it near 180 MiB on
+# every platform without a session conf; each slice ends with the stage's pool drained, which
+# costs under 1 % with 100 ms sources (benchmarks/download_throughput.py).
+RECORDS_PER_SLICE = 500
+
+
+def _slices(batches: Iterable[pa.RecordBatch], size: int = RECORDS_PER_SLICE) -> Iterator[pa.RecordBatch]:
+    """Each Arrow batch as zero-copy slices of at most `size` records, in order."""
+    for batch in batches:
+        for start in range(0, batch.num_rows, size):
+            yield batch.slice(start, size)
+
+
 def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
     # mapInArrow, not mapInPandas: the rows go to plain Python lists anyway, so a pandas frame per
     # batch is only extra copies (the 2 GiB download's worker peak RSS went from 207 to 177 MiB).
@@ -62,7 +81,7 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stage = stage_for(settings)  # one per Python worker: pools, threads and breakers outlive a batch
-        for batch in batches:
+        for batch in _slices(batches):
             records = pending_records(batch.to_pydict())
             columns: dict[str, list] = {name: [] for name in out_schema.names}
             for routed in stage.process(records):
