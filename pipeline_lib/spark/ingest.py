@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 
 log = get_logger("ingest")
 JOB_NAME = "ingest"
+# A batch with at most this many events looks them up in xact_events by literal ids (one Spark
+# job fewer per batch, which is most of a quiet stream's batches); a bigger one by a broadcast join.
+MAX_LITERAL_IDS = 1000
 
 # An xact_events row as ingest's Python side emits it: dates and timestamps as ISO strings
 # (typed by a cast in Spark), everything else as in EVENTS_SCHEMA.
@@ -179,10 +182,10 @@ class IngestBatchWriter:
         batch = routed.persist()
         try:
             with steps("route"):  # the Python decisions, cached for the writes below
-                dates, duplicated = self._batch_facts(batch)
+                dates, event_ids, duplicated = self._batch_facts(batch)
             with steps("dedup"):
                 unique = drop_duplicate_keys(batch, ["kind", "id"]) if duplicated else batch
-                recorded, known = self._recorded_keys(batch, dates)
+                recorded, known = self._recorded_keys(batch, dates, event_ids)
                 if known is not None:
                     # What an event already recorded listed was emitted when it was first seen.
                     unique = unique.join(F.broadcast(known), "dedup_key", "left_anti")
@@ -199,33 +202,41 @@ class IngestBatchWriter:
         log.info("batch %d: %s (%d already recorded)", batch_id, steps, recorded)
 
     @staticmethod
-    def _batch_facts(batch: DataFrame) -> tuple[list[str], bool]:
-        """One pass over the batch: its events' dates, and whether a row key repeats (rare)."""
+    def _batch_facts(batch: DataFrame) -> tuple[list[str], list[str] | None, bool]:
+        """One pass over the batch: its events' dates, their ids when there are at most
+        MAX_LITERAL_IDS of them (else None), and whether a row key repeats (rare)."""
+        is_event = F.col("kind") == "event"
+        ids = F.collect_set(F.when(is_event, F.col("event_id")))
         facts = batch.agg(
-            F.collect_set(F.when(F.col("kind") == "event", F.col("event_date"))).alias("dates"),
+            F.collect_set(F.when(is_event, F.col("event_date"))).alias("dates"),
+            F.when(F.size(ids) <= MAX_LITERAL_IDS, ids).alias("ids"),
             (F.count(F.lit(1)) > F.count_distinct("kind", "id")).alias("duplicated"),
         ).first()
         assert facts is not None  # a global aggregate always has one row
-        return sorted(facts["dates"]), bool(facts["duplicated"])
+        few = sorted(facts["ids"]) if facts["ids"] is not None else None
+        return sorted(facts["dates"]), few, bool(facts["duplicated"])
 
-    def _recorded_keys(self, batch: DataFrame, dates: list[str]) -> tuple[int, DataFrame | None]:
+    def _recorded_keys(
+        self, batch: DataFrame, dates: list[str], event_ids: list[str] | None
+    ) -> tuple[int, DataFrame | None]:
         """How many of this batch's events xact_events already holds (usually none), and their keys.
 
         Dedup is by what was recorded, not by event id alone: a redelivered event adds nothing,
         while a corrected re-send (same event id, another revision) adds its new row and the tasks
         of URLs no earlier revision listed; tasks already emitted are not emitted again. Only ids
         travel: the table's rows of the batch's dates are semi-joined with the batch's broadcast
-        event ids, so the wide task rows are never shuffled.
+        event ids (or, for at most MAX_LITERAL_IDS events, with those ids as literals, gathered by
+        _batch_facts's pass), so the wide task rows are never shuffled.
         """
         if not dates:
             return 0, None
-        events = batch.filter(F.col("kind") == "event").select("event_id").distinct()
         table = require_table(batch.sparkSession, self.table).toDF()
-        seen = (
-            table.filter(table["event_date"].isin(dates))
-            .select("event_id", "revision", "task_ids")
-            .join(F.broadcast(events), "event_id", "left_semi")
-        ).collect()
+        recent = table.filter(table["event_date"].isin(dates)).select("event_id", "revision", "task_ids")
+        if event_ids is not None:  # a quiet stream: the ids as literals, no job to gather and broadcast them
+            seen = recent.filter(F.col("event_id").isin(event_ids)).collect()
+        else:
+            events = batch.filter(F.col("kind") == "event").select("event_id").distinct()
+            seen = recent.join(F.broadcast(events), "event_id", "left_semi").collect()
         if not seen:
             return 0, None
         keys = {event_key(r.event_id, r.revision) for r in seen if r.revision is not None}
