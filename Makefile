@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-drills test-compat test-spark35 test-spark40 notebooks lint clean
+.PHONY: install demo test test-drills test-compat test-spark35 test-spark40 notebooks bench bench-quick bench-record lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
@@ -54,6 +54,17 @@ test-spark35 test-spark40: test-spark%:
 
 notebooks: install  ## execute every analyst notebook against the local tables (make demo first) into var/reports/*.html
 	$(BIN)/xact-pipeline notebooks --out var/reports
+
+# Benchmarks print one table (reference, pipeline, ratio, target, runs, worker RSS); never part of
+# `make test`. A plain run leaves the tree clean; bench-record writes the table into docs/performance.md.
+bench: install        ## every benchmark, medians of 3 runs (about 50 min)
+	$(BIN)/python benchmarks/bench.py
+
+bench-quick: install  ## small sets, one run each, for development (about 10 min)
+	$(BIN)/python benchmarks/bench.py --quick
+
+bench-record: install ## make bench, then its table and the machine into docs/performance.md
+	$(BIN)/python benchmarks/bench.py --record docs/performance.md
 
 lint: install
 	$(BIN)/ruff check pipeline_lib jobs tests benchmarks fabric

@@ -1,0 +1,102 @@
+"""What every benchmark reports: rows of one table, each a median of repeated runs beside a
+reference measured in the same run on the same files and server.
+
+A benchmark module exposes `measure(quick: bool, repeat: int) -> list[Row]` and keeps its own
+`main()` for running it alone; `benchmarks/bench.py` (make bench) runs them all into one table.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report.
+
+    `reference` and `figure` are medians over `runs` runs, in `unit`. `higher_is_better` says which
+    way the ratio (figure / reference) should go; `target` is that ratio's goal (e.g. 0.7 for
+    ">= 0.7x") or, with `target_absolute`, a bound on the figure itself (e.g. p95 <= 5 s).
+    """
+
+    bench: str  # download, upload, latency, backlog, scaling
+    name: str  # what was measured, e.g. "10,000 x 64 KiB"
+    unit: str  # files/s, MiB/s, s
+    reference_label: str  # what the reference is, e.g. "curl --parallel 16"
+    reference: float | None
+    figure: float
+    runs: int
+    target: float | None = None
+    target_absolute: bool = False
+    higher_is_better: bool = True
+    peak_rss_mib: float | None = None  # peak Python worker RSS over the runs (max, not median)
+    notes: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.reference:
+            return None
+        return self.figure / self.reference
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        value = self.figure if self.target_absolute else self.ratio
+        if value is None:
+            return None
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return "-"
+        sign = ">=" if self.higher_is_better else "<="
+        return f"{sign} {self.target:g} {self.unit}" if self.target_absolute else f"{sign} {self.target:g}x"
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+HEADER = ("benchmark", "measured", "reference", "ref.", "pipeline", "unit", "ratio", "target", "met", "runs",
+          "worker RSS")  # fmt: skip
+
+
+def table_lines(rows: Sequence[Row], markdown: bool = False) -> list[str]:
+    """The report as aligned text, or as a Markdown table."""
+    cells = [HEADER]
+    for r in rows:
+        met = {True: "yes", False: "NO", None: "-"}[r.met]
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        rss = f"{r.peak_rss_mib:.0f} MiB" if r.peak_rss_mib is not None else "-"
+        cells.append((r.bench, r.name, r.reference_label, _num(r.reference), _num(r.figure), r.unit, ratio,
+                      r.target_text(), met, str(r.runs), rss))  # fmt: skip
+    if markdown:
+        out = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
+        return out
+    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
+    right = {3, 4, 6, 9, 10}
+    return [
+        "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)).rstrip()
+        for row in cells
+    ]
+
+
+def notes_lines(rows: Sequence[Row]) -> list[str]:
+    return [f"- {r.bench}, {r.name}: {r.notes}" for r in rows if r.notes]
