@@ -39,8 +39,20 @@ class MetricsRecorder:
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
+            if self._session_stopped():  # e.g. spark.stop() in a notebook or a benchmark
+                self._stop.set()
+                left = len(self.buffer.drain())
+                if left:
+                    log.warning("the Spark session stopped: %d metric row(s) were not recorded", left)
+                return
             if self.buffer.due():
                 self.flush()
+
+    def _session_stopped(self) -> bool:
+        """A classic session whose SparkContext has stopped (a Spark Connect session has no
+        context here and never counts as stopped)."""
+        context = getattr(self.spark, "_sc", None)
+        return context is not None and getattr(context, "_jsc", None) is None
 
     def flush(self) -> int:
         """Write what is buffered; returns the rows written (0 after a failure, which is logged)."""
@@ -64,7 +76,8 @@ class MetricsRecorder:
 
     def stop(self) -> None:
         self._stop.set()
-        self.flush()
+        if not self._session_stopped():
+            self.flush()
 
 
 # METRIC_COLUMNS as the Python side builds them (batch_time an ISO string until written).
