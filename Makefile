@@ -57,7 +57,7 @@ notebooks: install  ## execute every analyst notebook against the local tables (
 
 # Benchmarks print one table (reference, pipeline, ratio, target, runs, worker RSS); never part of
 # `make test`. A plain run leaves the tree clean; bench-record writes the table into docs/performance.md.
-bench: install        ## every benchmark, medians of 3 runs (about 50 min)
+bench: install        ## every benchmark, medians of 3 runs (about 40 min)
 	$(BIN)/python benchmarks/bench.py
 
 bench-quick: install  ## small sets, one run each, for development (about 10 min)

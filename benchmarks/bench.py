@@ -1,8 +1,7 @@
-"""Every benchmark, one table: `make bench` (about 45 min), `make bench-quick` (about 8 min),
+"""Every benchmark, one table: `make bench` (about 40 min), `make bench-quick` (about 10 min),
 `make bench-record` (the full run, its table written into docs/performance.md).
 
     .venv/bin/python benchmarks/bench.py                      # every benchmark, medians of 3 runs
-                                                              # (the 100,000-task backlog: 1 run, --backlog-runs)
     .venv/bin/python benchmarks/bench.py --quick              # small sets, one run each
     .venv/bin/python benchmarks/bench.py --only download,latency
     .venv/bin/python benchmarks/bench.py --record docs/performance.md
@@ -39,7 +38,7 @@ BENCHMARKS = {
     "download": ("benchmarks.download_throughput", (12, 2)),
     "upload": ("benchmarks.upload_throughput", (3, 1)),
     "latency": ("benchmarks.pipeline_runs", (10, 2)),
-    "backlog": ("benchmarks.pipeline_runs", (22, 3)),  # per run: see --backlog-runs
+    "backlog": ("benchmarks.pipeline_runs", (6, 3)),  # per run: see --backlog-runs
     "scaling": ("benchmarks.scaling", (5, 2)),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -106,8 +105,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=None, help="runs per row (default 3; --quick 1)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {', '.join(BENCHMARKS)}")
     parser.add_argument(
-        "--backlog-runs", type=int, default=1,
-        help="runs of the 100,000-task backlog (about 22 min each: the pipeline, then download alone); default 1",
+        "--backlog-runs", type=int, default=None,
+        help="runs of the 100,000-task backlog (about 6 min each: download alone, then the pipeline); default --repeat",
     )  # fmt: skip
     parser.add_argument("--record", type=Path, default=None, help="write the table into this Markdown file")
     args = parser.parse_args()
@@ -117,7 +116,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
     repeat = args.repeat or (1 if args.quick else 3)
-    expected = sum(BENCHMARKS[n][1][1 if args.quick else 0] * (args.backlog_runs if n == "backlog" and not args.quick
+    backlog_runs = args.backlog_runs or repeat
+    expected = sum(BENCHMARKS[n][1][1 if args.quick else 0] * (backlog_runs if n == "backlog" and not args.quick
                    else 1) for n in names)  # fmt: skip
     print(f"benchmarks: {', '.join(names)}; {repeat} run(s) each; about {expected} min", flush=True)
     rows: list[Row] = []
@@ -127,7 +127,7 @@ def main() -> int:
         began = time.monotonic()
         print(f"[{name}] running ({(began - start) / 60:.0f} min so far)", flush=True)
         try:
-            rows += run_one(name, args.quick, args.backlog_runs if name == "backlog" and not args.quick else repeat)
+            rows += run_one(name, args.quick, backlog_runs if name == "backlog" and not args.quick else repeat)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
             failed.append(name)
             print(f"[{name}] FAILED: {exc}", flush=True)
@@ -140,7 +140,7 @@ def main() -> int:
         if failed:
             print(f"not recorded: {', '.join(failed)} failed", file=sys.stderr)
             return 1
-        command = "make bench-record" if not args.quick else "benchmarks/bench.py --quick --record"
+        command = " ".join(["benchmarks/bench.py", *sys.argv[1:]])
         record(args.record, rows, command, minutes)
     return 1 if failed else 0
 

@@ -12,6 +12,7 @@ expected form.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -284,10 +285,11 @@ STAGES = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-tab
 # The retry scheduler's own trigger, unless set: its first tier / 20, within [trigger, 30 s].
 SCHEDULER_TRIGGER_FRACTION = 20
 SCHEDULER_TRIGGER_MAX_SECONDS = 30.0
+MIN_TRIGGER_SECONDS, MAX_TRIGGER_SECONDS = 0.01, 86400.0
 
 
 class StreamingSettings(_Model):
-    trigger_interval_seconds: float = Field(gt=0)
+    trigger_interval_seconds: float = Field(ge=MIN_TRIGGER_SECONDS, le=MAX_TRIGGER_SECONDS)
     # Per stage, overriding trigger_interval_seconds (e.g. {results: 1}); see Settings.trigger_seconds.
     stage_trigger_seconds: dict[str, float]
     # The supervisor (xact-pipeline run and every job command): a failed query restarts from its
@@ -304,8 +306,11 @@ class StreamingSettings(_Model):
         for stage, seconds in value.items():
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}: the stages are {', '.join(STAGES)}")
-            if not seconds > 0:
-                raise ValueError(f"{stage}: a trigger interval must be more than 0 seconds (got {seconds})")
+            if not (math.isfinite(seconds) and MIN_TRIGGER_SECONDS <= seconds <= MAX_TRIGGER_SECONDS):
+                raise ValueError(
+                    f"{stage}: a trigger interval must be {MIN_TRIGGER_SECONDS} to {MAX_TRIGGER_SECONDS:g} seconds "
+                    f"(got {seconds})"
+                )
         return value
 
 

@@ -55,7 +55,7 @@ def start_query(
     to back). Such a query drains on its processing-time trigger instead and is stopped between
     batches after the first batch that finds the input drained.
     """
-    trigger = f"{settings.trigger_seconds(stage)} seconds"
+    trigger = f"{round(settings.trigger_seconds(stage) * 1000)} milliseconds"  # never 1e-05 seconds
     if not available_now:
         return writer.trigger(processingTime=trigger).start()
     if not timers:

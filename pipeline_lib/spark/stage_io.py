@@ -56,53 +56,57 @@ class Stage(Protocol):
     def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]: ...
 
 
-# Records the Python worker turns into Python objects at once. Spark hands mapInArrow up to
-# spark.sql.execution.arrow.maxRecordsPerBatch (10,000) records per batch, and the worker holds
-# a whole batch's records, tasks, outcomes and routed rows (about 15 KiB a record): 10,000 x 64 KiB
-# downloads took a worker from 165 MiB idle to 258 MiB. Slices of 500 keep it near 180 MiB on
-# every platform without a session conf; each slice ends with the stage's pool drained, which
-# costs under 1 % with 100 ms sources (benchmarks/download_throughput.py).
-RECORDS_PER_SLICE = 500
+# Routed records per output Arrow batch, and input records turned into Python objects at once. The
+# stage itself bounds what it holds (routing.IN_FLIGHT_WINDOW); the input is read lazily.
+ROWS_PER_OUTPUT_BATCH = 500
 
 
-def _slices(batches: Iterable[pa.RecordBatch], size: int = RECORDS_PER_SLICE) -> Iterator[pa.RecordBatch]:
-    """Each Arrow batch as zero-copy slices of at most `size` records, in order."""
+def _records(batches: Iterable[pa.RecordBatch], slice_rows: int = ROWS_PER_OUTPUT_BATCH) -> Iterator[PendingRecord]:
+    """Every Kafka record of the input as one lazy stream, turned into Python objects a
+    zero-copy slice of an Arrow batch at a time (Spark's batches hold up to 10,000 records)."""
     for batch in batches:
-        for start in range(0, batch.num_rows, size):
-            yield batch.slice(start, size)
+        for start in range(0, batch.num_rows, slice_rows):
+            yield from pending_records(batch.slice(start, slice_rows).to_pydict())
 
 
 def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
     # mapInArrow, not mapInPandas: the rows go to plain Python lists anyway, so a pandas frame per
     # batch is only extra copies (the 2 GiB download's worker peak RSS went from 207 to 177 MiB).
-    import pyarrow as pa
 
     out_schema = arrow_schema(STAGE_ROUTED_SCHEMA)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stage = stage_for(settings)  # one per Python worker: pools, threads and breakers outlive a batch
-        for batch in _slices(batches):
-            records = pending_records(batch.to_pydict())
-            columns: dict[str, list] = {name: [] for name in out_schema.names}
-            for routed in stage.process(records):
-                size = routed.outcome.bytes if routed.outcome else 0
-                opened = int(bool(routed.outcome and routed.outcome.breaker_opened))
-                refetched = int(bool(getattr(routed.outcome, "refetched", False)))
-                rows = routed.rows if routed.rows is not None else [m.row() for m in routed.messages]
-                for index, (out, (topic, key, value, headers)) in enumerate(zip(routed.messages, rows, strict=True)):
-                    first = index == 0  # bytes and openings counted once per outcome
-                    for name, item in (
-                        ("outcome", out.outcome), ("topic", topic), ("key", key), ("value", value),
-                        ("headers", header_entries(headers)), ("bytes", size if first else 0),
-                        ("breaker_opened", opened if first else 0), ("refetched", refetched if first else 0),
-                    ):  # fmt: skip
-                        columns[name].append(item)
-            # ru_maxrss is in KiB on Linux: the worker's peak, for the memory-bound check.
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            columns["worker_peak_rss_bytes"] = [peak] * len(columns["outcome"])
-            yield pa.RecordBatch.from_pydict(columns, schema=out_schema)
+        columns: dict[str, list] = {name: [] for name in out_schema.names}
+        for routed in stage.process(_records(batches)):  # one stream: the pool never drains mid-partition
+            size = routed.outcome.bytes if routed.outcome else 0
+            opened = int(bool(routed.outcome and routed.outcome.breaker_opened))
+            refetched = int(bool(getattr(routed.outcome, "refetched", False)))
+            rows = routed.rows if routed.rows is not None else [m.row() for m in routed.messages]
+            for index, (out, (topic, key, value, headers)) in enumerate(zip(routed.messages, rows, strict=True)):
+                first = index == 0  # bytes and openings counted once per outcome
+                for name, item in (
+                    ("outcome", out.outcome), ("topic", topic), ("key", key), ("value", value),
+                    ("headers", header_entries(headers)), ("bytes", size if first else 0),
+                    ("breaker_opened", opened if first else 0), ("refetched", refetched if first else 0),
+                ):  # fmt: skip
+                    columns[name].append(item)
+            if len(columns["outcome"]) >= ROWS_PER_OUTPUT_BATCH:
+                yield _output(columns, out_schema)
+                columns = {name: [] for name in out_schema.names}
+        if columns["outcome"]:
+            yield _output(columns, out_schema)
 
     return run
+
+
+def _output(columns: dict[str, list], schema: pa.Schema) -> pa.RecordBatch:
+    # ru_maxrss is in KiB on Linux: the worker's peak, for the memory-bound check.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    columns["worker_peak_rss_bytes"] = [peak] * len(columns["outcome"])
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pydict(columns, schema=schema)
 
 
 def stage_records(raw: DataFrame, settings: Settings, stage_for: Callable[[Settings], Stage]) -> DataFrame:

@@ -122,6 +122,8 @@ def pipeline_args(settings: Settings) -> list[str]:
     if s.spark.master:
         pairs["spark.master"] = s.spark.master
     args = [f"--set={k}={v}" for k, v in pairs.items()]
+    if s.streaming.stage_trigger_seconds:
+        args.append(f"--set=streaming.stage_trigger_seconds={json.dumps(dict(s.streaming.stage_trigger_seconds))}")
     if s.spark.extra_conf:  # Spark keys hold dots: the whole mapping in one value
         args.append(f"--set=spark.extra_conf={json.dumps(dict(s.spark.extra_conf))}")
     lake = s.storage.lake

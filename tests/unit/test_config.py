@@ -222,7 +222,12 @@ def test_each_stage_triggers_on_its_own_interval_and_the_scheduler_on_a_fraction
 
 
 @pytest.mark.parametrize(
-    ("value", "message"), [({"uplaod": 1}, "unknown stage 'uplaod'"), ({"results": 0}, "more than 0")]
+    ("value", "message"),
+    [
+        ({"uplaod": 1}, "unknown stage 'uplaod'"),
+        ({"results": 0}, "0.01 to 86400 seconds"),
+        ({"results": float("inf")}, "got inf"),
+    ],
 )
 def test_a_wrong_stage_trigger_names_the_stage_and_the_fix(value, message):
     with pytest.raises(ConfigError, match=message) as caught:

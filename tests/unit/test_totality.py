@@ -246,3 +246,23 @@ def test_header_map_reads_the_numpy_arrays_mapinpandas_hands_over():
 
     headers = np.array([{"key": "a", "value": b"1"}, {"key": "b", "value": None}], dtype=object)
     assert header_map(headers) == {"a": "1", "b": ""}
+
+
+@pytest.mark.parametrize("window", [1, 3, 500])
+def test_the_stage_loop_reads_lazily_and_holds_at_most_its_window(flaky_stage, window):
+    pulled = 0
+
+    def records():
+        nonlocal pulled
+        for i in range(20):
+            pulled += 1
+            kind = ("ok", "boom", "bad-route")[i % 3]
+            yield PendingRecord(f"k{i}", orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-{i}"}),
+                                SourceRef("p", 0, i))  # fmt: skip
+
+    offsets = []
+    for routed in flaky_stage.process(records(), window=window):
+        assert pulled - len(offsets) <= window  # decoded but not yet yielded: bounded by the window
+        sources = [m.message.source for m in routed.messages if isinstance(m.message, DeadLetter)]
+        offsets.append(sources[0].offset if sources else int(routed.outcome.task.assignment_id.split("-")[1]))
+    assert pulled == 20 and offsets == list(range(20))  # every record once, in input order
