@@ -52,6 +52,18 @@ class Row:
             return None
         return value >= self.target if self.higher_is_better else value <= self.target
 
+    def ratio_text(self) -> str:
+        """The ratio to 2 decimals, or 3 where 2 would round it onto its target and contradict the
+        met column (0.3954 against >= 0.4 shows as 0.395x, not 0.40x)."""
+        if self.ratio is None:
+            return "-"
+        text = f"{self.ratio:.2f}"
+        if self.target is not None and not self.target_absolute:
+            shown = float(text)
+            if (shown >= self.target if self.higher_is_better else shown <= self.target) != self.met:
+                text = f"{self.ratio:.3f}"
+        return f"{text}x"
+
     def target_text(self) -> str:
         if self.target is None:
             return "-"
@@ -82,9 +94,8 @@ def table_lines(rows: Sequence[Row], markdown: bool = False) -> list[str]:
     cells = [HEADER]
     for r in rows:
         met = {True: "yes", False: "NO", None: "-"}[r.met]
-        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
         rss = f"{r.peak_rss_mib:.0f} MiB" if r.peak_rss_mib is not None else "-"
-        cells.append((r.bench, r.name, r.reference_label, _num(r.reference), _num(r.figure), r.unit, ratio,
+        cells.append((r.bench, r.name, r.reference_label, _num(r.reference), _num(r.figure), r.unit, r.ratio_text(),
                       r.target_text(), met, str(r.runs), rss))  # fmt: skip
     if markdown:
         out = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]

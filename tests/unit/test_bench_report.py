@@ -18,6 +18,14 @@ def test_a_ratio_target_and_an_absolute_bound_are_judged_the_way_they_point():
     assert Row("scaling", "1 worker", "files/s", "-", reference=None, figure=10, runs=1).met is None
 
 
+def test_a_ratio_is_never_rounded_onto_its_target():
+    missed = Row("download", "small", "files/s", "curl", reference=3366, figure=1331, runs=3, target=0.4)
+    assert missed.met is False and missed.ratio_text() == "0.395x"
+    assert Row("download", "x", "files/s", "curl", reference=100, figure=40, runs=3, target=0.4).ratio_text() == "0.40x"
+    assert Row("download", "x", "files/s", "curl", reference=100, figure=62, runs=3, target=0.7).ratio_text() == "0.62x"
+    assert Row("scaling", "x", "files/s", "-", reference=None, figure=10, runs=1).ratio_text() == "-"
+
+
 def test_the_table_has_one_line_per_row_and_escapes_markdown():
     rows = [Row("upload", "a | b", "MiB/s", "sdk", reference=100, figure=90, runs=3, target=0.8, peak_rss_mib=150)]
     text = table_lines(rows)
