@@ -16,7 +16,7 @@ replayed after a crash between the Delta commit and the checkpoint commit is ski
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -99,6 +99,24 @@ def parse_results(raw: DataFrame, dlq_topic: str) -> DataFrame:
     return record_columns(raw).mapInArrow(_parse(dlq_topic), PARSED_SCHEMA)
 
 
+def _date_of(iso: Column) -> Column:
+    return F.to_date(F.try_to_timestamp(iso))
+
+
+def batch_facts(parsed: DataFrame) -> tuple[int, list[date]]:
+    """One pass over a parsed batch: how many dead letters it holds, and its results' event dates.
+
+    One Spark job instead of two (a check for dead letters, then the dates after the window); the
+    dates of all result rows are a superset of the winners' dates, which only names a partition
+    the MERGE may not touch, never leaves one out."""
+    facts = parsed.agg(
+        F.count(F.when(F.col("kind") == "dlq", 1)).alias("dead"),
+        F.collect_set(F.when(F.col("kind") == "result", _date_of(F.col("event_date")))).alias("dates"),
+    ).first()
+    assert facts is not None  # a global aggregate always has one row
+    return int(facts["dead"]), sorted(facts["dates"])
+
+
 def result_rows(parsed: DataFrame) -> DataFrame:
     """The result rows among parsed rows, typed as xact_attachments."""
     good = parsed.filter(F.col("kind") == "result")
@@ -109,7 +127,7 @@ def result_rows(parsed: DataFrame) -> DataFrame:
         elif isinstance(f.dataType, TimestampType):
             columns.append(F.try_to_timestamp(F.col(f.name)).alias(f.name))  # ISO strings, valid by contract
         elif isinstance(f.dataType, DateType):
-            columns.append(F.to_date(F.try_to_timestamp(F.col(f.name))).alias(f.name))
+            columns.append(_date_of(F.col(f.name)).alias(f.name))
         else:
             columns.append(F.col(f.name))
     return good.select(*columns)
@@ -143,17 +161,26 @@ _NEWER = """t.status <> 'completed' AND (
         s.attempt > t.attempt OR (s.attempt = t.attempt AND s.updated_at > t.updated_at))))"""
 
 
-def merge_results(latest: DataFrame, spec: TableSpec, app_id: str | None = None, batch_id: int | None = None) -> None:
+def merge_results(
+    latest: DataFrame,
+    spec: TableSpec,
+    app_id: str | None = None,
+    batch_id: int | None = None,
+    *,
+    dates: Sequence[date] | None = None,
+) -> None:
     """MERGE the winning outcomes: a newer one replaces, an older one only moves first_seen_at
     earlier, a completed row never changes; new tasks insert. Only the batch's event dates
-    (partitions) of the table are read."""
+    (partitions) of the table are read: `dates` when given (at least every date of `latest`, as
+    batch_facts gathers them), else those of `latest`, gathered here."""
     spark = latest.sparkSession
     table = require_table(spark, spec)
     # The batch's dates as literals: Delta prunes the target to those partitions only when the
     # condition names them (a join key alone scans every file of the table, a cost that grows
     # with the table's age: measured in benchmarks/pipeline_runs.py). A row matches only within
     # its own date, so the literals change no match.
-    dates = sorted({r.event_date for r in latest.select("event_date").distinct().collect()} - {None})
+    if dates is None:
+        dates = sorted({r.event_date for r in latest.select("event_date").distinct().collect()} - {None})
     if not dates:
         return  # nothing to write (a batch of unreadable results only)
     within = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
@@ -196,10 +223,11 @@ class ResultsBatchWriter:
             self.app_id = f"{JOB_NAME}-{checkpoint_query_id(parsed.sparkSession, self.checkpoint)}"
         batch = parsed.persist()
         try:
-            bad = batch.filter(F.col("kind") == "dlq")
-            if not bad.isEmpty():
+            dead, dates = batch_facts(batch)
+            if dead:
+                bad = batch.filter(F.col("kind") == "dlq")
                 kafka_records(bad).write.format("kafka").options(**self.kafka_options).save()
-            merge_results(latest_per_task(result_rows(batch)), self.table, self.app_id, batch_id)
+            merge_results(latest_per_task(result_rows(batch)), self.table, self.app_id, batch_id, dates=dates)
         finally:
             batch.unpersist()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Row
 
 from pipeline_lib.contracts import AttachmentResult
-from pipeline_lib.spark.results import latest_per_task, merge_results, parse_results, result_rows
+from pipeline_lib.spark.results import batch_facts, latest_per_task, merge_results, parse_results, result_rows
 from pipeline_lib.spark.tables import ATTACHMENTS_SCHEMA, TableMissing, attachments_table, create_table
 
 pytestmark = pytest.mark.integration
@@ -212,3 +212,26 @@ def test_a_merge_reads_only_the_partitions_of_its_batch_dates(spark, spec):
     merge_results(latest_per_task(good_rows(spark, [result(task=T2, attempt=1, status="completed")])), spec)
     today = table_rows(spark, spec).filter("event_date = DATE'2026-11-20'").collect()
     assert [(r.task_id, r.status) for r in today] == [(T2, "completed")]
+
+
+def test_batch_facts_count_dead_letters_and_gather_every_result_date_in_one_pass(spark):
+    parsed = parse_results(kafka_df(spark, [
+        result(event_date="2026-11-01"), "not json", result(task=T2), result(task=T2, attempt=1), "{}",
+    ]), "dlq")  # fmt: skip
+    assert batch_facts(parsed) == (2, [date(2026, 11, 1), date(2026, 11, 20)])
+    assert batch_facts(parse_results(kafka_df(spark, ["not json"]), "dlq")) == (1, [])
+    assert batch_facts(parse_results(kafka_df(spark, [result()]), "dlq")) == (0, [date(2026, 11, 20)])
+
+
+def test_a_merge_given_its_dates_reads_only_those_partitions_and_a_superset_changes_nothing(spark, spec):
+    merge_results(latest_per_task(good_rows(spark, [result(event_date="2026-11-01")])), spec)
+    (old_partition,) = [p for p in Path(spec.path).iterdir() if p.name == "event_date=2026-11-01"]
+    for data in old_partition.glob("*.parquet"):
+        data.unlink()
+    merge_results(latest_per_task(good_rows(spark, [result(task=T2)])), spec, dates=[date(2026, 11, 20)])
+    completed = good_rows(spark, [result(task=T2, attempt=1, status="completed")])
+    merge_results(latest_per_task(completed), spec, dates=[date(2026, 11, 20), date(2026, 11, 21)])
+    today = table_rows(spark, spec).filter("event_date = DATE'2026-11-20'").collect()
+    assert [(r.task_id, r.status) for r in today] == [(T2, "completed")]
+    merge_results(latest_per_task(completed), spec, dates=[])  # no dates: nothing to write
+    assert table_rows(spark, spec).filter("event_date = DATE'2026-11-20'").count() == 1
