@@ -50,6 +50,10 @@ class Row:
         value = self.figure if self.target_absolute else self.ratio
         if value is None:
             return None
+        return self._meets(value)
+
+    def _meets(self, value: float) -> bool:
+        assert self.target is not None
         return value >= self.target if self.higher_is_better else value <= self.target
 
     def ratio_text(self) -> str:
@@ -58,10 +62,8 @@ class Row:
         if self.ratio is None:
             return "-"
         text = f"{self.ratio:.2f}"
-        if self.target is not None and not self.target_absolute:
-            shown = float(text)
-            if (shown >= self.target if self.higher_is_better else shown <= self.target) != self.met:
-                text = f"{self.ratio:.3f}"
+        if self.target is not None and not self.target_absolute and self._meets(float(text)) != self.met:
+            text = f"{self.ratio:.3f}"
         return f"{text}x"
 
     def target_text(self) -> str:
