@@ -72,7 +72,6 @@ def _records(batches: Iterable[pa.RecordBatch], slice_rows: int = ROWS_PER_OUTPU
 def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
     # mapInArrow, not mapInPandas: the rows go to plain Python lists anyway, so a pandas frame per
     # batch is only extra copies (the 2 GiB download's worker peak RSS went from 207 to 177 MiB).
-
     out_schema = arrow_schema(STAGE_ROUTED_SCHEMA)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -101,11 +100,12 @@ def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):
 
 
 def _output(columns: dict[str, list], schema: pa.Schema) -> pa.RecordBatch:
+    """The routed columns as one output Arrow batch, stamped with the worker's peak RSS."""
+    import pyarrow as pa
+
     # ru_maxrss is in KiB on Linux: the worker's peak, for the memory-bound check.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     columns["worker_peak_rss_bytes"] = [peak] * len(columns["outcome"])
-    import pyarrow as pa
-
     return pa.RecordBatch.from_pydict(columns, schema=schema)
 
 
