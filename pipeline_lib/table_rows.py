@@ -25,6 +25,9 @@ from pipeline_lib.times import iso_utc, parse_iso
 
 RESULTS_STAGE = "results"
 DLQ_STAGE = "dlq"
+# The stages whose outcomes the results job folds, in the order a task passes them: of two outcomes
+# of one attempt, the later stage's wins (spark/results.py), whatever the hosts' clocks say.
+STAGE_ORDER = ("download", "upload")
 
 # xact_attachments' columns as result_row emits them (timestamps and the date as ISO strings).
 RESULT_COLUMNS = (

@@ -6,9 +6,11 @@
 
 Which outcome wins, per task: `completed` is final (the file is in the lake: no later duplicate,
 retry or replay outcome moves the task back); otherwise the latest replay generation, then the
-latest attempt, then the latest occurred_at. A replayed task that completes therefore replaces
-its `dead` row, and a late message of an older attempt never overwrites a newer outcome (it can
-only move `first_seen_at` earlier). The MERGE is idempotent by construction (re-applying a batch
+latest attempt, then the later stage of the same attempt (table_rows.STAGE_ORDER: the upload's
+outcome over the download's `downloaded`), and only then the latest occurred_at. The stages run
+on different hosts, so their clocks never decide between them (invariant 9). A replayed task
+that completes therefore replaces its `dead` row, and a late message of an older attempt never
+overwrites a newer outcome (it can only move `first_seen_at` earlier). The MERGE is idempotent by construction (re-applying a batch
 changes nothing) and also carries the micro-batch as Delta's txnAppId/txnVersion, so a batch
 replayed after a crash between the Delta commit and the checkpoint commit is skipped.
 """
@@ -47,7 +49,7 @@ from pipeline_lib.spark.tables import (
     create_table,
     require_table,
 )
-from pipeline_lib.table_rows import RESULT_COLUMNS, result_row
+from pipeline_lib.table_rows import RESULT_COLUMNS, STAGE_ORDER, result_row
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -133,15 +135,30 @@ def result_rows(parsed: DataFrame) -> DataFrame:
     return good.select(*columns)
 
 
+def _stage_rank(prefix: str = "") -> Column:
+    """The stage's place in a task's flow (STAGE_ORDER), 0 for any other stage name."""
+    stage = F.col(f"{prefix}stage")
+    rank = F.lit(0)
+    for place, name in enumerate(STAGE_ORDER, start=1):
+        rank = F.when(stage == name, place).otherwise(rank)
+    return rank
+
+
+def _rank_keys(prefix: str = "") -> list[Column]:
+    """What orders two outcomes of one task that are not `completed`, most significant first."""
+    return [
+        F.coalesce(F.col(f"{prefix}replay_generation"), F.lit(0)),
+        F.col(f"{prefix}attempt"),
+        _stage_rank(prefix),
+        F.col(f"{prefix}updated_at"),  # the last tie-break only: one stage's own clock
+    ]
+
+
 def latest_per_task(results: DataFrame) -> DataFrame:
-    """One row per task: `completed` first, then the latest generation, attempt and time; the
-    earliest first_seen_at."""
+    """One row per task: `completed` first, then the latest generation, attempt, stage and time;
+    the earliest first_seen_at."""
     order = Window.partitionBy("task_id").orderBy(
-        (F.col("status") == "completed").desc(),
-        F.coalesce(F.col("replay_generation"), F.lit(0)).desc(),
-        F.col("attempt").desc(),
-        F.col("updated_at").desc(),
-        F.col("status"),
+        (F.col("status") == "completed").desc(), *(key.desc() for key in _rank_keys()), F.col("status")
     )
     everything = Window.partitionBy("task_id")
     return (
@@ -153,12 +170,17 @@ def latest_per_task(results: DataFrame) -> DataFrame:
     )
 
 
-# The condition under which an incoming outcome (s) replaces the stored one (t).
-_NEWER = """t.status <> 'completed' AND (
-    s.status = 'completed'
-    OR coalesce(s.replay_generation, 0) > coalesce(t.replay_generation, 0)
-    OR (coalesce(s.replay_generation, 0) = coalesce(t.replay_generation, 0) AND (
-        s.attempt > t.attempt OR (s.attempt = t.attempt AND s.updated_at > t.updated_at))))"""
+def _later(source: list[Column], target: list[Column]) -> Column:
+    """source > target, lexicographically."""
+    (s, *s_rest), (t, *t_rest) = source, target
+    return s > t if not s_rest else (s > t) | ((s == t) & _later(s_rest, t_rest))
+
+
+def _newer() -> Column:
+    """When an incoming outcome (s) replaces the stored one (t): latest_per_task's order."""
+    return (F.col("t.status") != "completed") & (
+        (F.col("s.status") == "completed") | _later(_rank_keys("s."), _rank_keys("t."))
+    )
 
 
 def merge_results(
@@ -191,7 +213,7 @@ def merge_results(
         .merge(
             latest.alias("s"), f"t.event_date IN ({within}) AND t.event_date = s.event_date AND t.task_id = s.task_id"
         )
-        .whenMatchedUpdate(condition=_NEWER, set=updates)
+        .whenMatchedUpdate(condition=_newer(), set=updates)
         .whenMatchedUpdate(condition="s.first_seen_at < t.first_seen_at", set={"first_seen_at": "s.first_seen_at"})
         .whenNotMatchedInsertAll()
     )

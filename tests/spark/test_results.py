@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import Row
@@ -235,3 +238,103 @@ def test_a_merge_given_its_dates_reads_only_those_partitions_and_a_superset_chan
     assert [(r.task_id, r.status) for r in today] == [(T2, "completed")]
     merge_results(latest_per_task(completed), spec, dates=[])  # no dates: nothing to write
     assert table_rows(spark, spec).filter("event_date = DATE'2026-11-20'").count() == 1
+
+
+# Clock skew between hosts: the upload host's clock may be behind (or ahead of) the download host's,
+# so the upload's outcome of an attempt can carry an earlier occurred_at than the download's
+# `downloaded` of the same attempt. Stage order decides, never the clocks (invariant 9).
+DOWNLOADED_AT = "2026-11-27T10:00:00.500Z"
+
+
+def _skewed_pair(upload_status: str, skew_ms: int) -> list[str]:
+    upload_at = (datetime(2026, 11, 27, 10, 0, 0, 500_000) + timedelta(milliseconds=skew_ms)).isoformat() + "Z"
+    facts = {"error_category": "permanent", "http_status": 403} if upload_status == "dead" else {}
+    return [
+        result(attempt=1, status="downloaded", at=DOWNLOADED_AT, bytes=10),
+        result(attempt=1, status=upload_status, stage="upload", at=upload_at, **facts),
+    ]
+
+
+@pytest.mark.parametrize("skew_ms", [-200, 200])
+@pytest.mark.parametrize("upload_status", ["dead", "retrying"])
+def test_an_upload_outcome_beats_the_downloaded_of_its_attempt_whatever_the_clocks_in_one_batch(
+    spark, upload_status, skew_ms
+):
+    (row,) = latest_per_task(good_rows(spark, _skewed_pair(upload_status, skew_ms))).collect()
+    assert (row.status, row.stage, row.attempt) == (upload_status, "upload", 1)
+
+
+@pytest.mark.parametrize("order", ["download_first", "upload_first"])
+@pytest.mark.parametrize("skew_ms", [-200, 200])
+def test_an_upload_outcome_beats_the_downloaded_of_its_attempt_whatever_the_clocks_across_batches(
+    spark, spec, skew_ms, order
+):
+    downloaded, uploaded = _skewed_pair("dead", skew_ms)
+    batches = [downloaded, uploaded] if order == "download_first" else [uploaded, downloaded]
+    for value in batches:
+        merge_results(latest_per_task(good_rows(spark, [value])), spec)
+    (row,) = table_rows(spark, spec).collect()
+    assert (row.status, row.stage, row.error_category) == ("dead", "upload", "permanent")
+
+
+def test_generation_then_attempt_outrank_stage_and_time(spark, spec):
+    # A newer attempt's download beats an older attempt's upload even with a much earlier clock.
+    merge_results(latest_per_task(good_rows(spark, [
+        result(attempt=0, status="retrying", stage="upload", at="2026-11-27T12:00:00Z"),
+    ])), spec)  # fmt: skip
+    merge_results(latest_per_task(good_rows(spark, [
+        result(attempt=1, status="downloaded", at="2026-11-27T09:00:00Z"),
+    ])), spec)  # fmt: skip
+    assert table_rows(spark, spec).first().attempt == 1
+    # A replay (generation 1) beats any outcome of generation 0 that is not completed.
+    merge_results(latest_per_task(good_rows(spark, [
+        result(attempt=0, status="retrying", at="2026-11-27T08:00:00Z", replay_generation=1),
+    ])), spec)  # fmt: skip
+    row = table_rows(spark, spec).first()
+    assert (row.replay_generation, row.attempt, row.status) == (1, 0, "retrying")
+
+
+def _expected_winner(outcomes: list[dict]) -> tuple:
+    """The fold's rule, written out: completed first, then generation, attempt, stage, time."""
+    stage_rank = {"download": 1, "upload": 2}
+
+    def key(o: dict) -> tuple:
+        return (o["status"] == "completed", o["gen"], o["attempt"], stage_rank[o["stage"]], o["at"])
+
+    best = max(outcomes, key=key)
+    return best["status"], best["gen"], best["attempt"], best["stage"]
+
+
+_outcome = st.fixed_dictionaries({
+    "gen": st.integers(0, 1), "attempt": st.integers(0, 2), "stage": st.sampled_from(["download", "upload"]),
+    "status": st.sampled_from(["downloaded", "retrying", "dead", "completed"]),
+    "skew_ms": st.integers(-5_000, 5_000),  # each outcome's host clock, off by up to 5 s
+})  # fmt: skip
+
+
+# Each example takes a few Spark jobs and two MERGEs: few examples, and no shrinking (a failure
+# prints its example as generated).
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(outcomes=st.lists(_outcome, min_size=2, max_size=5), split=st.integers(1, 4))
+def test_generated_outcomes_with_skewed_clocks_fold_by_lineage_not_by_clocks(spark, spec, outcomes, split):
+    base = datetime(2026, 11, 27, 10)
+    for n, o in enumerate(outcomes):  # true order: n; each host's clock adds its skew
+        o["at"] = (base + timedelta(seconds=n, milliseconds=o["skew_ms"])).isoformat() + "Z"
+    if all(o["status"] != "completed" for o in outcomes):
+        # Without a completion, ties of (generation, attempt, stage) fall to time: keep those unique.
+        keys = [(o["gen"], o["attempt"], o["stage"]) for o in outcomes]
+        assume(len(set(keys)) == len(keys))
+    task = uuid.uuid4().hex  # one table for every example: a task of its own each
+    values = [
+        result(task, o["attempt"], o["status"], o["at"], stage=o["stage"], replay_generation=o["gen"])
+        for o in outcomes
+    ]
+    expected = _expected_winner(outcomes)
+    (row,) = latest_per_task(good_rows(spark, values)).collect()  # one batch
+    assert (row.status, row.replay_generation, row.attempt, row.stage) == expected
+    cut = min(split, len(values) - 1)
+    for part in (values[:cut], values[cut:]):  # the same outcomes in two batches
+        merge_results(latest_per_task(good_rows(spark, part)), spec)
+    (row,) = table_rows(spark, spec).filter(f"task_id = '{task}'").collect()
+    assert (row.status, row.replay_generation, row.attempt, row.stage) == expected
