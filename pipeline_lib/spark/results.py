@@ -10,9 +10,10 @@ latest attempt, then the later stage of the same attempt (table_rows.STAGE_ORDER
 outcome over the download's `downloaded`), and only then the latest occurred_at. The stages run
 on different hosts, so their clocks never decide between them (invariant 9). A replayed task
 that completes therefore replaces its `dead` row, and a late message of an older attempt never
-overwrites a newer outcome (it can only move `first_seen_at` earlier). The MERGE is idempotent by construction (re-applying a batch
-changes nothing) and also carries the micro-batch as Delta's txnAppId/txnVersion, so a batch
-replayed after a crash between the Delta commit and the checkpoint commit is skipped.
+overwrites a newer outcome (it can only move `first_seen_at` earlier). The MERGE is idempotent
+by construction (re-applying a batch changes nothing) and also carries the micro-batch as
+Delta's txnAppId/txnVersion, so a batch replayed after a crash between the Delta commit and the
+checkpoint commit is skipped.
 """
 
 from __future__ import annotations

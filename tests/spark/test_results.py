@@ -9,10 +9,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
-from hypothesis import strategies as st
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import Row
 
 from pipeline_lib.contracts import AttachmentResult
