@@ -8,7 +8,9 @@ longer needed.
 
 A cache path is derived from the task id alone, and only from a well-formed one (32 lowercase hex
 characters, what `ids.task_id` makes): a message cannot name a file for the upload to read and
-publish, and a retry or a replay of a task finds the same file.
+publish, and a retry or a replay of a task finds the same file. So every cache name has a fixed
+length whatever the attachment's name: 2 bytes for the folder, 32 for a file, 46 for a part
+(CACHE_NAME_BYTES), far within the 255 bytes a file system allows for one name (paths.py).
 
 The janitor removes two kinds of file and nothing else:
 - `.part` files older than `part_max_age_seconds`: left by a download that crashed before its
@@ -39,6 +41,7 @@ from pipeline_lib.errors import PipelineError
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
 _FOLDER = re.compile(r"[0-9a-f]{2}")
 _PART = re.compile(r"([0-9a-f]{32})\.[0-9a-f]{8}\.part")
+CACHE_NAME_BYTES = (2, 32, 46)  # folder, file, part: the only names cache_path and part_path make
 
 
 class InvalidTaskId(PipelineError, ValueError):

@@ -30,6 +30,7 @@ import orjson
 from pipeline_lib import ids
 from pipeline_lib.bounds import INT32_MAX, INT64_MAX, checked_time
 from pipeline_lib.errors import PipelineError
+from pipeline_lib.paths import MAX_COMPONENT, MAX_PATH_BYTES, MAX_PATH_SEGMENTS
 from pipeline_lib.redaction import redact, redact_payload, redact_url, truncate
 from pipeline_lib.times import iso_utc, parse_iso
 
@@ -140,12 +141,14 @@ def check_blob_path(kind: str, path: str) -> None:
     """A lake path relative to the files prefix: no traversal, no empty or dot components, bounded.
 
     ingest builds it from sanitised components (paths.py); a message on an internal topic could
-    carry anything, and the upload writes to this path, so it is checked again on decode.
+    carry anything, and the upload writes to this path, so it is checked again on decode, with
+    the bounds paths.py keeps (so every store can take it: see paths.py's docstring).
     """
     parts = path.split("/")
     bad = (
-        not path or path.startswith("/") or "\\" in path or "\x00" in path or len(path.encode()) > 1024
-        or any(p in ("", ".", "..") or len(p.encode()) > 255 for p in parts)
+        not path or path.startswith("/") or "\\" in path or "\x00" in path
+        or len(path.encode()) > MAX_PATH_BYTES or len(parts) > MAX_PATH_SEGMENTS
+        or any(p in ("", ".", "..") or len(p.encode()) > MAX_COMPONENT for p in parts)
     )  # fmt: skip
     if bad:
         raise ContractError(f"{kind}: field blob_path {path[:80]!r} is not a safe relative lake path")

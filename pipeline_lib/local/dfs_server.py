@@ -12,6 +12,13 @@ Checksums, as the service documents them: a Content-MD5 on an append is transact
 against the bytes received (400 Md5Mismatch otherwise) and not stored; the x-ms-content-md5 of a
 flush is stored as the file's Content-MD5 without being checked against the data.
 
+Names, as the service documents them ("Naming and Referencing Containers, Blobs, and Metadata"): a
+path below the file system of more than 1,024 characters or 254 segments is refused (400
+InvalidResourceName). The server is stricter than that page in one way, on purpose: it also
+refuses a segment over `max_segment_bytes` (255) bytes of UTF-8, the bound the pipeline keeps for
+every store (local file systems, Windows tools), so a derived name that would not fit everywhere
+(a temporary name, say) fails here too. `DfsServer(folder, max_segment_bytes=None)` lifts it.
+
 Fault modes, consumed in order: `server.fail("append", 503, times=1)`, `fail("any", 401)`,
 `fail("rename", 409)`, `slow("flush", 2.0)`, `corrupt("append")` (the body is damaged on arrival,
 as by a faulty network path: the MD5 check catches it, or the damage is stored without one), and
@@ -149,6 +156,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
         return True
 
+    def _name_refused(self, path: str) -> bool:
+        """Refuse (400 InvalidResourceName) a path the service would not take; True when refused."""
+        name = path.partition("/")[2]  # the blob name: below the file system
+        segments = name.split("/")
+        limit = self.server.max_segment_bytes
+        if (
+            len(name) > 1024
+            or len(segments) > 254
+            or (limit is not None and any(len(s.encode("utf-8", "surrogatepass")) > limit for s in segments))
+        ):
+            self._error(400, "InvalidResourceName")
+            return True
+        return False
+
     def do_PUT(self) -> None:
         path, query = self._path()
         source = self.headers.get("x-ms-rename-source")
@@ -156,6 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._guard(op):
             return
         self._body()
+        if self._name_refused(path):
+            return
         files = self.server.files
         if source:
             src = unquote(urlsplit(source).path).lstrip("/")
@@ -263,8 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
 class DfsServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, max_segment_bytes: int | None = 255) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.max_segment_bytes = max_segment_bytes  # stricter than the service: see the module docstring
         cert, key = make_certificate(folder)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)

@@ -21,7 +21,13 @@ lake cannot be asked.
 
 Paths are relative to the lake's files prefix; one with an empty, `.` or `..` segment, a leading
 `/`, a backslash or a control character is refused (StorageFailure, category internal) before
-any I/O, so a message cannot write or read outside the lake.
+any I/O, so a message cannot write or read outside the lake. So is one beyond the bounds of
+paths.py (a segment over 255 bytes of UTF-8, more than 768 bytes or 16 segments), which no store
+could take: refused by name, not by the service's or the file system's own error.
+
+The temporary name is `.{16 hex of the final name's sha256}.{16 random hex}.tmp`: 38 bytes whatever
+the final name (which may take all of its 255 bytes), so it fits wherever the final name does, and
+a leftover one still names its final path (the hash) without colliding with another upload's.
 
 Backends:
 - LocalLake: a directory playing the lakehouse Files area (the demo and tests); sha256 is stored
@@ -62,6 +68,7 @@ from typing import Any, Protocol
 from pipeline_lib.config import ConfigError, Settings
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.failures import Failure, failure
+from pipeline_lib.paths import MAX_COMPONENT, MAX_PATH_BYTES, MAX_PATH_SEGMENTS, MAX_ROOT_BYTES
 from pipeline_lib.secrets import read_secret
 
 
@@ -106,23 +113,37 @@ class LakeStorage(Protocol):
 
 
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+TEMP_NAME_BYTES = 38  # len(temp_name(...)): `.` + 16 hex + `.` + 16 hex + `.tmp`
+
+
+def _refuse(path: object, why: str) -> StorageFailure:
+    shown = repr(path)
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    return StorageFailure(failure("internal", f"blob path {shown} {why}: nothing read or written"))
 
 
 def check_blob_path(path: object) -> str:
-    """`path` if it is a plain relative path inside the lake, else StorageFailure (internal)."""
-    if (
-        not isinstance(path, str)
-        or not path
-        or path.startswith("/")
-        or _UNSAFE_PATH.search(path)
-        or any(part in ("", ".", "..") for part in path.split("/"))
-    ):
-        shown = repr(path)
-        shown = shown if len(shown) <= 200 else shown[:197] + "..."
-        raise StorageFailure(
-            failure("internal", f"blob path {shown} is not a relative path inside the lake: nothing read or written")
-        )
+    """`path` if it is a plain relative path inside the lake within the bounds of paths.py, else
+    StorageFailure (internal)."""
+    if not isinstance(path, str) or not path or path.startswith("/") or _UNSAFE_PATH.search(path):
+        raise _refuse(path, "is not a relative path inside the lake")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise _refuse(path, "is not a relative path inside the lake")
+    size = len(path.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_BYTES or len(parts) > MAX_PATH_SEGMENTS:
+        raise _refuse(path, f"takes {size} bytes in {len(parts)} segments, more than the lake's "
+                            f"{MAX_PATH_BYTES} bytes in {MAX_PATH_SEGMENTS} segments (paths.py)")  # fmt: skip
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for part in parts):
+        raise _refuse(path, f"has a segment longer than {MAX_COMPONENT} bytes of UTF-8 (paths.py)")
     return path
+
+
+def temp_name(final_name: str) -> str:
+    """A fresh temporary name for an upload to `final_name` in the same folder: TEMP_NAME_BYTES long
+    whatever the final name, hidden (a leading dot), and traceable to it (its sha256's first 16 hex)."""
+    digest = hashlib.sha256(final_name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f".{digest}.{uuid.uuid4().hex[:16]}.tmp"
 
 
 def verified_chunks(source: Path, size: int, sha256: str, chunk_bytes: int) -> Generator[bytes, None, None]:
@@ -170,7 +191,7 @@ class LocalLake:
         self, chunks: Iterable[bytes], path: str, *, size: int, sha256: str, content_type: str | None
     ) -> StoredFile:
         final = self.base / check_blob_path(path)
-        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        temp = final.with_name(temp_name(final.name))
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             written = 0
@@ -190,8 +211,10 @@ class LocalLake:
                 failure("cache_io" if exc.errno != 28 else "disk_full", f"local lake: {exc}")
             ) from None
         finally:
-            if temp.exists():
-                temp.unlink()
+            try:  # best effort, and never an OSError of its own (it used to escape as `internal`)
+                temp.unlink(missing_ok=True)
+            except OSError:
+                pass  # a leftover temporary name is hidden (dot name) and harmless
         return StoredFile(str(final), size, sha256, service_checksum=False)
 
     def find_stored(self, path: str, *, size: int, sha256: str) -> StoredFile | None:
@@ -319,6 +342,18 @@ class OneLakeStorage:
         self.credential = credential
         self.file_system = file_system
         self.root = root.strip("/")
+        # Microsoft, "Naming and Referencing Containers, Blobs, and Metadata": a blob name, counted
+        # from the file system (so with this root), is at most 1,024 characters in at most 254
+        # segments. Paths are bounded to MAX_PATH_BYTES and MAX_PATH_SEGMENTS (paths.py) so that
+        # root + "/" + path fits whenever the root takes at most MAX_ROOT_BYTES; a longer root is
+        # refused here, at start, rather than every upload failing. (256 bytes hold at most 128
+        # segments, so root and path stay far below 254 segments too.)
+        if len(self.root.encode("utf-8")) + 1 > MAX_ROOT_BYTES:
+            raise ConfigError(
+                f"the OneLake root {self.root[:80]!r} (<lakehouse>.Lakehouse/Files/<storage.lake.files_prefix>) "
+                f"takes {len(self.root.encode('utf-8'))} bytes; at most {MAX_ROOT_BYTES - 1} leave room for the "
+                "attachment paths within OneLake's 1,024-character path: shorten storage.lake.files_prefix"
+            )
         service = DataLakeServiceClient(
             account_url, credential=credential, retry_total=sdk_retries, connection_timeout=timeout,
             read_timeout=timeout, **client_kwargs,
@@ -354,7 +389,7 @@ class OneLakeStorage:
 
         final = self._final(path)
         head, _, name = final.rpartition("/")
-        temp = f"{head}/.{name}.{uuid.uuid4().hex[:8]}.tmp" if head else f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+        temp = f"{head}/{temp_name(name)}" if head else temp_name(name)
         temp_client = self.client.get_file_client(temp)
         created = False
         try:

@@ -269,3 +269,38 @@ def test_a_blob_path_that_could_leave_the_lake_is_refused_before_any_io(tmp_path
 def test_ordinary_blob_paths_pass():
     for path in ("documentsReceived/A1/T-1/A1_report_0123456789.pdf", "x.pdf", "a b/c-d_e.f.pdf", "ü/ñ.pdf"):
         assert check_blob_path(path) == path
+
+
+# Blob paths within the bounds every store takes (paths.py), temporary names included.
+
+TOO_LONG_PATHS = ["a/" + "n" * 256, "a/" + "é" * 128, "/".join(["d" * 200] * 4), "/".join("a" * 17)]
+
+
+@pytest.mark.parametrize("path", TOO_LONG_PATHS, ids=["256-bytes", "256-bytes-utf8", "803-bytes", "17-segments"])
+def test_a_blob_path_beyond_the_bounds_is_refused_by_name_before_any_io(tmp_path, dfs, path):
+    with pytest.raises(StorageFailure) as caught:
+        check_blob_path(path)
+    assert (caught.value.failure.category, caught.value.failure.transient) == ("internal", False)
+    assert "paths.py" in caught.value.failure.message
+    with pytest.raises(StorageFailure):
+        LocalLake(tmp_path / "lake", "p").put(iter([b"x"]), path, size=1, sha256=sha(b"x"), content_type=None)
+    with pytest.raises(StorageFailure):
+        onelake(dfs).put(iter([b"x"]), path, size=1, sha256=sha(b"x"), content_type=None)
+    assert dfs.log == []
+
+
+def test_the_longest_blob_path_within_the_bounds_passes():
+    path = "/".join(["d" * 255, "e" * 255, "f" * 254, "g"])  # 768 bytes
+    assert check_blob_path(path) == path
+    with pytest.raises(StorageFailure):
+        check_blob_path(path + "g")
+    assert check_blob_path("/".join("a" * 16)) == "/".join("a" * 16)
+
+
+def test_temporary_names_have_a_fixed_length_and_name_their_final_path():
+    from pipeline_lib.upload.storage import TEMP_NAME_BYTES, temp_name
+
+    for final in ("b.pdf", "n" * 255, "😀" * 63):
+        a, b = temp_name(final), temp_name(final)
+        assert len(a.encode()) == len(b.encode()) == TEMP_NAME_BYTES and a != b  # fresh for each upload
+        assert a.startswith("." + hashlib.sha256(final.encode()).hexdigest()[:16] + ".") and a.endswith(".tmp")
