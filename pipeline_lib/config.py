@@ -6,7 +6,10 @@ variable, a Databricks secret scope or an Azure Key Vault; pipeline_lib.secrets 
     settings = load_settings("local", overrides=["kafka.bootstrap_servers=127.0.0.1:39092"])
 
 Every error is a ConfigError that names the key, the file that set it (or should have), and the
-expected form.
+expected form. Every number is declared with its Range (the one place its bounds live): NaN, the
+infinities, true/false, text and values outside the range are refused by name, so no setting can
+overflow later into a dead letter of every record. Every host, URL, name and path is given a form
+check: a value that validates is one the pipeline can use.
 """
 
 from __future__ import annotations
@@ -16,12 +19,26 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
 
+from pipeline_lib.bounds import INT64_MAX
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.redaction import redact
 
@@ -34,6 +51,276 @@ class ConfigError(PipelineError, ValueError):
     """A setting is missing, malformed or unsafe; the message says which key, where, and how to fix it."""
 
     exit_code = 2
+
+
+DAY = 86400
+KiB, GiB = 1 << 10, 1 << 30
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts, declared once on its field:
+
+        connect_timeout_seconds: Annotated[float, Range(0, DAY, "seconds", above=True)]
+
+    Only numbers are numbers: true/false, text (even "10") and null are refused, and so are NaN and
+    the infinities, which lie outside every range. `whole`: an integer is required (10.0 is refused).
+    `above`: `low` itself is refused (a timeout of 0 s ends every download before it starts).
+    The error names the range; the loader adds the key, the value and the file.
+    """
+
+    low: float
+    high: float
+    unit: str = ""
+    whole: bool = False
+    above: bool = False
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        unit = f" {self.unit}" if self.unit else ""
+        if self.above:
+            return f"{kind} above {_number(self.low)} and at most {_number(self.high)}{unit}"
+        return f"{kind} from {_number(self.low)} to {_number(self.high)}{unit}"
+
+    def contains(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.whole and not isinstance(value, int):
+            return False
+        # Python compares an int with a float exactly, so a 400-digit int is simply out of range.
+        return (self.low < value if self.above else self.low <= value) and value <= self.high  # NaN: False
+
+    def __call__(self, value: object) -> int | float:
+        if self.contains(value):
+            return value if self.whole else float(value)  # type: ignore[arg-type, return-value]
+        raise ValueError(f"must be {self.describe()}{self._why(value)}")
+
+    @staticmethod
+    def _why(value: object) -> str:
+        if isinstance(value, bool):
+            return ", not true/false"
+        if isinstance(value, str):
+            try:
+                finite = math.isfinite(float(value))
+            except ValueError:
+                return ", not text"
+            if finite and "e" in value.lower() and "." not in value:
+                return ": YAML reads 1e3 as text, so write 1000 or 1.0e+3"  # PyYAML: a dot and a signed exponent
+            return ", written without quotes"
+        if isinstance(value, float) and value.is_integer():
+            return f", written without a fraction ({int(value)})"
+        return ""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self)
+
+
+# A timeout or interval: more than 0, at most a day (time.monotonic() + it, timedelta(seconds=it)).
+Timeout = Annotated[float, Range(0, DAY, "seconds", above=True)]
+# A margin or a grace period: 0 (none) to a day.
+Margin = Annotated[float, Range(0, DAY, "seconds")]
+# Kafka partitions of a topic: far above any broker's practical limit (Event Hubs: 2000).
+Partitions = Annotated[int, Range(1, 100_000, whole=True)]
+# Retries, redirects, refetches: a count a human would still call a retry policy.
+Retries = Annotated[int, Range(0, 100, whole=True)]
+# A retry tier's delay (and the Retry-After cap): a second to a week.
+RetryDelay = Annotated[int, Range(1, 7 * DAY, "seconds", whole=True)]
+Port = Annotated[int, Range(1, 65535, whole=True)]
+
+
+def _text(value: str) -> str:
+    """Names and paths: not empty, no spaces around it, no control characters (a pasted newline)."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if value != value.strip():
+        raise ValueError("has spaces or a newline around it; remove them")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("holds a control character (a tab, newline or NUL)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+
+
+def _relative_path(value: str) -> str:
+    """A path below a root: may be empty (the root itself), never absolute, a URI or above the root."""
+    if value:
+        _text(value)
+    if value.startswith(("/", "\\")) or "://" in value or ".." in value.replace("\\", "/").split("/"):
+        raise ValueError("must be a relative path below the lake's files root, e.g. xact/attachments (no /, .. or URI)")
+    return value
+
+
+def _https_url(value: str) -> str:
+    """An https URL with a host (an endpoint of Entra ID or of the lake; secrets travel to it)."""
+    _text(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port raises on a malformed one
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme != "https" or not parts.hostname or parts.username or " " in value:
+        raise ValueError("must be an https URL with a host, e.g. https://onelake.dfs.fabric.microsoft.com")
+    if parts.query or parts.fragment:
+        raise ValueError("must be an https URL without a query or fragment")
+    return value
+
+
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
+
+# One Kafka bootstrap address: host:port or [IPv6]:port, optionally after a listener name (SASL_SSL://).
+_BROKER = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
+
+
+def _bootstrap_servers(value: str) -> str:
+    entries = value.split(",")
+    for entry in entries:
+        match = _BROKER.fullmatch(entry.strip())
+        if match is None or not 1 <= int(match[1]) <= 65535:
+            which = f"{entry.strip()!r} is not host:port; " if len(entries) > 1 else ""
+            raise ValueError(
+                f"{which}must be host:port (a comma-separated list of them), "
+                "e.g. <namespace>.servicebus.windows.net:9093 or 127.0.0.1:9092"
+            )
+    return value
+
+
+HOST_FORMS = (
+    "files.example.com (that host), .example.com (example.com and every subdomain), "
+    "*.example.com (every subdomain, not example.com itself) or an IP address such as 203.0.113.7; "
+    "no scheme, port, path or spaces"
+)
+_HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+
+
+def _host_problem(entry: str) -> str | None:
+    """Why an allowed_hosts entry (lower case, trailing dot dropped) can never match a URL's host."""
+    if not entry.strip():
+        return "is empty"
+    if any(c.isspace() for c in entry):
+        return "holds whitespace"
+    if "://" in entry:
+        return "has a scheme (give the host alone)"
+    if any(c in entry for c in "/?#"):
+        return "has a path (give the host alone)"
+    if "@" in entry:
+        return "holds user credentials (give the host alone)"
+    if entry.startswith("["):
+        return "is in brackets (write an IPv6 address without them, e.g. 2001:db8::1)"
+    if "%" in entry:
+        return "has a zone index"
+    try:
+        ipaddress.ip_address(entry)
+        return None  # compared as the URL writes it (urlsplit lower-cases it, as here)
+    except ValueError:
+        pass
+    if ":" in entry:
+        return "has a port (the policy allows a host on any port; give the host alone)"
+    name = entry[2:] if entry.startswith("*.") else entry[1:] if entry.startswith(".") else entry
+    if "*" in name:
+        return "has a '*' other than one leading '*.' label"
+    if len(name) > 253 or not _HOST_NAME.fullmatch(name):
+        return (
+            "is not a host name (dot-separated labels of letters, digits, '-' and '_', at most 63 each; "
+            "an international name in its xn-- form)"
+        )
+    if name.rsplit(".", 1)[-1].isdigit():
+        return "is neither a host name nor an IP address (a name's last label is never all digits)"
+    return None
+
+
+def _host_entry(value: object) -> str:
+    """An allowed_hosts entry, normalised: lower case (DNS is case-insensitive) and without the
+    trailing dot of its fully qualified form (example.com. is example.com; URL hosts lose it too)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be text in one of the forms {HOST_FORMS}")
+    entry = value.lower()
+    if entry.endswith(".") and not entry.endswith(".."):
+        entry = entry[:-1]
+    problem = _host_problem(entry)
+    if problem:
+        raise ValueError(f"{problem}, so it can never match an attachment's host; the accepted forms: {HOST_FORMS}")
+    return entry
+
+
+HostEntry = Annotated[str, PlainValidator(_host_entry)]
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        raise ValueError("is not a CIDR network like 127.0.0.1/32 (its host bits zero: 10.0.0.0/8)") from None
+    return value
+
+
+Network = Annotated[str, AfterValidator(_network)]
+
+# Kafka client keys are lower case and dotted (linger.ms); the pipeline sets these from other
+# settings, and an option carrying a secret would put a secret in the settings.
+_KAFKA_KEY = re.compile(r"[a-z][a-z0-9]*(?:[._-][a-z0-9]+)*")
+_CONNECTION_KEYS = frozenset({
+    "bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.jaas.config",
+    "sasl.login.callback.handler.class", "sasl.username", "sasl.password", "sasl.oauthbearer.method",
+    "sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret", "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.scope",
+})  # fmt: skip
+_SECRET_KEY = re.compile(r"jaas|password|secret|token(?!\.endpoint)")
+
+
+def _kafka_key(key: str) -> str:
+    if not _KAFKA_KEY.fullmatch(key):
+        raise ValueError("is not a Kafka client key: lower-case dotted words, e.g. linger.ms")
+    if key.startswith("kafka."):
+        raise ValueError(
+            "carries Spark's kafka. prefix, which the pipeline adds itself: write the client key (linger.ms)"
+        )
+    if key in _CONNECTION_KEYS:
+        raise ValueError(
+            "is set by the pipeline from kafka.bootstrap_servers, security_protocol, sasl_mechanism and the "
+            "secret references; set those instead"
+        )
+    if _SECRET_KEY.search(key):
+        raise ValueError("carries a secret, and secrets are never settings (give a secret reference instead)")
+    return key
+
+
+def _kafka_value(value: object) -> str | int:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX - 1 <= value <= INT64_MAX:
+        return value
+    if isinstance(value, bool):
+        raise ValueError("must be text or a whole number: quote a flag, 'true' or 'false' (Kafka reads text)")
+    raise ValueError(f"must be text or a whole number from {-INT64_MAX - 1} to {INT64_MAX}")
+
+
+KafkaOptions = dict[Annotated[str, AfterValidator(_kafka_key)], Annotated[str | int, PlainValidator(_kafka_value)]]
+# Kafka topic names: 1 to 249 of these characters, and not . or ..
+MAX_TOPIC_NAME = 249
+
+
+_TOKEN_PROVIDER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+_VAULT = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?|[A-Za-z0-9._@-]{1,128}")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+_HEAP = re.compile(r"[1-9][0-9]{0,5}[mMgG]")
+_CONF_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+
+
+def _form(pattern: re.Pattern[str], form: str) -> AfterValidator:
+    """A text setting that must match `pattern` whole; the error says the form in words."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must be {form}")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Model(BaseModel):
@@ -56,8 +343,12 @@ class SecretRef(_Model):
     """
 
     env: str | None = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    vault: str | None = Field(min_length=1)
-    secret: str | None = Field(min_length=1)
+    # An Azure Key Vault's https URL or a Databricks secret scope's name.
+    vault: (
+        Annotated[str, _form(_VAULT, "a Key Vault URL (https://<name>.vault.azure.net/) or a secret scope name")] | None
+    )
+    # A secret's name in that vault or scope: never the secret itself.
+    secret: Annotated[str, _form(_SECRET_NAME, "a secret's name: 1 to 128 letters, digits and . _ @ -")] | None
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretRef:
@@ -69,14 +360,14 @@ class SecretRef(_Model):
 
 
 class OAuthSettings(_Model):
-    token_endpoint_url: str | None
-    scope: str | None
+    token_endpoint_url: HttpsUrl | None  # the client secret is sent there: https only
+    scope: Text | None
     client_id: SecretRef
     client_secret: SecretRef
 
 
 class KafkaSettings(_Model):
-    bootstrap_servers: str = Field(min_length=1)
+    bootstrap_servers: Annotated[str, AfterValidator(_bootstrap_servers)]  # host:port[,host:port...]
     security_protocol: Literal["PLAINTEXT", "SASL_SSL"]
     sasl_mechanism: Literal["PLAIN", "OAUTHBEARER"] | None
     connection_string: SecretRef  # the Event Hubs connection string (SASL_SSL + PLAIN)
@@ -85,12 +376,12 @@ class KafkaSettings(_Model):
     # and callback handlers Spark's Kafka options name must carry that prefix there.
     shaded_kafka_classes: bool
     starting_offsets: Literal["earliest", "latest"]
-    max_offsets_per_trigger: int = Field(gt=0)
-    min_partitions: int | None = Field(gt=0)  # split Kafka partitions into more Spark tasks
+    max_offsets_per_trigger: Annotated[int, Range(1, INT64_MAX, "offsets", whole=True)]  # Spark reads a long
+    min_partitions: Annotated[int, Range(1, 1_000_000, "Spark tasks", whole=True)] | None  # split partitions
     fail_on_data_loss: bool
-    producer_options: dict[str, str | int]  # Kafka producer settings for Spark sinks, e.g. linger.ms
-    librdkafka_options: dict[str, str | int]  # the same limits for confluent-kafka (CLI, replay, tests)
-    consumer_options: dict[str, str | int]  # Kafka consumer settings for Spark sources, e.g. fetch.max.wait.ms
+    producer_options: KafkaOptions  # Kafka producer settings for Spark sinks, e.g. linger.ms
+    librdkafka_options: KafkaOptions  # the same limits for confluent-kafka (CLI, replay, tests)
+    consumer_options: KafkaOptions  # Kafka consumer settings for Spark sources, e.g. fetch.max.wait.ms
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSettings:
@@ -102,8 +393,19 @@ class KafkaSettings(_Model):
 
 
 class TopicSpec(_Model):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    partitions: int = Field(gt=0)
+    name: str = Field(min_length=1, max_length=MAX_TOPIC_NAME, pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: Partitions
+
+    @field_validator("name")
+    @classmethod
+    def _not_dots(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("Kafka refuses the topic names . and ..")
+        return value
+
+
+# The longest retry tier label a RetryDelay can have ("604799s"), after "<pending>.retry.".
+_RETRY_SUFFIX = len(".retry.") + len("604799s")
 
 
 class TopicSettings(_Model):
@@ -112,7 +414,23 @@ class TopicSettings(_Model):
     cached: TopicSpec
     results: TopicSpec
     dlq: TopicSpec
-    retry_partitions: int = Field(gt=0)
+    retry_partitions: Partitions
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicSettings:
+        names = {role: getattr(self, role).name for role in ("events_raw", "pending", "cached", "results", "dlq")}
+        for role, name in names.items():
+            for other, other_name in names.items():
+                if other < role and name == other_name:
+                    raise ValueError(f"{other}.name and {role}.name are both {name!r}: each topic needs its own")
+                if other == "pending" and role != "pending" and name.startswith(other_name + ".retry."):
+                    raise ValueError(f"{role}.name {name!r} is in the retry tiers' names (<pending>.retry.<delay>)")
+        if len(names["pending"]) > MAX_TOPIC_NAME - _RETRY_SUFFIX:
+            raise ValueError(
+                f"pending.name may have at most {MAX_TOPIC_NAME - _RETRY_SUFFIX} characters: the retry topics "
+                f"add .retry.<delay> and Kafka allows {MAX_TOPIC_NAME}"
+            )
+        return self
 
 
 def delay_label(seconds: int) -> str:
@@ -125,18 +443,16 @@ def delay_label(seconds: int) -> str:
 
 
 class RetrySettings(_Model):
-    delays_seconds: tuple[int, ...] = Field(min_length=1)
+    delays_seconds: tuple[RetryDelay, ...] = Field(min_length=1, max_length=100)  # one topic per tier
     # The longest wait a source's Retry-After may ask for; null: the last tier's delay.
-    max_retry_after_seconds: int | None = Field(gt=0)
+    max_retry_after_seconds: RetryDelay | None
     # A task whose host (or the lake) keeps its circuit breaker open waits for the breaker without
     # using attempts, but no longer than this since its first failure: then host_unavailable.
-    max_task_age_seconds: float = Field(gt=0)
+    max_task_age_seconds: Annotated[float, Range(0, 30 * DAY, "seconds", above=True)]
 
     @field_validator("delays_seconds")
     @classmethod
-    def _increasing_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(d <= 0 for d in value):
-            raise ValueError("every delay must be a positive number of seconds")
+    def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if list(value) != sorted(set(value)):
             raise ValueError("delays must be strictly increasing, e.g. [300, 600, 1200, 2400]")
         return value
@@ -152,8 +468,8 @@ class RetrySettings(_Model):
 
 
 class BreakerSettings(_Model):
-    failure_threshold: int = Field(ge=1)  # consecutive transient failures that open it
-    open_seconds: float = Field(gt=0)  # how long it stays open before one probe
+    failure_threshold: Annotated[int, Range(1, 1_000_000, "failures", whole=True)]  # consecutive, open it
+    open_seconds: Timeout  # how long it stays open before one probe
 
 
 # Generic types a server may send for any file; they never contradict the extension.
@@ -167,15 +483,15 @@ GENERIC_CONTENT_TYPES = (
 
 
 class DownloadSettings(_Model):
-    concurrency: int = Field(ge=1, le=256)  # downloads in flight per Spark task
-    cache_dir: str = Field(min_length=1)  # relative: under storage.root
-    connect_timeout_seconds: float = Field(gt=0)
-    read_timeout_seconds: float = Field(gt=0)
-    total_timeout_seconds: float = Field(gt=0)
-    max_redirects: int = Field(ge=0)
-    max_bytes: int = Field(gt=0)  # counted after Content-Encoding is decoded
-    chunk_bytes: int = Field(ge=4096)
-    expiry_margin_seconds: float = Field(ge=0)  # a presigned URL this close to expiry is dead
+    concurrency: Annotated[int, Range(1, 256, "downloads", whole=True)]  # in flight per Spark task
+    cache_dir: Text  # relative: under storage.root
+    connect_timeout_seconds: Timeout
+    read_timeout_seconds: Timeout
+    total_timeout_seconds: Timeout
+    max_redirects: Retries
+    max_bytes: Annotated[int, Range(1, INT64_MAX, "bytes", whole=True)]  # counted after Content-Encoding is decoded
+    chunk_bytes: Annotated[int, Range(4 * KiB, GiB, "bytes", whole=True)]  # one buffer per download in flight
+    expiry_margin_seconds: Margin  # a presigned URL this close to expiry is dead
     auth_errors_transient: bool  # retry 401/403 of URLs that have not expired
     # Extension -> the content types a server may send for it. One mapping, so the two allowlists
     # cannot disagree; the generic types above are accepted for every listed extension.
@@ -196,35 +512,34 @@ class DownloadSettings(_Model):
 
 
 class UploadSettings(_Model):
-    concurrency: int = Field(ge=1, le=64)  # uploads in flight per Spark task
-    chunk_bytes: int = Field(ge=64 * 1024)
+    concurrency: Annotated[int, Range(1, 64, "uploads", whole=True)]  # in flight per Spark task
+    chunk_bytes: Annotated[int, Range(64 * KiB, GiB, "bytes", whole=True)]  # one buffer per upload in flight
     # A cache file this host cannot see (lost, or on another host) is downloaded again by the upload
     # itself, without using an attempt, at most this many times per task; then back to pending.
-    max_refetches: int = Field(ge=0, le=100)
+    max_refetches: Retries
     breaker: BreakerSettings
 
 
 class UrlPolicySettings(_Model):
     allowed_schemes: tuple[Literal["http", "https"], ...]
-    allowed_hosts: tuple[str, ...]
+    # Empty: any public host. Entries: files.example.com (that host), .example.com (it and every
+    # subdomain), *.example.com (every subdomain, not example.com itself) or an IP address.
+    allowed_hosts: tuple[HostEntry, ...]
     allow_private_addresses: bool  # local overlay only: loopback and private ranges
-    allowed_networks: tuple[str, ...]  # CIDRs exempt from the address check, e.g. 127.0.0.1/32
+    allowed_networks: tuple[Network, ...]  # CIDRs exempt from the address check, e.g. 127.0.0.1/32
 
-    @field_validator("allowed_networks")
+    @field_validator("allowed_schemes")
     @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a CIDR network like 127.0.0.1/32") from None
+    def _some_scheme(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("allows no scheme, so every attachment would be refused: give [https] (or [http, https])")
         return value
 
 
 class OneLakeSettings(_Model):
-    account_url: str  # OneLake's DFS endpoint, or any ADLS Gen2 https://<acct>.dfs.core.windows.net
-    workspace: str | None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
-    lakehouse: str | None  # paths go under <lakehouse>.Lakehouse/Files; null for a plain ADLS account
+    account_url: HttpsUrl  # OneLake's DFS endpoint, or any ADLS Gen2 https://<acct>.dfs.core.windows.net
+    workspace: Text | None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
+    lakehouse: Text | None  # paths go under <lakehouse>.Lakehouse/Files; null for a plain ADLS account
     # default: DefaultAzureCredential (managed identity, Azure CLI, or AZURE_* environment variables);
     # service_principal: the tenant_id, client_id and client_secret references below;
     # token_provider: `module:function` returning (token, expires_on epoch seconds), e.g. a wrapper
@@ -233,21 +548,21 @@ class OneLakeSettings(_Model):
     tenant_id: SecretRef
     client_id: SecretRef
     client_secret: SecretRef
-    token_provider: str | None
-    sdk_retries: int = Field(ge=0)  # the SDK's own quick retries before the pipeline's tiers
-    timeout_seconds: float = Field(gt=0)
+    token_provider: Annotated[str, _form(_TOKEN_PROVIDER, "'package.module:function'")] | None
+    sdk_retries: Retries  # the SDK's own quick retries before the pipeline's tiers
+    timeout_seconds: Timeout
 
     @model_validator(mode="after")
     def _provider_named(self) -> OneLakeSettings:
-        if self.auth == "token_provider" and not (self.token_provider and ":" in self.token_provider):
+        if self.auth == "token_provider" and not self.token_provider:
             raise ValueError("auth token_provider needs token_provider: 'package.module:function'")
         return self
 
 
 class LakeSettings(_Model):
     backend: Literal["local", "onelake"]
-    local_root: str
-    files_prefix: str
+    local_root: Text
+    files_prefix: Annotated[str, AfterValidator(_relative_path)]
     onelake: OneLakeSettings
 
     @model_validator(mode="after")
@@ -258,17 +573,24 @@ class LakeSettings(_Model):
 
 
 class TableSettings(_Model):
-    events: str
-    attachments: str
-    dlq: str
-    metrics: str
+    events: Text
+    attachments: Text
+    dlq: Text
+    metrics: Text
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TableSettings:
+        paths = [self.events, self.attachments, self.dlq, self.metrics]
+        if len({p.rstrip("/") for p in paths}) < len(paths):
+            raise ValueError("two tables share a path: events, attachments, dlq and metrics each need their own")
+        return self
 
 
 class StorageSettings(_Model):
-    root: str = Field(min_length=1)
+    root: Text
     lake: LakeSettings
     tables: TableSettings
-    checkpoint_root: str
+    checkpoint_root: Text
 
     def resolve(self, path: str) -> str:
         """An absolute path or URI as is; a relative path under `root`."""
@@ -285,46 +607,52 @@ STAGES = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-tab
 # The retry scheduler's own trigger, unless set: its first tier / 20, within [trigger, 30 s].
 SCHEDULER_TRIGGER_FRACTION = 20
 SCHEDULER_TRIGGER_MAX_SECONDS = 30.0
-MIN_TRIGGER_SECONDS, MAX_TRIGGER_SECONDS = 0.01, 86400.0
+MIN_TRIGGER_SECONDS, MAX_TRIGGER_SECONDS = 0.01, float(DAY)
+TriggerSeconds = Annotated[float, Range(MIN_TRIGGER_SECONDS, MAX_TRIGGER_SECONDS, "seconds")]
 
 
 class StreamingSettings(_Model):
-    trigger_interval_seconds: float = Field(ge=MIN_TRIGGER_SECONDS, le=MAX_TRIGGER_SECONDS)
+    trigger_interval_seconds: TriggerSeconds
     # Per stage, overriding trigger_interval_seconds (e.g. {results: 1}); see Settings.trigger_seconds.
-    stage_trigger_seconds: dict[str, float]
+    stage_trigger_seconds: dict[str, TriggerSeconds]
     # The supervisor (xact-pipeline run and every job command): a failed query restarts from its
     # checkpoint after a cooldown doubling from the first value to the second while it keeps failing.
-    restart_initial_seconds: float = Field(gt=0)
-    restart_max_seconds: float = Field(gt=0)
-    healthy_after_seconds: float = Field(gt=0)  # running this long resets the cooldown
-    status_interval_seconds: float = Field(gt=0)  # one status line of every query this often
-    stop_grace_seconds: float = Field(ge=0)  # SIGTERM / Ctrl-C: how long a batch in flight may finish
+    restart_initial_seconds: Timeout
+    restart_max_seconds: Timeout
+    healthy_after_seconds: Timeout  # running this long resets the cooldown
+    status_interval_seconds: Timeout  # one status line of every query this often
+    stop_grace_seconds: Margin  # SIGTERM / Ctrl-C: how long a batch in flight may finish
 
     @field_validator("stage_trigger_seconds")
     @classmethod
     def _known_stages(cls, value: dict[str, float]) -> dict[str, float]:
-        for stage, seconds in value.items():
+        for stage in value:
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}: the stages are {', '.join(STAGES)}")
-            if not (math.isfinite(seconds) and MIN_TRIGGER_SECONDS <= seconds <= MAX_TRIGGER_SECONDS):
-                raise ValueError(
-                    f"{stage}: a trigger interval must be {MIN_TRIGGER_SECONDS} to {MAX_TRIGGER_SECONDS:g} seconds "
-                    f"(got {seconds})"
-                )
         return value
+
+    @model_validator(mode="after")
+    def _cooldown_grows(self) -> StreamingSettings:
+        if self.restart_max_seconds < self.restart_initial_seconds:
+            raise ValueError(
+                f"restart_max_seconds ({self.restart_max_seconds:g}) is below restart_initial_seconds "
+                f"({self.restart_initial_seconds:g}): the cooldown doubles from the first up to the second"
+            )
+        return self
 
 
 class SparkSettings(_Model):
-    app_name: str
-    master: str | None
-    shuffle_partitions: int = Field(gt=0)
-    extra_conf: dict[str, str]
+    app_name: Text
+    master: Text | None
+    shuffle_partitions: Annotated[int, Range(1, 1_000_000, "partitions", whole=True)]
+    extra_conf: dict[Annotated[str, _form(_CONF_KEY, "a Spark configuration key such as spark.ui.port")], str]
 
 
 class MetricsSettings(_Model):
     enabled: bool  # one xact_pipeline_metrics row per micro-batch of every query
-    flush_seconds: float = Field(gt=0)  # rows are buffered and written in one commit this often
-    retention_days: int = Field(gt=0)  # tables maintain deletes older rows (apart from VACUUM's retention)
+    flush_seconds: Timeout  # rows are buffered and written in one commit this often
+    # tables maintain deletes older rows (apart from VACUUM's retention); today - timedelta(days=it)
+    retention_days: Annotated[int, Range(1, 36500, "days", whole=True)]
 
 
 class LoggingSettings(_Model):
@@ -335,11 +663,11 @@ class LoggingSettings(_Model):
 
 
 class LocalKafkaSettings(_Model):
-    home: str | None  # None: <XACT_CACHE_DIR or ~/.cache/xact-pipeline>/broker
-    port: int = Field(gt=0, lt=65536)
-    controller_port: int = Field(gt=0, lt=65536)
-    heap: str = Field(pattern=r"^\d+[mMgG]$")
-    start_timeout_seconds: float = Field(gt=0)
+    home: Text | None  # None: <XACT_CACHE_DIR or ~/.cache/xact-pipeline>/broker
+    port: Port
+    controller_port: Port
+    heap: Annotated[str, _form(_HEAP, "a JVM heap size such as 512m or 2g")]  # the broker's -Xmx
+    start_timeout_seconds: Timeout
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> LocalKafkaSettings:
@@ -438,9 +766,13 @@ def default_conf_dir() -> Path:
     )
 
 
+# libyaml's parser when PyYAML has it (ten times faster, the same safe types), else PyYAML's own.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -525,7 +857,25 @@ def _describe(error: Mapping[str, Any]) -> str:
     if _SECRET_REFERENCES & {str(p) for p in error["loc"]}:
         # Never echo what was given: it may be the secret pasted where its reference belongs.
         return f"{message} (a secret reference: {{env: VARIABLE}} or {{vault: ..., secret: ...}}, never the value)"
+    if isinstance(error.get("input"), Mapping):
+        return message  # a check across a section's keys: the message names them
     return f"{message} (got {redact(repr(error.get('input')))})"
+
+
+def _key(loc: Iterable[int | str]) -> str:
+    """The setting an error is about: url_policy.allowed_hosts[2], kafka.producer_options.linger.ms."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "[key]":  # a mapping's key that is wrong: the message says so
+            out += f".{part}" if out else part
+    return out or "settings"
+
+
+def _origin_key(loc: Iterable[int | str]) -> str:
+    """The dotted key the loader recorded an origin for (list items take their list's)."""
+    return ".".join(p for p in loc if isinstance(p, str) and p != "[key]")
 
 
 def load_settings(
@@ -578,9 +928,13 @@ def load_settings(
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            dotted = ".".join(str(p) for p in error["loc"])
-            where = _origin(origins, dotted) or f"not set in {base} or {overlay}"
-            lines.append(f"  {dotted}: {_describe(error)} [{where}]")
+            dotted = _origin_key(error["loc"])
+            if isinstance(error.get("input"), Mapping):  # a check across a section: every file that set part of it
+                where = ", ".join(sorted({o for k, o in origins.items() if k.startswith(dotted + ".") or k == dotted}))
+            else:
+                where = _origin(origins, dotted) or ""
+            where = where or f"not set in {base} or {overlay}"
+            lines.append(f"  {_key(error['loc'])}: {_describe(error)} [{where}]")
         raise ConfigError(f"invalid settings for environment {env!r}:\n" + "\n".join(lines)) from None
 
 

@@ -36,7 +36,9 @@ class UrlRefused(PipelineError, ValueError):
 @dataclass(frozen=True)
 class UrlPolicy:
     allowed_schemes: frozenset[str] = frozenset({"https"})
-    allowed_hosts: tuple[str, ...] = ()  # "files.example.com" exact, ".example.com" suffix; () = any
+    # "files.example.com" exact, ".example.com" it and its subdomains, "*.example.com" its subdomains
+    # only (any depth); () = any. config.py refuses entries that could never match.
+    allowed_hosts: tuple[str, ...] = ()
     allow_private_addresses: bool = False
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
@@ -54,7 +56,10 @@ class UrlPolicy:
             return True
         host = host.lower().rstrip(".")
         for pattern in self.allowed_hosts:
-            if pattern.startswith("."):
+            if pattern.startswith("*."):
+                if host.endswith(pattern[1:]):
+                    return True
+            elif pattern.startswith("."):
                 if host.endswith(pattern) or host == pattern[1:]:
                     return True
             elif host == pattern:

@@ -150,7 +150,7 @@ def test_cache_dir_resolves_under_the_storage_root_and_a_uri_is_refused(tmp_path
 
 
 def test_allowed_networks_must_be_cidrs():
-    with pytest.raises(ConfigError, match="url_policy.allowed_networks"):
+    with pytest.raises(ConfigError, match=r"url_policy.allowed_networks\[0\]: is not a CIDR network"):
         load_settings("local", overrides={"url_policy": {"allowed_networks": ["localhost"]}})
 
 
