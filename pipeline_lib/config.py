@@ -536,6 +536,19 @@ class UrlPolicySettings(_Model):
         return value
 
 
+# A query parameter's name as URLs spell it (compared case-insensitively, percent-decoded).
+_PARAM_NAME = re.compile(r"[A-Za-z0-9._~!$'()*+,;:@%-]{1,128}", re.ASCII)
+
+
+class IngestSettings(_Model):
+    # Query parameters that never name an attachment's object, besides the signing forms that
+    # ids.SIGNING_FORMS knows (S3 SigV4/V2, GCS V4/V2, Azure SAS, ClaimX): a source's own
+    # cache-buster or session parameter. Two URLs differing only in them are one task.
+    identity_ignored_params: tuple[
+        Annotated[str, _form(_PARAM_NAME, "a query parameter name such as token_ts (no =, & or spaces)")], ...
+    ]
+
+
 class OneLakeSettings(_Model):
     account_url: HttpsUrl  # OneLake's DFS endpoint, or any ADLS Gen2 https://<acct>.dfs.core.windows.net
     workspace: Text | None  # the file system: a Fabric workspace (name or GUID) or an ADLS container
@@ -684,6 +697,7 @@ class Settings(_Model):
     download: DownloadSettings
     upload: UploadSettings
     url_policy: UrlPolicySettings
+    ingest: IngestSettings
     storage: StorageSettings
     streaming: StreamingSettings
     spark: SparkSettings

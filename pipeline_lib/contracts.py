@@ -154,6 +154,17 @@ def check_blob_path(kind: str, path: str) -> None:
         raise ContractError(f"{kind}: field blob_path {path[:80]!r} is not a safe relative lake path")
 
 
+# What a Kafka producer adds to a record's key, value and headers when it checks max.request.size
+# (a record batch's header, 61 bytes, and the record's varint lengths, with room to spare).
+RECORD_OVERHEAD = 128
+
+
+def record_bytes(key: str | None, value: str, headers: dict[str, str]) -> int:
+    """The size a Kafka producer counts for one record against max.request.size (an upper bound)."""
+    size = RECORD_OVERHEAD + len(value.encode()) + (len(key.encode()) if key else 0)
+    return size + sum(len(k.encode()) + len(v.encode()) + 10 for k, v in headers.items())
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
     names = _FIELD_NAMES.get(cls)
     if names is None:
@@ -221,6 +232,12 @@ class Message:
 
     def validate(self) -> None:
         """Range and format checks beyond the field types (decode calls it); ContractError names the field."""
+
+    def check(self) -> None:
+        """Everything decode checks, on a message built in memory: what a producer calls before it
+        emits, so that no reader refuses what a stage accepted (invariant 9)."""
+        _check_types(type(self), self.to_dict())
+        self.validate()
 
 
 @dataclass(frozen=True)

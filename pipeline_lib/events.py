@@ -17,10 +17,10 @@ import orjson
 
 from pipeline_lib import ids
 from pipeline_lib.bounds import EVENT_CLOCK_SKEW, checked_time
-from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
+from pipeline_lib.contracts import MAX_TEXT, ContractError, DeadLetter, DownloadTask, SourceRef, record_bytes
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.paths import destination_path
-from pipeline_lib.redaction import REDACTED, is_secret_key, redact, redact_url
+from pipeline_lib.redaction import REDACTED, is_secret_key, redact, redact_url, truncate
 from pipeline_lib.routing import PendingRecord, internal_dead_letter
 from pipeline_lib.times import iso_utc, parse_iso
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
@@ -93,6 +93,50 @@ class IngestResult:
     event: dict[str, Any] | None = None  # the xact_events row (with its revision)
     tasks: list[DownloadTask] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    # What an event recorded before attachment identities kept their query (ids.legacy_*) was
+    # known by, where that differs: the revision, and each task's old id (by task id). Ingest
+    # treats them as known too, so a redelivery emits nothing it already emitted.
+    legacy_revision: str | None = None
+    legacy_task_ids: dict[str, str] = field(default_factory=dict)
+
+
+# Kafka's default producer max.request.size; kafka.producer_options may set another.
+KAFKA_MAX_REQUEST_SIZE = 1048576
+# What later stages may add to a task's record: the cached envelope, the retry headers, and a
+# dead letter carrying the task (redacted) with its error history twice (the task's own and the
+# dead letter's), plus its reason. Per attempt: one history entry (a message of at most 500
+# characters, each at most 6 bytes as JSON) in both places.
+_FIXED_HEADROOM = 64 * 1024
+_HEADROOM_PER_ATTEMPT = 2 * 3584
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """What ingest needs besides the URL policy: the identity rule and the record-size limit.
+
+    Args:
+        max_record_bytes: the largest Kafka record (key, value, headers) ingest emits: the
+            producer's max.request.size less what later stages add to a task (headroom), so the
+            task's cached, retry, results and dead-letter records fit the same producer limit.
+        identity_ignored_params: query parameters that never name an attachment
+            (`ingest.identity_ignored_params`), besides the signing forms ids.py knows.
+    """
+
+    max_record_bytes: int = KAFKA_MAX_REQUEST_SIZE - _FIXED_HEADROOM - 5 * _HEADROOM_PER_ATTEMPT
+    identity_ignored_params: tuple[str, ...] = ()
+    max_request_size: int = KAFKA_MAX_REQUEST_SIZE  # the producer limit behind max_record_bytes, for reasons
+
+    @classmethod
+    def for_limits(cls, max_request_size: int, max_attempts: int, ignored: tuple[str, ...] = ()) -> IngestOptions:
+        headroom = _FIXED_HEADROOM + max_attempts * _HEADROOM_PER_ATTEMPT
+        return cls(max(max_request_size - headroom, 4096), ignored, max_request_size)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IngestOptions:
+        """From the job's Settings: kafka.producer_options' max.request.size, the retry tiers, the identity rule."""
+        configured = settings.kafka.producer_options.get("max.request.size", KAFKA_MAX_REQUEST_SIZE)
+        attempts = len(settings.retry.delays_seconds) + 1
+        return cls.for_limits(int(configured), attempts, tuple(settings.ingest.identity_ignored_params))
 
 
 _MISSING = object()
@@ -176,6 +220,9 @@ def flatten_event(event: dict[str, Any], now: datetime | None = None) -> dict[st
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise EventInvalid(f"field {name} must be a string, got {type(value).__name__}")
         text = str(value)
+        if len(text) > MAX_TEXT:  # what every message field holds (contracts): later stages must carry it
+            raise EventInvalid(f"field {name} is {len(text):,} characters, over the {MAX_TEXT:,} a message field "
+                               "holds (contracts.MAX_TEXT)")  # fmt: skip
         row[spec.column] = iso_utc(parse_timestamp(text, name, now)) if spec.type == "timestamp" else text
     return row
 
@@ -193,7 +240,13 @@ def status_subtype(event_type: str) -> str:
     return event_type.rsplit(".", 1)[-1]
 
 
-def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
+def ingest_record(
+    raw: bytes | str | None,
+    source: SourceRef,
+    policy: UrlPolicy,
+    now: datetime,
+    options: IngestOptions = IngestOptions(),
+) -> IngestResult:
     """Decide what one raw event becomes: an events row, download tasks and dead letters.
 
     Total: whatever `raw` holds, the result is either this decision or, when deciding raised
@@ -202,8 +255,8 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
     inside the guard, so a message that cannot be encoded fails only its own record.
     """
     try:
-        result = _decide(raw, source, policy, now)
-        for message in (*result.tasks, *result.dead):
+        result = _decide(raw, source, policy, now, options)
+        for message in result.dead:
             message.encode()
         return result
     except Exception as exc:  # noqa: BLE001 - one event must never fail the batch (invariant 8)
@@ -211,7 +264,45 @@ def ingest_record(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy,
         return IngestResult(dead=[internal_dead_letter("ingest", exc, record, now)])
 
 
-def _decide(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime) -> IngestResult:
+# Flattened columns that are not free text: ids and times the pipeline parsed itself.
+_PARSED_COLUMNS = frozenset(spec.column for spec in EVENT_FIELDS if spec.type == "timestamp")
+
+
+def _shown(value: Any) -> str:
+    """An attachment as the tables show it: a URL redacted, anything else as redacted JSON, bounded."""
+    if isinstance(value, str):
+        return redact_url(value)
+    try:
+        text = orjson.dumps(_redact_tree(value, {})).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = type(value).__name__
+    return truncate(redact(text), 200)
+
+
+def _refused(
+    index: int, rule: str, message: str, url: Any, shown: str, event_id: str, trace_id: str,
+    source: SourceRef, now_iso: str, task_id: str | None,
+) -> DeadLetter:  # fmt: skip
+    return DeadLetter(
+        dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
+        stage="ingest",
+        category="policy" if rule not in _LIMIT_RULES else "malformed",
+        reason=f"attachment {index} refused ({rule}): {message}; the event's other attachments were kept",
+        failed_at=now_iso,
+        source=source,
+        trace_id=trace_id,
+        event_id=event_id,
+        task_id=task_id,
+        payload=shown,
+    )
+
+
+_LIMIT_RULES = frozenset({"length", "record_size"})
+
+
+def _decide(
+    raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime, options: IngestOptions
+) -> IngestResult:
     now_iso = iso_utc(now)
     try:
         event = decode_event(raw)
@@ -220,55 +311,75 @@ def _decide(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: 
     except EventInvalid as exc:
         return IngestResult(dead=[DeadLetter.malformed("ingest", str(exc), raw, source, now)])
 
+    # Ids come from the values as sent (stable across versions); everything stored or sent on
+    # shows them redacted: a secret pasted into a note, a trace id or an assignment id stays in
+    # the raw event only (invariant 11).
+    event_id = ids.event_id(row["trace_id"], row["event_type"], row["utc_datetime"])
+    row = {k: v if k in _PARSED_COLUMNS or not isinstance(v, str) else redact(v) for k, v in row.items()}
     trace_id, event_type = row["trace_id"], row["event_type"]
-    event_id = ids.event_id(trace_id, event_type, row["utc_datetime"])
     subtype = status_subtype(event_type)
     event_date = row["utc_datetime"][:10]
-    revision = ids.event_revision([ids.canonical_url(u) for u in urls if isinstance(u, str)])
-    result = IngestResult()
+    ignored = options.identity_ignored_params
+    strings = [u for u in urls if isinstance(u, str)]
+    revision = ids.event_revision([ids.canonical_url(u, ignored) for u in strings])
+    legacy_revision = ids.event_revision([ids.legacy_canonical_url(u) for u in strings])
+    result = IngestResult(legacy_revision=legacy_revision if legacy_revision != revision else None)
     seen: set[str] = set()
-    shown_urls = {u: redact_url(u) for u in urls if isinstance(u, str)}
+    shown_urls = {u: redact_url(u) for u in strings}
     for index, url in enumerate(urls):
+        shown = shown_urls[url] if isinstance(url, str) else _shown(url)
+        tid = ids.task_id(event_id, url, ignored) if isinstance(url, str) else None
+
+        def refuse(rule: str, message: str, index: int = index, url: Any = url, shown: str = shown,
+                   tid: str | None = tid) -> None:  # fmt: skip
+            result.dead.append(_refused(index, rule, message, url, shown, event_id, trace_id, source, now_iso, tid))
+
+        if isinstance(url, str) and len(url) > MAX_TEXT:
+            refuse("length", f"the URL is {len(url):,} characters, over the {MAX_TEXT:,} a message field holds "
+                             "(contracts.MAX_TEXT)")  # fmt: skip
+            continue
         try:
             policy.check_url(url)
         except UrlRefused as exc:
-            shown = shown_urls[url] if isinstance(url, str) else repr(url)[:200]
-            result.dead.append(
-                DeadLetter(
-                    dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
-                    stage="ingest",
-                    category="policy",
-                    reason=f"attachment {index} refused ({exc.rule}): {exc}; the event's other attachments were kept",
-                    failed_at=now_iso,
-                    source=source,
-                    trace_id=trace_id,
-                    event_id=event_id,
-                    task_id=ids.task_id(event_id, url) if isinstance(url, str) else None,
-                    payload=shown,
-                )
-            )
+            refuse(exc.rule, str(exc))
             continue
-        tid = ids.task_id(event_id, url)
+        assert tid is not None  # check_url refuses what is not a string
         if tid in seen:  # the same object listed twice (maybe with another signature): one task
             continue
-        seen.add(tid)
-        result.tasks.append(
-            DownloadTask(
-                task_id=tid,
-                trace_id=trace_id,
-                event_id=event_id,
-                url=url.strip(),
-                blob_path=destination_path(subtype, row["assignment_id"], trace_id, url, tid, row["estimate_version"]),
-                status_subtype=subtype,
-                assignment_id=row["assignment_id"],
-                event_type=event_type,
-                event_time=row["utc_datetime"],
-                event_date=event_date,
-                created_at=now_iso,
-                estimate_version=row["estimate_version"],
-                event_produced_at=source.timestamp,
-            )
+        task = DownloadTask(
+            task_id=tid,
+            trace_id=trace_id,
+            event_id=event_id,
+            url=url.strip(),
+            blob_path=destination_path(subtype, row["assignment_id"], trace_id, url, tid, row["estimate_version"]),
+            status_subtype=subtype,
+            assignment_id=row["assignment_id"],
+            event_type=event_type,
+            event_time=row["utc_datetime"],
+            event_date=event_date,
+            created_at=now_iso,
+            estimate_version=row["estimate_version"],
+            event_produced_at=source.timestamp,
         )
+        # What download will accept: the same checks as its decode, and a record within the limit.
+        try:
+            task.check()
+        except ContractError as exc:
+            refuse("length", f"its download task breaks the contract download reads ({exc})")
+            continue
+        size = record_bytes(task.trace_id, task.encode(), task.headers())
+        if size > options.max_record_bytes:
+            refuse("record_size", (
+                f"its download task would be a {size:,}-byte Kafka record, over the {options.max_record_bytes:,} "
+                f"bytes ingest emits (kafka.producer_options max.request.size {options.max_request_size:,}, less "
+                "room for what the retry and dead-letter records add)"
+            ))  # fmt: skip
+            continue
+        seen.add(tid)
+        result.tasks.append(task)
+        legacy = ids.legacy_task_id(event_id, url)
+        if legacy != tid:
+            result.legacy_task_ids[tid] = legacy
     result.event = {
         **row,
         "event_id": event_id,
@@ -276,7 +387,7 @@ def _decide(raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: 
         "status_subtype": subtype,
         "event_date": event_date,
         "attachment_count": len(urls),
-        "attachments": [shown_urls[u] if isinstance(u, str) else repr(u)[:200] for u in urls],
+        "attachments": [shown_urls[u] if isinstance(u, str) else _shown(u) for u in urls],
         "task_ids": [t.task_id for t in result.tasks],
         "raw_json": orjson.dumps(_redact_tree(event, shown_urls)).decode(),
         "source_topic": source.topic,

@@ -32,10 +32,11 @@ from pyspark.sql.types import DateType, StringType, StructField, StructType, Tim
 
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DeadLetter
-from pipeline_lib.events import IngestResult, ingest_record
+from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import StepTimer
+from pipeline_lib.redaction import redact
 from pipeline_lib.routing import pending_records
 from pipeline_lib.spark.kafka_io import (
     KAFKA_HEADERS_TYPE,
@@ -82,6 +83,7 @@ ROUTED_SCHEMA = StructType(
         StructField("kind", StringType(), False),  # event | task | dlq
         StructField("id", StringType(), False),  # event_id/revision, task_id or dlq_id
         StructField("dedup_key", StringType(), True),  # what xact_events records of it (see IngestBatchWriter)
+        StructField("legacy_key", StringType(), True),  # what it was recorded as before ids kept queries
         StructField("event_id", StringType(), True),
         StructField("event_date", StringType(), True),
         StructField("topic", StringType(), True),  # Kafka rows (task, dlq): their topic, key, value, headers
@@ -101,35 +103,46 @@ def task_key(task_id: str) -> str:
     return f"t:{task_id}"
 
 
-def dead_letter_row(dead: DeadLetter, dlq_topic: str, key: str | None, dedup_key: str | None = None) -> tuple:
+def dead_letter_row(
+    dead: DeadLetter, dlq_topic: str, key: str | None, dedup_key: str | None = None, legacy_key: str | None = None
+) -> tuple:
     """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
     headers = header_entries(dead.headers())
-    return ("dlq", dead.dlq_id, dedup_key, dead.event_id, None, dlq_topic, key, dead.encode(), headers, None)
+    return ("dlq", dead.dlq_id, dedup_key, legacy_key, dead.event_id, None, dlq_topic, key, dead.encode(), headers,
+            None)  # fmt: skip
 
 
 def routed_rows(result: IngestResult, pending_topic: str, dlq_topic: str, producer_key: str | None) -> list[tuple]:
-    """One ingest decision as ROUTED_SCHEMA rows: the events row, its tasks, its dead letters."""
+    """One ingest decision as ROUTED_SCHEMA rows: the events row, its tasks, its dead letters.
+
+    Each row's dedup_key is what xact_events records of it; legacy_key, where it differs, what an
+    event recorded before attachment identities kept their query recorded (ids.legacy_task_id):
+    a redelivery of such an event finds its tasks and revision known under either key.
+    """
     rows: list[tuple] = []
-    ekey = None
+    ekey = legacy_ekey = None
     if result.event is not None:
         event = result.event
         event_id, revision = event["event_id"], event["revision"]
         ekey = event_key(event_id, revision)
-        rows.append(("event", f"{event_id}/{revision}", ekey, event_id, event["event_date"], None, None, None, None,
-                     event))  # fmt: skip
+        legacy_ekey = event_key(event_id, result.legacy_revision) if result.legacy_revision else None
+        rows.append(("event", f"{event_id}/{revision}", ekey, legacy_ekey, event_id, event["event_date"], None, None,
+                     None, None, event))  # fmt: skip
     for task in result.tasks:
+        legacy = result.legacy_task_ids.get(task.task_id)
         rows.append(
-            ("task", task.task_id, task_key(task.task_id), task.event_id, task.event_date, pending_topic,
-             task.trace_id, task.encode(), header_entries(task.headers()), None)
+            ("task", task.task_id, task_key(task.task_id), legacy and task_key(legacy), task.event_id, task.event_date,
+             pending_topic, task.trace_id, task.encode(), header_entries(task.headers()), None)
         )  # fmt: skip
     for dead in result.dead:
-        # A malformed event has no trace id: keep the producer's key for the operator. A refused
-        # URL's dead letter goes with its event's revision: a redelivery emits it again only if new.
-        rows.append(dead_letter_row(dead, dlq_topic, dead.trace_id or producer_key, ekey))
+        # A malformed event has no trace id: keep the producer's key (redacted) for the operator. A
+        # refused URL's dead letter goes with its event's revision: a redelivery emits it again only if new.
+        key = dead.trace_id or (redact(producer_key) if producer_key else None)
+        rows.append(dead_letter_row(dead, dlq_topic, key, ekey, legacy_ekey))
     return rows
 
 
-def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
+def _route_partition(policy: UrlPolicy, options: IngestOptions, pending_topic: str, dlq_topic: str):
     """The mapInArrow function: raw Kafka rows in, ROUTED_SCHEMA rows out."""
     out_schema = arrow_schema(ROUTED_SCHEMA)
 
@@ -138,7 +151,7 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
             now = datetime.now(UTC)
             rows: list[tuple] = []
             for record in pending_records(batch.to_pydict()):
-                result = ingest_record(record.value, record.source, policy, now)  # total: never raises
+                result = ingest_record(record.value, record.source, policy, now, options)  # total: never raises
                 rows.extend(routed_rows(result, pending_topic, dlq_topic, record.key))
             yield arrow_batch(rows, out_schema)
 
@@ -148,8 +161,9 @@ def _route_partition(policy: UrlPolicy, pending_topic: str, dlq_topic: str):
 def route_events(raw: DataFrame, settings: Settings) -> DataFrame:
     """Kafka rows of xact.events.raw -> ROUTED_SCHEMA rows: one per events row, task or dead letter."""
     fn = _route_partition(
-        UrlPolicy.from_settings(settings.url_policy), settings.topics.pending.name, settings.topics.dlq.name
-    )
+        UrlPolicy.from_settings(settings.url_policy), IngestOptions.from_settings(settings),
+        settings.topics.pending.name, settings.topics.dlq.name,
+    )  # fmt: skip
     return record_columns(raw).mapInArrow(fn, ROUTED_SCHEMA)
 
 
@@ -187,8 +201,11 @@ class IngestBatchWriter:
                 unique = drop_duplicate_keys(batch, ["kind", "id"]) if duplicated else batch
                 recorded, known = self._recorded_keys(batch, dates, event_ids)
                 if known is not None:
-                    # What an event already recorded listed was emitted when it was first seen.
-                    unique = unique.join(F.broadcast(known), "dedup_key", "left_anti")
+                    # What an event already recorded listed was emitted when it was first seen,
+                    # under today's ids or (recorded before ids kept queries) its legacy ones.
+                    unique = unique.join(F.broadcast(known), "dedup_key", "left_anti").join(
+                        F.broadcast(known.withColumnRenamed("dedup_key", "legacy_key")), "legacy_key", "left_anti"
+                    )
             # Kafka first: a crash after it replays the batch, re-emitting harmless duplicates.
             # The reverse order could record an event whose tasks were never emitted.
             with steps("kafka"):

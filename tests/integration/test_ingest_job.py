@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_lib.contracts import DeadLetter, DownloadTask
+from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
+from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.ids import event_id, task_id
 from pipeline_lib.kafka_client import consume_all, produce
 from pipeline_lib.spark import ingest as ingest_module
-from pipeline_lib.spark.ingest import IngestBatchWriter, route_events, run_ingest
+from pipeline_lib.spark.ingest import (
+    ROUTED_SCHEMA,
+    IngestBatchWriter,
+    event_rows,
+    route_events,
+    routed_rows,
+    run_ingest,
+)
 from pipeline_lib.spark.tables import create_table, events_table
+from pipeline_lib.url_policy import UrlPolicy
 from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
@@ -177,3 +187,36 @@ def test_a_corrected_re_send_adds_its_new_attachments_as_tasks_and_nothing_else(
     assert names == ["a", "b", "c"]  # a.jpg (re-signed: the same task) once; c.png added by the correction
     rows = spark.read.format("delta").load(settings.table_path("events")).collect()
     assert len(rows) == 2 and len({r.revision for r in rows}) == 2 and len({r.event_id for r in rows}) == 1
+
+
+def test_an_event_recorded_before_ids_kept_queries_emits_nothing_again_when_redelivered(spark, settings):
+    """Record an event as ingest recorded it before attachment identities kept their query (the
+    legacy revision and task ids), redeliver it now: nothing is emitted again, so no second
+    inventory row or lake file can follow. A new event with the same URLs gets one task each."""
+    raw, pending, dlq = settings.topics.events_raw.name, settings.topics.pending.name, settings.topics.dlq.name
+    signed = "https://files.example.com/claims/download?fileId={}&X-Amz-Signature=SECRET&X-Amz-Date=20261127T000000Z"
+    urls = [signed.format(1001), signed.format(1002), OK.format("plain.pdf"), "ftp://files.example.com/x.pdf"]
+    old, new = event("T-OLD", urls), event("T-NEW", urls)
+    options = IngestOptions.from_settings(settings)
+    policy = UrlPolicy.from_settings(settings.url_policy)
+    decided = ingest_record(old, SourceRef(raw, 0, 0, "2026-11-20T08:00:01.000Z"), policy, datetime.now(UTC), options)
+    assert decided.legacy_revision is not None and len(decided.tasks) == 3
+    # What the earlier ingest recorded: its revision, and one task id for both fileId URLs.
+    legacy_ids = list(dict.fromkeys(decided.legacy_task_ids.get(t.task_id, t.task_id) for t in decided.tasks))
+    assert len(legacy_ids) == 2
+    recorded = {**decided.event, "revision": decided.legacy_revision, "task_ids": legacy_ids}
+    spec = events_table(settings)
+    create_table(spark, spec)
+    rows = routed_rows(IngestResult(event=recorded), pending, dlq, None)
+    event_rows(spark.createDataFrame(rows, ROUTED_SCHEMA)).write.format("delta").mode("append").save(spec.path)
+
+    produce(settings, raw, [("T-OLD", old), ("T-NEW", new)])
+    run_once(spark, settings)
+
+    tasks = [DownloadTask.decode(v) for _, v, _ in read_topic(settings, pending)]
+    assert sorted(t.trace_id for t in tasks) == ["T-NEW"] * 3  # the old event: nothing again
+    assert len({t.blob_path for t in tasks}) == 3
+    dead = [DeadLetter.decode(v) for _, v, _ in read_topic(settings, dlq)]
+    assert [d.trace_id for d in dead] == ["T-NEW"]  # the ftp:// refusal was emitted for T-OLD before
+    events = spark.read.format("delta").load(spec.path).collect()
+    assert sorted(r.trace_id for r in events) == ["T-NEW", "T-OLD"]  # no second row for the old event

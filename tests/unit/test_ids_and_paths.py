@@ -21,8 +21,8 @@ def test_ids_of_unparseable_urls_are_total_and_ignore_the_query(url):
     assert "sig" not in canonical_url(url)
 
 
-def test_canonical_url_keeps_non_default_port_and_drops_fragment():
-    assert canonical_url("HTTP://H:8080/x?y#z") == "http://h:8080/x"
+def test_canonical_url_keeps_non_default_port_and_the_query_and_drops_fragment():
+    assert canonical_url("HTTP://H:8080/x?y#z") == "http://h:8080/x?y"
 
 
 def test_event_id_is_stable_and_distinguishes_types():
