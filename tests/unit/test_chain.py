@@ -29,7 +29,7 @@ from pipeline_lib.contracts import (
 )
 from pipeline_lib.download.downloader import DownloadOutcome
 from pipeline_lib.download.stage import DownloadStage
-from pipeline_lib.events import IngestOptions, ingest_record
+from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.failures import Failure
 from pipeline_lib.retry_schedule import header_map, schedule_record
 from pipeline_lib.routing import OutMessage, PendingRecord
@@ -74,7 +74,15 @@ def _raw(fields: dict) -> str:
     })  # fmt: skip
 
 
-def _deliver(message: OutMessage, seen: dict[str, int]) -> DownloadTask | CachedAttachment | None:
+class Seen(dict[str, int]):
+    """What a chain emitted: counts per outcome, and every record with the table row it became."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, str | None, str, dict[str, str], object]] = []
+
+
+def _deliver(message: OutMessage, seen: Seen) -> DownloadTask | CachedAttachment | None:
     """The consumer of `message`'s topic reads it as that consumer does; returns what it decoded."""
     topic, key, value, headers = message.row()
     size = record_bytes(key, value, headers)
@@ -84,11 +92,14 @@ def _deliver(message: OutMessage, seen: dict[str, int]) -> DownloadTask | Cached
     if topic == SETTINGS.topics.results.name:
         row = result_row(record, NOW)
         assert not isinstance(row, DeadLetter), row.reason
+        seen.records.append((topic, key, value, headers, row))
         return None
     if topic == SETTINGS.topics.dlq.name:
         row = dict(zip(DLQ_COLUMNS, dlq_row(record, NOW), strict=True))
         assert row["stage"] != "dlq", row["reason"]  # not the DLQ table's own malformed row
+        seen.records.append((topic, key, value, headers, row))
         return None
+    seen.records.append((topic, key, value, headers, None))
     if topic in SETTINGS.retry_topics:
         waiting = schedule_record(record, header_map(headers.items()), frozenset(
             {SETTINGS.topics.pending.name, SETTINGS.topics.cached.name}), NOW, 10**6)  # fmt: skip
@@ -100,7 +111,7 @@ def _deliver(message: OutMessage, seen: dict[str, int]) -> DownloadTask | Cached
     return CachedAttachment.decode(value)
 
 
-def _download_until_dead(task: DownloadTask, seen: dict[str, int]) -> None:
+def _download_until_dead(task: DownloadTask, seen: Seen) -> None:
     while True:
         failed = Failure("http_transient", True, LONG_FAILURE, 503)
         routed = DOWNLOAD.route(DownloadOutcome(task, NOW, NOW, failure=failed), SRC)
@@ -110,7 +121,7 @@ def _download_until_dead(task: DownloadTask, seen: dict[str, int]) -> None:
         task = again[0]
 
 
-def _upload_until_dead(cached: CachedAttachment, seen: dict[str, int]) -> None:
+def _upload_until_dead(cached: CachedAttachment, seen: Seen) -> None:
     while True:
         failed = Failure("http_transient", True, LONG_FAILURE, 503)
         outcome = UPLOAD.route(_upload_outcome(cached, failure=failed), SRC)
@@ -126,9 +137,10 @@ def _upload_outcome(cached: CachedAttachment, **kw):
     return UploadOutcome(cached, cached.download_task, NOW, 0.1, **kw)
 
 
-def _chain(raw: str) -> dict[str, int]:
-    seen: dict[str, int] = {}
-    result = ingest_record(raw, SRC, POLICY, NOW, OPTIONS)
+def chain(raw: str, result: IngestResult | None = None) -> Seen:
+    """Every message the stages emit for one raw event, each delivered to its reader."""
+    seen = Seen()
+    result = result or ingest_record(raw, SRC, POLICY, NOW, OPTIONS)
     for dead in result.dead:
         _deliver(OutMessage("ingest-dead", SETTINGS.topics.dlq.name, dead.trace_id, dead), seen)
     for emitted in result.tasks:
@@ -153,7 +165,7 @@ def _chain(raw: str) -> dict[str, int]:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_event)
 def test_every_message_of_every_stage_is_accepted_by_the_next_for_generated_events(fields):
-    _chain(_raw(fields))
+    chain(_raw(fields))
 
 
 def test_an_event_just_under_the_producer_limit_becomes_dead_letters_not_an_unwritable_record():
@@ -168,7 +180,7 @@ def test_an_event_just_under_the_producer_limit_becomes_dead_letters_not_an_unwr
     result = ingest_record(raw, SRC, POLICY, NOW, OPTIONS)
     assert result.tasks == [] and result.event is not None and len(result.dead) == 3
     assert all("max.request.size 1,000,000" in d.reason and d.task_id for d in result.dead)
-    _chain(raw)
+    chain(raw)
 
 
 def test_a_url_or_field_longer_than_a_message_field_holds_is_refused_at_ingest_naming_the_limit():
@@ -196,7 +208,7 @@ def test_results_and_cached_messages_decode_as_their_readers_do():
     (task,) = ingest_record(_raw({"traceId": "T", "type": "t.documentsReceived", "assignmentId": "A",
                                   "estimateVersion": "1", "note": "n",
                                   "attachments": [_url("a.pdf", "sig=S")]}), SRC, POLICY, NOW).tasks  # fmt: skip
-    seen = _chain(json.dumps({"traceId": "T", "type": "t.documentsReceived", "utcDateTime": "2026-12-03T10:00:00Z",
+    seen = chain(json.dumps({"traceId": "T", "type": "t.documentsReceived", "utcDateTime": "2026-12-03T10:00:00Z",
                               "data": {"assignmentId": "A", "attachments": [task.url]}}))  # fmt: skip
     assert {"task", "cached", "result", "retry", "dead", "completed"} <= set(seen)
     assert AttachmentResult.KIND and seen["dead"] == 2  # one from each stage's exhausted retries
