@@ -17,6 +17,7 @@ import orjson
 
 from pipeline_lib import ids
 from pipeline_lib.bounds import EVENT_CLOCK_SKEW, checked_time
+from pipeline_lib.config import ConfigError
 from pipeline_lib.contracts import MAX_TEXT, ContractError, DeadLetter, DownloadTask, SourceRef, record_bytes
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.paths import destination_path
@@ -70,10 +71,15 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("contact_email", ("data", "contact", "email")),
 )
 
+# The flattened fields every download task carries (so every later stage's message): they must
+# fit the contracts' limits. The others are stored in xact_events only.
+TASK_COLUMNS = frozenset({"trace_id", "event_type", "assignment_id", "estimate_version"})
+
 # Columns ingest adds to the flattened fields, in table order.
 DERIVED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "string"),
     ("revision", "string"),  # what this delivery lists (ids.event_revision): a corrected re-send differs
+    ("identity_version", "int"),  # ids.IDENTITY_VERSION of the revision and task ids; null: the legacy rule
     ("status_subtype", "string"),
     ("event_date", "date"),
     ("attachment_count", "int"),
@@ -135,8 +141,14 @@ class IngestOptions:
     def from_settings(cls, settings: Any) -> IngestOptions:
         """From the job's Settings: kafka.producer_options' max.request.size, the retry tiers, the identity rule."""
         configured = settings.kafka.producer_options.get("max.request.size", KAFKA_MAX_REQUEST_SIZE)
+        text = str(configured).strip()
+        if not text.isdigit() or not 65536 <= int(text) <= 2**31 - 1:
+            raise ConfigError(
+                f"kafka.producer_options max.request.size is {configured!r}: give a whole number of bytes from "
+                "65536 to 2147483647 (Event Hubs: 1000000)"
+            )
         attempts = len(settings.retry.delays_seconds) + 1
-        return cls.for_limits(int(configured), attempts, tuple(settings.ingest.identity_ignored_params))
+        return cls.for_limits(int(text), attempts, tuple(settings.ingest.identity_ignored_params))
 
 
 _MISSING = object()
@@ -220,7 +232,7 @@ def flatten_event(event: dict[str, Any], now: datetime | None = None) -> dict[st
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise EventInvalid(f"field {name} must be a string, got {type(value).__name__}")
         text = str(value)
-        if len(text) > MAX_TEXT:  # what every message field holds (contracts): later stages must carry it
+        if len(text) > MAX_TEXT and spec.column in TASK_COLUMNS:  # later stages must carry it (contracts)
             raise EventInvalid(f"field {name} is {len(text):,} characters, over the {MAX_TEXT:,} a message field "
                                "holds (contracts.MAX_TEXT)")  # fmt: skip
         row[spec.column] = iso_utc(parse_timestamp(text, name, now)) if spec.type == "timestamp" else text
@@ -300,6 +312,13 @@ def _refused(
 _LIMIT_RULES = frozenset({"length", "record_size"})
 
 
+def _dead_letter_growth(task: DownloadTask, shown_url: str) -> int:
+    """Bytes a task's dead letter holds beyond the task's own record and the fixed headroom: the
+    trace id a fourth time (key, header and task carry it; the dead letter has its own field
+    too), and the redacted URL's growth over the live one (`***` can be longer than a short value)."""
+    return len(orjson.dumps(task.trace_id)) + max(0, len(orjson.dumps(shown_url)) - len(orjson.dumps(task.url)))
+
+
 def _decide(
     raw: bytes | str | None, source: SourceRef, policy: UrlPolicy, now: datetime, options: IngestOptions
 ) -> IngestResult:
@@ -367,7 +386,10 @@ def _decide(
         except ContractError as exc:
             refuse("length", f"its download task breaks the contract download reads ({exc})")
             continue
-        size = record_bytes(task.trace_id, task.encode(), task.headers())
+        # The largest record the task can become is its dead letter: the task (its URL redacted,
+        # which may lengthen it) and the trace id once more, besides what the headroom covers.
+        value = task.encode()
+        size = record_bytes(task.trace_id, value, task.headers()) + _dead_letter_growth(task, shown)
         if size > options.max_record_bytes:
             refuse("record_size", (
                 f"its download task would be a {size:,}-byte Kafka record, over the {options.max_record_bytes:,} "
@@ -384,6 +406,7 @@ def _decide(
         **row,
         "event_id": event_id,
         "revision": revision,
+        "identity_version": ids.IDENTITY_VERSION,
         "status_subtype": subtype,
         "event_date": event_date,
         "attachment_count": len(urls),

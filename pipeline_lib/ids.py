@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Which rule made an xact_events row's revision and task ids: 2 keeps the query but its signing
+# parameters (canonical_url); rows without it (null) were made with the whole query dropped
+# (legacy_canonical_url), and only those are matched by legacy ids.
+IDENTITY_VERSION = 2
 
 
 def _digest(*parts: str, length: int = 32) -> str:
@@ -43,33 +47,41 @@ class SigningForm:
 # The forms whose parameters an attachment's identity ignores. download/presigned.py reads the
 # expiry of the S3 SigV4, Azure SAS and ClaimX forms; redaction hides their signatures.
 SIGNING_FORMS: tuple[SigningForm, ...] = (
+    # S3 and GCS signers also add what the response should carry (`response-content-disposition`,
+    # `response-content-type`, ...) and the SDK's operation name (`x-id=GetObject`): chosen at
+    # signing time, not part of the object's name, so they go with the signature.
     SigningForm(  # AWS Signature Version 4 query auth (S3, and any SigV4 service)
         "s3-sigv4",
         (frozenset({"x-amz-signature"}), frozenset({"x-amz-credential"}), frozenset({"x-amz-algorithm"})),
-        prefixes=("x-amz-",),
+        frozenset({"x-id"}),
+        prefixes=("x-amz-", "response-"),
     ),
     SigningForm(  # AWS Signature Version 2 query auth (legacy S3)
         "s3-sigv2",
         (frozenset({"awsaccesskeyid", "signature"}),),
-        frozenset({"awsaccesskeyid", "signature", "expires", "x-amz-security-token"}),
+        frozenset({"awsaccesskeyid", "signature", "expires", "x-amz-security-token", "x-id"}),
+        prefixes=("response-",),
     ),
     SigningForm(  # Google Cloud Storage V4 signed URLs
         "gcs-v4",
         (frozenset({"x-goog-signature"}), frozenset({"x-goog-credential"}), frozenset({"x-goog-algorithm"})),
-        prefixes=("x-goog-",),
+        prefixes=("x-goog-", "response-"),
     ),
     SigningForm(  # Google Cloud Storage V2 signed URLs
         "gcs-v2",
         (frozenset({"googleaccessid", "signature"}),),
         frozenset({"googleaccessid", "signature", "expires"}),
+        prefixes=("response-",),
     ),
     SigningForm(  # Azure shared access signatures (service, account and user delegation SAS)
         # A SAS always has `sig`; `sv` alone marks one too. A lone `se=` is someone's parameter.
+        # rscc/rscd/rsce/rscl/rsct override the response headers, chosen when signing.
         "azure-sas",
         (frozenset({"sig"}), frozenset({"sv"})),
         frozenset(
             {"sig", "sv", "ss", "srt", "sp", "se", "st", "spr", "sr", "si", "sip", "sdd", "ses",
-             "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sduoid"}
+             "skoid", "sktid", "skt", "ske", "sks", "skv", "skdutid", "saoid", "suoid", "scid", "sduoid",
+             "rscc", "rscd", "rsce", "rscl", "rsct"}
         ),  # fmt: skip
     ),
     SigningForm("claimx", (frozenset({"systemdate", "expires"}),), frozenset({"systemdate", "expires"})),

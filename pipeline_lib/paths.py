@@ -44,7 +44,7 @@ import re
 import unicodedata
 from urllib.parse import unquote, urlsplit
 
-from pipeline_lib.redaction import redact
+from pipeline_lib.redaction import is_secret_key, redact
 
 MAX_COMPONENT = 255  # bytes of UTF-8 in one path component, temporary and cache names included
 MAX_BLOB_NAME = 1024  # characters of a blob name, from the file system (Microsoft, see above)
@@ -63,11 +63,16 @@ _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*%#]')
 _DOTS = re.compile(r"\.{2,}")
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _SUFFIX_LIKE = re.compile(r"_[0-9a-f]{10}\Z")
-# Where a query or fragment starts in a decoded segment: `?`, `#`, or one still encoded once or
-# more (`%3F`, `%253F`, ...: a double-encoded URL). Linear: `(?:25)*` cannot run past a `%`.
-_QUERY_START = re.compile(r"[?#]|%(?:25)*(?:3f|23)", re.IGNORECASE)
-# A path parameter with a value (`;jsessionid=..`, `;sig%3D..`). Linear: `[^;]*` stops at a `;`.
-_PATH_PARAM = re.compile(r";[^;]*?(?:=|%(?:25)*3d)", re.IGNORECASE)
+# A `?` or `#` in a decoded segment, or one still encoded once or more (`%3F`, `%253F`, ...: a
+# double-encoded URL). It starts a smuggled query or fragment when `name=` follows (the `=` maybe
+# encoded too: _QUERY_START), or when it comes after the name's last dot (a bare token after the
+# extension). Otherwise it is a character of the name (`What%3F.pdf`, `Invoice %2312.pdf`) and
+# stays. Linear: each lookahead stops at the next `?`, `#`, `&` or `%`, so the scans never overlap.
+_QUERY_MARK = re.compile(r"[?#]|%(?:25)*(?:3f|23)", re.IGNORECASE)
+_QUERY_START = re.compile(rf"(?:{_QUERY_MARK.pattern})(?=[^?#&=%]*+(?:=|%(?:25)*3d))", re.IGNORECASE)
+# A path parameter with a value (`;jsessionid=..`, `;sig%3D..`); it is cut only when its name is
+# a secret's (redaction.is_secret_key): `report;type=final.pdf` keeps its name. Linear.
+_PATH_PARAM = re.compile(r";([^;=%]{1,64}+)(?:=|%(?:25)*3d)", re.IGNORECASE)
 FNOL_SUBTYPE = "firstNoticeOfLossReceived"
 ESTIMATE_SUBTYPE = "estimatePackageReceived"
 
@@ -81,7 +86,7 @@ def _size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-@functools.lru_cache(maxsize=65536)  # pure; an event's trace id and assignment repeat for each URL
+@functools.lru_cache(maxsize=4096)  # pure; its callers pass at most MAX_READ_CHARS characters
 def sanitize_component(value: str, fallback: str = "unnamed", max_length: int = MAX_COMPONENT) -> str:
     """One safe path component: never '.', '..', empty, a device name or longer than max_length bytes."""
     text = unicodedata.normalize("NFC", str(value))
@@ -109,9 +114,13 @@ def _unredacted_prefix(text: str) -> str:
     return posixpath.commonprefix([text, shown])
 
 
-@functools.lru_cache(maxsize=65536)
 def _folder(value: str, max_length: int) -> str:
-    return sanitize_component(_unredacted_prefix(str(value)[:MAX_READ_CHARS]), "unknown", max_length)
+    return _bounded_folder(str(value)[:MAX_READ_CHARS], max_length)  # the cache keeps bounded keys only
+
+
+@functools.lru_cache(maxsize=4096)  # an event's trace id and assignment repeat for each URL
+def _bounded_folder(value: str, max_length: int) -> str:
+    return sanitize_component(_unredacted_prefix(value), "unknown", max_length)
 
 
 def url_file_name(url: str) -> str:
@@ -129,7 +138,9 @@ def url_file_name(url: str) -> str:
         rest = text.split("#", 1)[0].split("?", 1)[0]
         path = rest.split("://", 1)[1].partition("/")[2] if "://" in rest else rest
     name = posixpath.basename(unquote(path))[:MAX_READ_CHARS]
-    ends = [m.start() for m in (_QUERY_START.search(name), _PATH_PARAM.search(name)) if m]
+    secret_param = next((m for m in _PATH_PARAM.finditer(name) if is_secret_key(m.group(1))), None)
+    after_extension = _QUERY_MARK.search(name, name.rfind(".") + 1)
+    ends = [m.start() for m in (_QUERY_START.search(name), after_extension, secret_param) if m]
     if ends:
         name = name[: min(ends)]
     return _unredacted_prefix(name)

@@ -199,13 +199,14 @@ class IngestBatchWriter:
                 dates, event_ids, duplicated = self._batch_facts(batch)
             with steps("dedup"):
                 unique = drop_duplicate_keys(batch, ["kind", "id"]) if duplicated else batch
-                recorded, known = self._recorded_keys(batch, dates, event_ids)
+                recorded, known, legacy_known = self._recorded_keys(batch, dates, event_ids)
                 if known is not None:
-                    # What an event already recorded listed was emitted when it was first seen,
-                    # under today's ids or (recorded before ids kept queries) its legacy ones.
-                    unique = unique.join(F.broadcast(known), "dedup_key", "left_anti").join(
-                        F.broadcast(known.withColumnRenamed("dedup_key", "legacy_key")), "legacy_key", "left_anti"
-                    )
+                    # What an event already recorded listed was emitted when it was first seen.
+                    unique = unique.join(F.broadcast(known), "dedup_key", "left_anti")
+                if legacy_known is not None:
+                    # Recorded before ids kept queries: known by its legacy revision and task ids.
+                    legacy = legacy_known.withColumnRenamed("dedup_key", "legacy_key")
+                    unique = unique.join(F.broadcast(legacy), "legacy_key", "left_anti")
             # Kafka first: a crash after it replays the batch, re-emitting harmless duplicates.
             # The reverse order could record an event whose tasks were never emitted.
             with steps("kafka"):
@@ -235,31 +236,42 @@ class IngestBatchWriter:
 
     def _recorded_keys(
         self, batch: DataFrame, dates: list[str], event_ids: list[str] | None
-    ) -> tuple[int, DataFrame | None]:
-        """How many of this batch's events xact_events already holds (usually none), and their keys.
+    ) -> tuple[int, DataFrame | None, DataFrame | None]:
+        """How many of this batch's events xact_events already holds (usually none), their keys,
+        and the keys of those recorded under the legacy identity rule (None where there are none).
 
         Dedup is by what was recorded, not by event id alone: a redelivered event adds nothing,
         while a corrected re-send (same event id, another revision) adds its new row and the tasks
-        of URLs no earlier revision listed; tasks already emitted are not emitted again. Only ids
+        of URLs no earlier revision listed; tasks already emitted are not emitted again. A row
+        without identity_version was recorded when ids dropped the whole query: its keys are
+        matched by the rows' legacy keys too (and only its keys, so a URL that differs from a
+        recorded one only in its query is a new task once recorded under today's rule). Only ids
         travel: the table's rows of the batch's dates are semi-joined with the batch's broadcast
         event ids (or, for at most MAX_LITERAL_IDS events, with those ids as literals, gathered by
         _batch_facts's pass), so the wide task rows are never shuffled.
         """
         if not dates:
-            return 0, None
+            return 0, None, None
         table = require_table(batch.sparkSession, self.table).toDF()
-        recent = table.filter(table["event_date"].isin(dates)).select("event_id", "revision", "task_ids")
+        recent = table.filter(table["event_date"].isin(dates)).select(
+            "event_id", "revision", "task_ids", "identity_version"
+        )
         if event_ids is not None:  # a quiet stream: the ids as literals, no job to gather and broadcast them
             seen = recent.filter(F.col("event_id").isin(event_ids)).collect()
         else:
             events = batch.filter(F.col("kind") == "event").select("event_id").distinct()
             seen = recent.join(F.broadcast(events), "event_id", "left_semi").collect()
         if not seen:
-            return 0, None
-        keys = {event_key(r.event_id, r.revision) for r in seen if r.revision is not None}
-        keys.update(task_key(tid) for r in seen for tid in (r.task_ids or []))
-        known = batch.sparkSession.createDataFrame([(k,) for k in sorted(keys)], "dedup_key string")
-        return len({r.event_id for r in seen}), known
+            return 0, None, None
+        spark = batch.sparkSession
+
+        def keys_of(rows: list) -> DataFrame | None:
+            keys = {event_key(r.event_id, r.revision) for r in rows if r.revision is not None}
+            keys.update(task_key(tid) for r in rows for tid in (r.task_ids or []))
+            return spark.createDataFrame([(k,) for k in sorted(keys)], "dedup_key string") if keys else None
+
+        legacy = [r for r in seen if r.identity_version is None]
+        return len({r.event_id for r in seen}), keys_of(seen), keys_of(legacy) if legacy else None
 
 
 def run_ingest(

@@ -5,9 +5,10 @@
         2. the winning outcome per task in the batch -> MERGE into xact_attachments
 
 Which outcome wins, per task: `completed` is final (the file is in the lake: no later duplicate,
-retry or replay outcome moves the task back); otherwise the latest replay generation, then the
-latest attempt, then the later stage of the same attempt (table_rows.STAGE_ORDER: the upload's
-outcome over the download's `downloaded`), and only then the latest occurred_at. The stages run
+retry or replay outcome moves the task back); otherwise the latest replay generation, then `dead`
+(it ends a generation), then the latest attempt, then the later stage of the same attempt
+(table_rows.STAGE_ORDER: the upload's outcome over the download's `downloaded`), and only then
+the latest occurred_at. The stages run
 on different hosts, so their clocks never decide between them (invariant 9). A replayed task
 that completes therefore replaces its `dead` row, and a late message of an older attempt never
 overwrites a newer outcome (it can only move `first_seen_at` earlier). The MERGE is idempotent
@@ -145,21 +146,34 @@ def _stage_rank(prefix: str = "") -> Column:
     return rank
 
 
+def _status_rank(prefix: str = "") -> Column:
+    """The last tie-break between outcomes equal in everything else: downloaded over retrying."""
+    status = F.col(f"{prefix}status")
+    return F.when(status == "downloaded", 2).when(status == "retrying", 1).otherwise(0)
+
+
 def _rank_keys(prefix: str = "") -> list[Column]:
-    """What orders two outcomes of one task that are not `completed`, most significant first."""
+    """What orders two outcomes of one task that are not `completed`, most significant first.
+
+    `dead` ends a generation (only a replay, a new generation, brings the task back), so within
+    one it outranks every other outcome: a dead letter emitted by the upload's own re-download
+    (stage download, the attempt of the download host's `downloaded`) wins whatever the clocks.
+    """
     return [
         F.coalesce(F.col(f"{prefix}replay_generation"), F.lit(0)),
+        (F.col(f"{prefix}status") == "dead").cast("int"),
         F.col(f"{prefix}attempt"),
         _stage_rank(prefix),
-        F.col(f"{prefix}updated_at"),  # the last tie-break only: one stage's own clock
+        F.col(f"{prefix}updated_at"),  # the last tie-breaks only: one stage's own clock, then the status
+        _status_rank(prefix),
     ]
 
 
 def latest_per_task(results: DataFrame) -> DataFrame:
-    """One row per task: `completed` first, then the latest generation, attempt, stage and time;
-    the earliest first_seen_at."""
+    """One row per task: `completed` first, then the latest generation, `dead`, the latest attempt,
+    stage and time; the earliest first_seen_at."""
     order = Window.partitionBy("task_id").orderBy(
-        (F.col("status") == "completed").desc(), *(key.desc() for key in _rank_keys()), F.col("status")
+        (F.col("status") == "completed").desc(), *(key.desc() for key in _rank_keys())
     )
     everything = Window.partitionBy("task_id")
     return (

@@ -204,7 +204,7 @@ def test_an_event_recorded_before_ids_kept_queries_emits_nothing_again_when_rede
     # What the earlier ingest recorded: its revision, and one task id for both fileId URLs.
     legacy_ids = list(dict.fromkeys(decided.legacy_task_ids.get(t.task_id, t.task_id) for t in decided.tasks))
     assert len(legacy_ids) == 2
-    recorded = {**decided.event, "revision": decided.legacy_revision, "task_ids": legacy_ids}
+    recorded = {**decided.event, "revision": decided.legacy_revision, "task_ids": legacy_ids, "identity_version": None}
     spec = events_table(settings)
     create_table(spark, spec)
     rows = routed_rows(IngestResult(event=recorded), pending, dlq, None)
@@ -220,3 +220,14 @@ def test_an_event_recorded_before_ids_kept_queries_emits_nothing_again_when_rede
     assert [d.trace_id for d in dead] == ["T-NEW"]  # the ftp:// refusal was emitted for T-OLD before
     events = spark.read.format("delta").load(spec.path).collect()
     assert sorted(r.trace_id for r in events) == ["T-NEW", "T-OLD"]  # no second row for the old event
+
+    # Recorded under today's rule, a URL that differs from a recorded one only in its query is a
+    # new attachment: a correction that adds `?fileId=1002` next to the plain URL emits it.
+    plain = "https://files.example.com/claims/download"
+    produce(settings, raw, [("T-NOW", event("T-NOW", [plain]))])
+    run_once(spark, settings)
+    produce(settings, raw, [("T-NOW", event("T-NOW", [plain, f"{plain}?fileId=1002"]))])
+    run_once(spark, settings)
+    now = [DownloadTask.decode(v) for _, v, _ in read_topic(settings, pending)]
+    now = sorted(t.url for t in now if t.trace_id == "T-NOW")
+    assert now == [plain, f"{plain}?fileId=1002"]

@@ -299,7 +299,8 @@ def _expected_winner(outcomes: list[dict]) -> tuple:
     stage_rank = {"download": 1, "upload": 2}
 
     def key(o: dict) -> tuple:
-        return (o["status"] == "completed", o["gen"], o["attempt"], stage_rank[o["stage"]], o["at"])
+        return (o["status"] == "completed", o["gen"], o["status"] == "dead", o["attempt"], stage_rank[o["stage"]],
+                o["at"])  # fmt: skip
 
     best = max(outcomes, key=key)
     return best["status"], best["gen"], best["attempt"], best["stage"]
@@ -323,7 +324,7 @@ def test_generated_outcomes_with_skewed_clocks_fold_by_lineage_not_by_clocks(spa
         o["at"] = (base + timedelta(seconds=n, milliseconds=o["skew_ms"])).isoformat() + "Z"
     if all(o["status"] != "completed" for o in outcomes):
         # Without a completion, ties of (generation, attempt, stage) fall to time: keep those unique.
-        keys = [(o["gen"], o["attempt"], o["stage"]) for o in outcomes]
+        keys = [(o["gen"], o["status"] == "dead", o["attempt"], o["stage"]) for o in outcomes]
         assume(len(set(keys)) == len(keys))
     task = uuid.uuid4().hex  # one table for every example: a task of its own each
     values = [
@@ -338,3 +339,16 @@ def test_generated_outcomes_with_skewed_clocks_fold_by_lineage_not_by_clocks(spa
         merge_results(latest_per_task(good_rows(spark, part)), spec)
     (row,) = table_rows(spark, spec).filter(f"task_id = '{task}'").collect()
     assert (row.status, row.replay_generation, row.attempt, row.stage) == expected
+
+
+@pytest.mark.parametrize("skew_ms", [-200, 200])
+def test_a_dead_letter_of_the_upload_s_own_re_download_ends_the_task_whatever_the_clocks(spark, spec, skew_ms):
+    # The upload host found no cache file and downloaded it again, and that download failed for
+    # good: its outcome is the download stage's, at the attempt of the other host's `downloaded`.
+    downloaded, dead = _skewed_pair("dead", skew_ms)
+    dead = dead.replace('"stage":"upload"', '"stage":"download"')
+    (row,) = latest_per_task(good_rows(spark, [downloaded, dead])).collect()
+    assert row.status == "dead"
+    for value in (dead, downloaded):
+        merge_results(latest_per_task(good_rows(spark, [value])), spec)
+    assert table_rows(spark, spec).first().status == "dead"

@@ -212,3 +212,17 @@ def test_results_and_cached_messages_decode_as_their_readers_do():
                               "data": {"assignmentId": "A", "attachments": [task.url]}}))  # fmt: skip
     assert {"task", "cached", "result", "retry", "dead", "completed"} <= set(seen)
     assert AttachmentResult.KIND and seen["dead"] == 2  # one from each stage's exhausted retries
+
+
+def test_a_long_multibyte_trace_id_never_makes_a_dead_letter_over_the_limit():
+    # The trace id travels as key, header and field of every record, and a dead letter has it a
+    # fourth time: 65,536 four-byte characters make a 787 KB task whose exhausted dead letter would
+    # be over 1 MB. Ingest refuses it up front, naming the limit; a shorter one flows through.
+    for trace, refused in (("𝄞" * MAX_TEXT, True), ("𝄞" * 20_000, False)):
+        raw = _raw({"traceId": trace, "type": "t.documentsReceived", "assignmentId": "A", "estimateVersion": "1",
+                    "note": "n" * (MAX_TEXT + 5), "attachments": [_url("a.pdf", "sig=S")]})  # fmt: skip
+        result = ingest_record(raw, SRC, POLICY, NOW, OPTIONS)
+        assert result.event is not None  # a long note is stored, not refused: no later stage carries it
+        assert (len(result.dead), len(result.tasks)) == ((1, 0) if refused else (0, 1))
+        seen = chain(raw, result)
+        assert ("dead" in seen) is not refused

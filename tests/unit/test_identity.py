@@ -25,13 +25,14 @@ BASE = "https://files.example.com/claims/download"
 SIGNED = {
     "s3-sigv4": "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA{n}%2F20261203%2Fus-east-1%2Fs3%2Faws4_request"
                 "&X-Amz-Date=20261203T1{n}0000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
-                "&X-Amz-Security-Token=tok{n}&X-Amz-Signature=abc{n}",
+                "&X-Amz-Security-Token=tok{n}&X-Amz-Signature=abc{n}&x-id=GetObject"
+                "&response-content-disposition=attachment%3B%20filename%3Dv{n}.pdf",
     "s3-sigv2": "AWSAccessKeyId=AKIA{n}&Expires=17000000{n}&Signature=sig{n}%3D&x-amz-security-token=t{n}",
     "gcs-v4": "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa{n}%40p.iam.gserviceaccount.com"
               "&X-Goog-Date=20261203T1{n}0000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host&X-Goog-Signature=f{n}",
     "gcs-v2": "GoogleAccessId=sa{n}%40p.iam.gserviceaccount.com&Expires=17000000{n}&Signature=s{n}",
     "azure-sas": "sv=2022-11-02&ss=b&srt=o&sp=r&se=2026-12-0{n}T00%3A00%3A00Z&st=2026-12-01&spr=https"
-                 "&sig=Z{n}%3D&skoid=o{n}&sktid=t&skt=x{n}&ske=y&sks=b&skv=2022-11-02",
+                 "&sig=Z{n}%3D&skoid=o{n}&sktid=t&skt=x{n}&ske=y&sks=b&skv=2022-11-02&skdutid=d{n}&rscd=inline{n}",
     "claimx": "systemDate=17330000{n}000&expires=3600000",
 }  # fmt: skip
 

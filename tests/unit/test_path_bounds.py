@@ -110,7 +110,7 @@ def test_every_component_and_derived_name_fits_and_the_path_is_deterministic(
     final = cache_path("/cache", tid)
     assert all(len(p.encode()) <= MAX_COMPONENT for p in (final.name, final.parent.name, part_path(final).name))
     paths.sanitize_component.cache_clear()
-    paths._folder.cache_clear()
+    paths._bounded_folder.cache_clear()
     assert destination_path(subtype, assignment, trace, url, tid, version) == path
 
 
@@ -291,3 +291,16 @@ def test_a_onelake_root_that_leaves_no_room_for_the_paths_is_refused_at_start(df
     OneLakeStorage(dfs.url, "ws", LONGEST_ROOT, credential, connection_verify=dfs.ca_file)
     with pytest.raises(ConfigError, match="files_prefix"):
         OneLakeStorage(dfs.url, "ws", LONGEST_ROOT + "r", credential, connection_verify=dfs.ca_file)
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [  # a lone ? or # and a path parameter with an ordinary name are characters of the file's name
+        ("https://h/a/Invoice%20%2312.pdf", "A1_Invoice _12_0123456789.pdf"),
+        ("https://h/a/What%3F.pdf", "A1_What__0123456789.pdf"),
+        ("https://h/a/report;type=final.pdf", "A1_report;type=final_0123456789.pdf"),
+        ("https://h/a/report.pdf", "A1_report_0123456789.pdf"),
+    ],
+)
+def test_ordinary_names_keep_their_characters_and_extension(url, name):
+    assert destination_path("documentsReceived", "A1", "T1", url, "0123456789" + "a" * 22).endswith(f"/{name}")
