@@ -1,7 +1,13 @@
 """The `xact_pipeline_metrics` Delta table: one row per micro-batch of every query, recorded from the
 progress the listener receives (pipeline_lib.metrics), buffered and appended by a background
 thread once per metrics.flush_seconds (not one commit per batch), and at stop. A failure to record
-is logged and the rows are kept for the next flush (bounded): it never fails a query.
+is logged in one line and the rows are kept for the next flush (bounded): it never fails a query.
+
+One flush runs at a time, and `stop` waits for the background thread (a flush in flight included,
+up to STOP_WAIT_SECONDS) before its own last flush: a job stops its session right after, and a
+Delta append cut off by that stop fails with a page of JVM errors (a job cancelled because the
+SparkContext was shut down, RejectedExecutionException, a missing broadcast block, then "No
+active or default Spark session found" for the next try).
 
 `tables maintain` compacts the table and deletes rows older than metrics.retention_days (the
 rows; VACUUM then removes the files, after its own retention).
@@ -19,8 +25,10 @@ from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.metrics import METRIC_COLUMNS, MetricsBuffer
 from pipeline_lib.spark.tables import METRICS_SCHEMA, create_table, metrics_table, require_table
+from pipeline_lib.supervision import failure_summary
 
 log = get_logger("metrics")
+STOP_WAIT_SECONDS = 30.0  # stop: how long a flush in flight may take to finish (a Delta append)
 
 
 class MetricsRecorder:
@@ -31,6 +39,7 @@ class MetricsRecorder:
         self.buffer = MetricsBuffer(settings.metrics.flush_seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="xact-metrics", daemon=True)
+        self._flushing = threading.Lock()  # one Delta append at a time: the thread's or stop's
         self._ready = False
 
     def start(self) -> MetricsRecorder:
@@ -56,26 +65,40 @@ class MetricsRecorder:
 
     def flush(self) -> int:
         """Write what is buffered; returns the rows written (0 after a failure, which is logged)."""
-        rows = self.buffer.drain()
-        if not rows:
-            return 0
-        try:
-            if not self._ready:
-                create_table(self.spark, self.spec)
-                self._ready = True
-            frame = self.spark.createDataFrame([tuple(r.get(c) for c in METRIC_COLUMNS) for r in rows], _PARSED)
-            frame = frame.withColumn("batch_time", F.to_timestamp("batch_time")).withColumn(
-                "recorded_at", F.current_timestamp()
-            )
-            frame.select(*METRICS_SCHEMA.fieldNames()).write.format("delta").mode("append").save(self.spec.path)
-            return len(rows)
-        except Exception as exc:  # noqa: BLE001 - recording metrics must never fail a query
-            self.buffer.put_back(rows)
-            log.warning("could not record %d metric row(s) (kept for the next try): %s", len(rows), exc)
-            return 0
+        with self._flushing:
+            rows = self.buffer.drain()
+            if not rows:
+                return 0
+            try:
+                if not self._ready:
+                    create_table(self.spark, self.spec)
+                    self._ready = True
+                frame = self.spark.createDataFrame([tuple(r.get(c) for c in METRIC_COLUMNS) for r in rows], _PARSED)
+                frame = frame.withColumn("batch_time", F.to_timestamp("batch_time")).withColumn(
+                    "recorded_at", F.current_timestamp()
+                )
+                frame.select(*METRICS_SCHEMA.fieldNames()).write.format("delta").mode("append").save(self.spec.path)
+                return len(rows)
+            except Exception as exc:  # noqa: BLE001 - recording metrics must never fail a query
+                if self._session_stopped():
+                    log.warning("the Spark session stopped: %d metric row(s) were not recorded", len(rows))
+                    return 0
+                self.buffer.put_back(rows)
+                log.warning("could not record %d metric row(s) (kept for the next try): %s", len(rows),
+                            failure_summary(exc))  # fmt: skip
+                return 0
 
-    def stop(self) -> None:
+    def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
+        """Stop the background thread, waiting for a flush in flight, then write what is left.
+
+        Call it before the session stops (runner.run_stages does): afterwards the recorder touches
+        the session no more. A flush still running after `wait` is left to end by itself."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(wait)
+            if self._thread.is_alive():
+                log.warning("metrics: a flush still runs after %.0f s; its rows may not be recorded", wait)
+                return
         if not self._session_stopped():
             self.flush()
 

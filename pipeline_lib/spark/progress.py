@@ -1,5 +1,18 @@
-"""Starting a job's query, and a listener that logs `format_progress` once per micro-batch and
-hands each batch's progress to the metrics recorder (spark/metrics.py)."""
+r"""Starting a job's query, and a listener that logs `format_progress` once per micro-batch and
+hands each batch's progress to the metrics recorder (spark/metrics.py).
+
+A stop with a Python foreachBatch batch in flight must end the query quietly, as Spark means it
+to (SPARK-39218). `query.stop()` interrupts the batch's JVM call, the Python handler raises, and
+py4j hands the JVM that exception's whole traceback as text: the Python frames, then the JVM
+exception with its stack (8 KB and more for an interrupted MERGE). Spark 4.x decides whether that
+text means "interrupted by stop" with a regex, StreamExecution.PROXY_ERROR,
+`py4j.protocol.Py4JJavaError: An error occurred while calling((.|\r\n|\r|\n)*)(java.lang.InterruptedException|...)`,
+whose alternation recurses once per character of the text that follows: beyond about 2,000
+characters it overflows the stream thread's stack, and the JVM prints a StackOverflowError of
+1,024 regex frames (no log level covers that; it is the thread's uncaught-exception handler).
+start_query therefore installs `guard_stopped_batches`: a batch that fails because its query is
+stopping hands py4j a short traceback, a BatchStopped that says so in the form Spark recognises.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +57,64 @@ class ProgressListener(StreamingQueryListener):
             log.info("query %s stopped", event.id)
 
 
+class BatchStopped(Exception):
+    """A foreachBatch batch cut short because its query is stopping: nothing of it is committed and
+    it runs again at the next start. Its text ends in what Spark's StreamExecution takes for an
+    interruption by stop (PROXY_ERROR in Spark 4.x, the shorter form of 3.5), within a few characters."""
+
+    def __init__(self, query_id: str, batch_id: int, call: str) -> None:
+        super().__init__(
+            f"query {query_id} is stopping; batch {batch_id} was abandoned (it runs again at the next start)\n"
+            f"py4j.protocol.Py4JJavaError: An error occurred while calling {call}\n: java.lang.InterruptedException"
+        )
+
+
+def _stopping_query(session: SparkSession) -> str | None:
+    """The id of the query whose batch this thread runs, if that query is stopping; else None.
+
+    In pinned thread mode (PySpark's default) a foreachBatch handler's JVM calls run on the query's
+    own stream thread, which carries the query id as a local property; a query that is being
+    stopped is no longer active while its thread ends (StreamExecution.stop sets TERMINATED first)."""
+    try:
+        query_id = session.sparkContext.getLocalProperty("sql.streaming.queryId")
+        if query_id is None:
+            return None
+        query = session.streams.get(query_id)
+        return query_id if query is None or not query.isActive else None
+    except Exception:  # noqa: BLE001 - cannot tell: the handler's own exception goes on unchanged
+        return None
+
+
+def guard_stopped_batches() -> None:
+    """Make every classic foreachBatch handler of this process stop cleanly (the module docstring).
+
+    Wraps pyspark's ForeachBatchFunction.call (what the JVM calls for each batch of any
+    `foreachBatch` query) once per process: an exception of a batch whose query is stopping becomes
+    a BatchStopped, raised `from None` so py4j sends only its few lines. The exception of a batch
+    whose query is running is raised unchanged, so a real failure keeps its whole message."""
+    try:
+        from pyspark.sql.utils import ForeachBatchFunction
+    except ImportError:  # a runtime without classic foreachBatch (Spark Connect only): nothing to guard
+        return
+    original = ForeachBatchFunction.call
+    if getattr(original, "_stop_guard", False):
+        return
+
+    def call(self, jdf, batch_id: int) -> None:
+        try:
+            original(self, jdf, batch_id)
+        except Exception as exc:
+            query_id = _stopping_query(self.session)
+            if query_id is None:
+                raise
+            errmsg = getattr(exc, "errmsg", "")  # a Py4JJavaError's "An error occurred while calling o12.execute."
+            call_name = errmsg.removeprefix("An error occurred while calling ").strip()[:100] or "foreachBatch."
+            raise BatchStopped(query_id, batch_id, call_name) from None
+
+    call._stop_guard = True  # type: ignore[attr-defined]
+    ForeachBatchFunction.call = call  # type: ignore[method-assign]
+
+
 def start_query(
     writer: DataStreamWriter, settings: Settings, stage: str, available_now: bool, *, timers: bool = False
 ) -> StreamingQuery:
@@ -55,6 +126,7 @@ def start_query(
     to back). Such a query drains on its processing-time trigger instead and is stopped between
     batches after the first batch that finds the input drained.
     """
+    guard_stopped_batches()  # before the first batch: a stop may come at any time
     trigger = f"{round(settings.trigger_seconds(stage) * 1000)} milliseconds"  # never 1e-05 seconds
     if not available_now:
         return writer.trigger(processingTime=trigger).start()

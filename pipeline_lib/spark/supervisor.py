@@ -16,7 +16,10 @@ stage) and each job command (one stage) go through it.
   instead of waiting forever.
 - SIGTERM and Ctrl-C stop every query: a batch in flight may finish within
   streaming.stop_grace_seconds, else it is abandoned without committing (it runs again at the
-  next start). The exit code says which (supervision.EXIT_OK / EXIT_ABANDONED).
+  next start). The exit code says which (supervision.EXIT_OK / EXIT_ABANDONED). Either way the
+  stop prints no stack trace: the batch's handler ends as Spark's "interrupted by stop"
+  (spark.progress.guard_stopped_batches), and the stop returns once the batch's cancelled tasks
+  have ended, so none of them reports its interruption after it or into a stopping session.
 
 Each query keeps its own checkpoint (settings.checkpoint(stage)), the same whether it runs under
 `run` or its own command, so a user can switch between the two.
@@ -51,6 +54,7 @@ from pipeline_lib.supervision import (
 log = get_logger("run")
 JobStarter = Callable[..., StreamingQuery]
 AVAILABLE_NOW_TRIES = 3  # --available-now: failures in a row before the run gives up (exit 1)
+TASKS_END_SECONDS = 30.0  # stop: how long the tasks of a cancelled batch may take to end
 
 
 class Supervisor:
@@ -128,15 +132,19 @@ class Supervisor:
         running when the grace time ends is interrupted: nothing of it is committed and it runs
         again at the next start. Spark logs such an interruption as task and state-store errors
         with stack traces; they are expected here, so Spark's log is silenced from the first stop
-        until every query has stopped (then the level it had is restored), and one line says which
-        queries were abandoned.
+        until every query has stopped and the tasks its stop cancelled have ended (then the level
+        it had is restored), and one line says which queries were abandoned. `query.stop()`
+        returns when the query's thread has ended, while the batch's cancelled tasks are still
+        being killed: each reports its interruption when it ends (a write task aborted, a broadcast
+        block gone), and the session stopped under them adds RejectedExecutionException.
         """
         grace_until = self.clock() + self.settings.streaming.stop_grace_seconds
-        abandoned = []
+        abandoned, run_ids = [], []
         previous = self._current_spark_log_level()
         try:
             for name, query in self.queries.items():
                 with suppress(Exception):  # a query that already died has nothing to stop
+                    run_ids.append(str(query.runId))  # its batches' job group
                     while query.isActive and query.status.get("isTriggerActive") and self.clock() < grace_until:
                         time.sleep(0.05)
                     if query.isActive and query.status.get("isTriggerActive"):
@@ -147,6 +155,8 @@ class Supervisor:
                     query.stop()
                 if self.states[name].state == "running":
                     self.states[name].state = "stopped"
+            # Also without an abandoned batch: one may start between the wait above and the stop.
+            self._await_cancelled_tasks(run_ids, self.clock() + TASKS_END_SECONDS)
         finally:
             self._spark_log_level(previous)
         if abandoned:
@@ -156,6 +166,27 @@ class Supervisor:
         failed = [s.name for s in self.states.values() if s.state == "waiting" and s.failures]
         log.info("[run] stopped; every query between batches")
         return EXIT_FAILED if failed and self.available_now else EXIT_OK
+
+    def _await_cancelled_tasks(self, job_groups: Sequence[str], until: float) -> None:
+        """Wait (until `until`) for the tasks of the stopped queries' unfinished jobs to end.
+
+        A streaming query runs each batch's jobs in the job group of its run id, and its stop
+        cancels that group. Spark's status store counts a stage's active tasks down as they end
+        and writes the count when it reaches zero, so a cancelled stage with no active task has
+        no task left that could still log."""
+        with suppress(Exception):  # a stand-in session or a stopped context: nothing to wait for
+            tracker = self.spark.sparkContext.statusTracker()
+            stages = [
+                stage
+                for group in job_groups
+                for job_id in tracker.getJobIdsForGroup(group)
+                if (job := tracker.getJobInfo(job_id)) is not None and job.status != "SUCCEEDED"
+                for stage in job.stageIds
+            ]
+            while stages and self.clock() < until:
+                stages = [s for s in stages if (i := tracker.getStageInfo(s)) is not None and i.numActiveTasks > 0]
+                if stages:
+                    time.sleep(0.05)
 
     def _current_spark_log_level(self) -> str:
         """The root log level now (a platform session may run at another level than the settings')."""
