@@ -13,6 +13,7 @@ import string
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -227,3 +228,97 @@ def test_json_payloads_come_back_valid_without_the_secret(tree, secret, encoding
     orjson.loads(out)  # valid JSON
     assert out == orjson.dumps(orjson.loads(out)).decode()  # compact
     assert redact_payload(out) == out
+
+
+# --- Encodings and key names (issue #22, item 5) -----------------------------------------------
+
+# Names under which a secret travels in a query, a path parameter or `key=value` text.
+SECRET_NAMES = [
+    "sig", "X-Amz-Signature", "X-Goog-Signature", "Signature", "token", "access_token", "password", "pass", "passwd",
+    "pwd", "key", "api_key", "apikey", "x-api-key", "session_id", "sessionid", "jsessionid", "PHPSESSID",
+    "client_secret", "AccountKey", "db_pass",
+]  # fmt: skip
+distinct_secrets = st.text(string.ascii_letters + string.digits, min_size=12, max_size=40)
+
+
+def _percent(text: str, times: int = 1) -> str:
+    """The separators of a query percent-encoded, then the whole encoded again `times - 1` times."""
+    out = "".join(f"%{ord(c):02X}" if c in "?&=;#" else c for c in text)
+    for _ in range(times - 1):
+        out = out.replace("%", "%25")
+    return out
+
+
+# URL forms: {k} is the parameter name, {s} the secret; redact_url and redact must both hide it.
+URL_FORMS = {
+    "raw": lambda k, s: f"https://files.example.com/c/a.pdf?fileId=1001&{k}={s}",
+    "percent once": lambda k, s: "https://h.example.com/r?next=" + _percent(f"https://f.example.com/a.pdf?{k}={s}"),
+    "percent twice": lambda k, s: "https://h.example.com/r?next=" + _percent(f"https://f.example.com/a.pdf?{k}={s}", 2),
+    "percent twice, & first": lambda k, s: (
+        "https://h.example.com/r?next=" + _percent(f"https://f.example.com/a.pdf?a=1&{k}={s}", 2)
+    ),
+    "json escapes": lambda k, s: f"https://files.example.com/a.pdf\\u003fx=1\\u0026{k}\\u003d{s}",
+    "json escapes, escaped slashes": lambda k, s: f"https:\\/\\/files.example.com\\/a.pdf\\u003f{k}\\u003d{s}",
+    "&amp;": lambda k, s: f"https://files.example.com/a.pdf?a=1&amp;{k}={s}",
+    "query in the last segment": lambda k, s: f"https://h.example.com/path/file.pdf{_percent(f'?{k}={s}')}",
+    "query in the last segment, twice": lambda k, s: (
+        f"https://h.example.com/path/file.pdf{_percent(f'?x=1&{k}={s}', 2)}"
+    ),
+    "path parameter": lambda k, s: f"https://files.example.com/c/a.pdf;{k}={s}",
+    "path parameter and query": lambda k, s: f"https://files.example.com/c/a.pdf;{k}={s}?fileId=1001",
+    "scheme-less": lambda k, s: f"/c/a.pdf?{k}={s}",
+    "scheme-less, percent once": lambda k, s: _percent(f"/c/a.pdf?x=1&{k}={s}"),
+    "scheme-less, percent twice": lambda k, s: _percent(f"/c/a.pdf?x=1&{k}={s}", 2),
+}
+# Text forms: only redact sees them.
+TEXT_FORMS = {
+    "key=value": lambda k, s: f"note for the adjuster: {k}={s} thanks",
+    "header": lambda k, s: f"{k}: {s}",
+    "json": lambda k, s: json.dumps({k: s}),
+    "json escaped in json": lambda k, s: json.dumps(json.dumps({k: s})),
+    "dict repr": lambda k, s: repr({k: s}),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(sorted(URL_FORMS)),
+    st.sampled_from(SECRET_NAMES),
+    distinct_secrets,
+    surrounding,
+    surrounding,
+)
+def test_a_secret_in_any_url_encoding_is_hidden_by_redact_url_and_redact(form, name, secret, before, after):
+    url = URL_FORMS[form](name, secret)
+    assume(secret not in URL_FORMS[form](name, "") and secret not in before + after)
+    out = redact_url(url)
+    assert secret not in out
+    assert redact_url(out) == out
+    text = f"{before} {url} {after}"
+    out = redact(text)
+    assert secret not in out
+    assert redact(out) == out
+    assert secret not in redact_payload(text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(TEXT_FORMS)), st.sampled_from(SECRET_NAMES), distinct_secrets, surrounding)
+def test_a_secret_under_a_secret_name_is_hidden_in_text(form, name, secret, before):
+    text = f"{before} {TEXT_FORMS[form](name, secret)}"
+    assume(secret not in before)
+    out = redact(text)
+    assert secret not in out
+    assert redact(out) == out
+    assert secret not in redact_payload(text)
+
+
+# Names that only end like a secret name, and ordinary values: what they hold stays visible.
+VISIBLE = [
+    "fileId=1001", "see fileId=1001 and page=3", "monkey=5", "bypass=1", "compass: north", "hotkey: F5",
+    "postal code: 90210", "error code: 404", "sessions=4", "passenger=2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", VISIBLE)
+def test_names_that_only_end_like_a_secret_name_stay_visible(text):
+    assert redact(text) == text
