@@ -300,7 +300,9 @@ def tail_topic(settings: Settings, topic: str, *, max_messages: int = 20, idle_t
             text = json.dumps(json.loads(text), indent=None)
         except ValueError:
             pass
-        yield redact(f"key={key} headers={headers} value={text}")
+        # Each part redacted on its own: the line's own `key=` label is no secret's key.
+        shown_key = redact(key) if isinstance(key, str) else key
+        yield f"key={shown_key} headers={redact(str(headers))} value={redact(text)}"
 
 
 def _admin(bootstrap: str, client_config: dict[str, str] | None = None):
