@@ -334,20 +334,23 @@ def _decide(
     # shows them redacted: a secret pasted into a note, a trace id or an assignment id stays in
     # the raw event only (invariant 11).
     event_id = ids.event_id(row["trace_id"], row["event_type"], row["utc_datetime"])
-    row = {k: v if k in _PARSED_COLUMNS or not isinstance(v, str) else redact(v) for k, v in row.items()}
+    shown_text = {v: redact(v) for k, v in row.items() if k not in _PARSED_COLUMNS and isinstance(v, str)}
+    row = {k: v if k in _PARSED_COLUMNS or not isinstance(v, str) else shown_text[v] for k, v in row.items()}
     trace_id, event_type = row["trace_id"], row["event_type"]
     subtype = status_subtype(event_type)
     event_date = row["utc_datetime"][:10]
     ignored = options.identity_ignored_params
     strings = [u for u in urls if isinstance(u, str)]
-    revision = ids.event_revision([ids.canonical_url(u, ignored) for u in strings])
-    legacy_revision = ids.event_revision([ids.legacy_canonical_url(u) for u in strings])
+    canonical = {u: ids.canonical_url(u, ignored) for u in strings}  # once per URL: it parses the URL
+    legacy_canonical = {u: ids.legacy_canonical_url(u) for u in strings}
+    revision = ids.event_revision(list(canonical.values()))
+    legacy_revision = ids.event_revision(list(legacy_canonical.values()))
     result = IngestResult(legacy_revision=legacy_revision if legacy_revision != revision else None)
     seen: set[str] = set()
     shown_urls = {u: redact_url(u) for u in strings}
     for index, url in enumerate(urls):
         shown = shown_urls[url] if isinstance(url, str) else _shown(url)
-        tid = ids.task_id(event_id, url, ignored) if isinstance(url, str) else None
+        tid = ids.task_id_of(event_id, canonical[url]) if isinstance(url, str) else None
 
         def refuse(rule: str, message: str, index: int = index, url: Any = url, shown: str = shown,
                    tid: str | None = tid) -> None:  # fmt: skip
@@ -399,7 +402,7 @@ def _decide(
             continue
         seen.add(tid)
         result.tasks.append(task)
-        legacy = ids.legacy_task_id(event_id, url)
+        legacy = ids.task_id_of(event_id, legacy_canonical[url])
         if legacy != tid:
             result.legacy_task_ids[tid] = legacy
     result.event = {
@@ -412,7 +415,7 @@ def _decide(
         "attachment_count": len(urls),
         "attachments": [shown_urls[u] if isinstance(u, str) else _shown(u) for u in urls],
         "task_ids": [t.task_id for t in result.tasks],
-        "raw_json": orjson.dumps(_redact_tree(event, shown_urls)).decode(),
+        "raw_json": orjson.dumps(_redact_tree(event, {**shown_text, **shown_urls})).decode(),  # each string once
         "source_topic": source.topic,
         "source_partition": source.partition,
         "source_offset": source.offset,

@@ -144,6 +144,8 @@ def _query_led(m: re.Match[str]) -> str:
 
 def _query_pairs(m: re.Match[str]) -> str:
     run = m.group(0)
+    if "&" not in run and "%" not in run and "\\" not in run:  # no separator, so no second pair
+        return run
     pieces = _AMP_SPLIT.split(run)
     if not any(_EQ_SEARCH.search(p) for p in pieces[2::2]):  # "a=b" alone is left as it is
         return run
@@ -275,6 +277,9 @@ def _key_mode(name: str) -> int:
     return _SECRET
 
 
+_name_mode = lru_cache(maxsize=256)(_key_mode)  # for the key names _KEYED_AT finds: a few dozen spellings
+
+
 def _auth_value(value: str) -> str:
     """An Authorization value with the scheme kept and the credentials replaced."""
     scheme = _AUTH_SCHEME.match(value)
@@ -322,9 +327,11 @@ def _auth_credentials(text: str, start: int, keys: _Keys) -> tuple[int, int, str
     return auth.start(2 if known else 1), auth.end(2), REDACTED
 
 
-def _value(text: str, start: int, mode: int, quoted_key: bool, keys: _Keys) -> tuple[int, int, str] | None:
-    """(start, end, replacement) of the value of a secret-named key that starts at `start`."""
-    quote = _QUOTE.match(text, start)
+def _value(
+    text: str, start: int, mode: int, quoted_key: bool, keys: _Keys, quote: re.Match[str] | None
+) -> tuple[int, int, str] | None:
+    """(start, end, replacement) of the value of a secret-named key that starts at `start`
+    (`quote`: _QUOTE matched there)."""
     if quote:
         level = len(quote.group(1))
         content_start = quote.end()
@@ -381,7 +388,10 @@ class _Keys:
 
     def at(self, pos: int) -> re.Match[str] | None:
         """`_KEYED.match(text, pos)`: a secret-named key whose word starts at `pos`."""
-        if self._in_word(pos) or self._next_hit(pos) is None or not self._one_word(pos, self._start):
+        text = self.text
+        if pos >= len(text) or not ((c := text[pos]).isalnum() or c in "_.-") or self._in_word(pos):
+            return None  # no word starts here
+        if self._next_hit(pos) is None or not self._one_word(pos, self._start):
             return None
         return _KEYED_AT.match(self.text, self._start)
 
@@ -405,10 +415,11 @@ def _redact_keyed(text: str) -> str:
     m = keys.search(0)
     while m is not None:
         pos = m.end()
-        if not _QUOTE.match(text, pos) and (key := keys.at(pos)) is not None:
+        quote = _QUOTE.match(text, pos)
+        if not quote and (key := keys.at(pos)) is not None:
             m = key  # "token= password=x": a key is no value, and needs its own
             continue
-        found = _value(text, pos, _key_mode(m.group("name")), m.group("q") is not None, keys)
+        found = _value(text, pos, _name_mode(m.group("name")), m.group("q") is not None, keys, quote)
         if found is not None:
             start, end, replacement = found
             out.append(text[done:start])
