@@ -292,9 +292,10 @@ def _shown(value: Any) -> str:
 
 
 def _refused(
-    index: int, rule: str, message: str, url: Any, shown: str, event_id: str, trace_id: str,
-    source: SourceRef, now_iso: str, task_id: str | None,
+    index: int, rule: str, message: str, shown: str, event_id: str, trace_id: str, source: SourceRef,
+    now_iso: str, task_id: str | None,
 ) -> DeadLetter:  # fmt: skip
+    """The dead letter of one attachment ingest does not emit: refused by the URL policy, or over a limit."""
     return DeadLetter(
         dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
         stage="ingest",
@@ -352,9 +353,8 @@ def _decide(
         shown = shown_urls[url] if isinstance(url, str) else _shown(url)
         tid = ids.task_id_of(event_id, canonical[url]) if isinstance(url, str) else None
 
-        def refuse(rule: str, message: str, index: int = index, url: Any = url, shown: str = shown,
-                   tid: str | None = tid) -> None:  # fmt: skip
-            result.dead.append(_refused(index, rule, message, url, shown, event_id, trace_id, source, now_iso, tid))
+        def refuse(rule: str, message: str, index: int = index, shown: str = shown, tid: str | None = tid) -> None:
+            result.dead.append(_refused(index, rule, message, shown, event_id, trace_id, source, now_iso, tid))
 
         if isinstance(url, str) and len(url) > MAX_TEXT:
             refuse("length", f"the URL is {len(url):,} characters, over the {MAX_TEXT:,} a message field holds "
