@@ -17,7 +17,7 @@ import pyspark
 from pyspark.sql import SparkSession
 
 from pipeline_lib.config import Settings
-from pipeline_lib.logs import get_logger
+from pipeline_lib.logs import StopNoiseFilter, get_logger
 from pipeline_lib.spark.jvm import cache_root, check_java, spark_package_jars
 from pipeline_lib.versions import packages_for
 
@@ -162,7 +162,8 @@ def start_filtering_jvm_stderr(builder: SparkSession.Builder, noise: tuple[str, 
 
     The JVM (and the Python workers it starts) inherit stderr when the session starts the
     gateway, so for that moment fd 2 is a pipe whose reader forwards every other line to the
-    real stderr. A session whose JVM already runs is returned as is.
+    real stderr (logs.StopNoiseFilter, which also drops the trace pyspark's worker daemon prints
+    when a stop closes a task's socket). A session whose JVM already runs is returned as is.
     """
     from pyspark import SparkContext
 
@@ -182,7 +183,10 @@ def start_filtering_jvm_stderr(builder: SparkSession.Builder, noise: tuple[str, 
 
 
 def _forward_lines(read_fd: int, out_fd: int, noise: tuple[str, ...]) -> None:
+    lines = StopNoiseFilter(noise)
     with os.fdopen(read_fd, "rb", buffering=0) as source, os.fdopen(out_fd, "wb", buffering=0) as out:
         for line in iter(source.readline, b""):
-            if not line.decode("utf-8", "replace").startswith(noise):
-                out.write(line)
+            for kept in lines.feed(line.decode("utf-8", "replace")):
+                out.write(kept.encode("utf-8"))
+        for kept in lines.flush():
+            out.write(kept.encode("utf-8"))
