@@ -1,7 +1,8 @@
 """The dlq-table job for spark-submit and Fabric Spark Job Definitions (main file); see
-pipeline_lib.spark.dlq_table. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
+pipeline_lib.spark.dlq_table (the query) and pipeline_lib.spark.jobs (its entry point).
+Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-from pipeline_lib.spark.dlq_table import main
+from pipeline_lib.spark.jobs import dlq_table_main as main
 
 if __name__ == "__main__":
     raise SystemExit(main())

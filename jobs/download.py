@@ -1,7 +1,8 @@
 """The download job for spark-submit and Fabric Spark Job Definitions (main file); see
-pipeline_lib.spark.download. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
+pipeline_lib.spark.download (the query) and pipeline_lib.spark.jobs (its entry point).
+Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-from pipeline_lib.spark.download import main
+from pipeline_lib.spark.jobs import download_main as main
 
 if __name__ == "__main__":
     raise SystemExit(main())

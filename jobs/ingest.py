@@ -1,7 +1,8 @@
 """The ingest job for spark-submit and Fabric Spark Job Definitions (main file); see
-pipeline_lib.spark.ingest. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
+pipeline_lib.spark.ingest (the query) and pipeline_lib.spark.jobs (its entry point).
+Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-from pipeline_lib.spark.ingest import main
+from pipeline_lib.spark.jobs import ingest_main as main
 
 if __name__ == "__main__":
     raise SystemExit(main())

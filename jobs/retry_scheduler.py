@@ -1,7 +1,8 @@
 """The retry-scheduler job for spark-submit and Fabric Spark Job Definitions (main file); see
-pipeline_lib.spark.retry_scheduler. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
+pipeline_lib.spark.retry_scheduler (the query) and pipeline_lib.spark.jobs (its entry point).
+Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-from pipeline_lib.spark.retry_scheduler import main
+from pipeline_lib.spark.jobs import retry_scheduler_main as main
 
 if __name__ == "__main__":
     raise SystemExit(main())

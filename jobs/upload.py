@@ -1,7 +1,8 @@
 """The upload job for spark-submit and Fabric Spark Job Definitions (main file); see
-pipeline_lib.spark.upload. Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
+pipeline_lib.spark.upload (the query) and pipeline_lib.spark.jobs (its entry point).
+Arguments: --env, --conf-dir, --set key=value, --available-now, --timeout."""
 
-from pipeline_lib.spark.upload import main
+from pipeline_lib.spark.jobs import upload_main as main
 
 if __name__ == "__main__":
     raise SystemExit(main())

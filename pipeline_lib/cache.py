@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline_lib.errors import PipelineError
+from pipeline_lib.logs import get_logger
+
+log = get_logger("cache")
 
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
 _FOLDER = re.compile(r"[0-9a-f]{2}")
@@ -261,3 +264,19 @@ def _unlink(fd: int, name: str, counts: _Counts) -> bool:
     except OSError:
         counts.errors += 1
         return False
+
+
+def clean_stale_parts(cache_dir: str | Path, download_timeout_seconds: float) -> None:
+    """Remove `.part` files far older than any download may take (a crash left them); best effort.
+
+    The upload job calls this at its start; `tables maintain` runs clean_cache in full."""
+    try:
+        report = clean_cache(
+            cache_dir, part_max_age_seconds=stale_part_age(download_timeout_seconds)
+        )
+    except OSError as exc:  # the cache may not be mounted on the driver: the next start tries again
+        log.warning("cache janitor skipped: %s", exc)
+        return
+    if report.removed or report.errors:
+        log.info("cache janitor: removed %d stale part file(s), %d bytes; %d error(s)",
+                 report.stale_parts, report.stale_part_bytes, report.errors)  # fmt: skip

@@ -22,78 +22,12 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pipeline_lib.config import STAGES, Settings, load_settings
+from pipeline_lib.arguments import common_arguments, job_arguments, load_args_settings, run_arguments
+from pipeline_lib.config import STAGES, Settings
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.logs import get_logger, setup_logging
+from pipeline_lib.logs import get_logger
 
 log = get_logger("cli")
-STREAMING_JOBS = STAGES  # one home: pipeline_lib.config
-
-
-def common_arguments() -> argparse.ArgumentParser:
-    """The arguments every command and job takes: where settings come from, and how loud to be."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--env", default="local", help="local | fabric | databricks | path/to/overlay.yaml")
-    common.add_argument("--conf-dir", help="folder with base.yaml and the overlays (default: the project's conf/)")
-    common.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set kafka.bootstrap_servers=127.0.0.1:9092",
-    )
-    common.add_argument(
-        "--verbose", action="store_true", help="debug logging, and Spark's own warnings (logging.spark_level WARN)"
-    )
-    return common
-
-
-def _job_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--available-now", action="store_true", help="process what is in Kafka now, then stop")
-    parser.add_argument("--timeout", type=float, help="stop after this many seconds")
-
-
-def job_parser(job: str) -> argparse.ArgumentParser:
-    """The parser of one job's own entry point (console script xact-<job>, jobs/<job>.py)."""
-    parser = argparse.ArgumentParser(prog=f"xact-{job}", description=f"the {job} streaming job",
-                                     parents=[common_arguments()])  # fmt: skip
-    _job_arguments(parser)
-    return parser
-
-
-def _stages(text: str) -> list[str]:
-    stages = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STREAMING_JOBS]
-    if not stages or unknown:
-        raise argparse.ArgumentTypeError(f"choose stages from {', '.join(STREAMING_JOBS)} (comma-separated)")
-    return stages
-
-
-def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    _job_arguments(parser)
-    parser.add_argument(
-        "--stages", type=_stages, default=list(STREAMING_JOBS),
-        help=f"comma-separated subset of {','.join(STREAMING_JOBS)} (default: all)",
-    )  # fmt: skip
-
-
-def run_parser() -> argparse.ArgumentParser:
-    """The parser of `xact-run` / jobs/run.py: every stage in one application."""
-    parser = argparse.ArgumentParser(prog="xact-run", description="every stage in one Spark application, supervised",
-                                     parents=[common_arguments()])  # fmt: skip
-    _run_arguments(parser)
-    return parser
-
-
-def load_args_settings(args: argparse.Namespace) -> Settings:
-    """The settings the arguments name, with logging set up from them."""
-    overrides = list(args.overrides)
-    if args.verbose:
-        overrides += ["logging.level=DEBUG", "logging.spark_level=WARN"]
-    settings = load_settings(args.env, conf_dir=args.conf_dir, overrides=overrides)
-    setup_logging(settings.logging.level, settings.logging.format)
-    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--retain-hours", type=int, default=168, help="VACUUM retention for `maintain` (default 7 days)"
     )
 
-    for job in STREAMING_JOBS:
-        _job_arguments(sub.add_parser(job, parents=[common], help=f"run the {job} streaming job"))
-    _run_arguments(sub.add_parser("run", parents=[common], help="every stage in one Spark application, supervised"))
+    for job in STAGES:
+        job_arguments(sub.add_parser(job, parents=[common], help=f"run the {job} streaming job"))
+    run_arguments(sub.add_parser("run", parents=[common], help="every stage in one Spark application, supervised"))
     samples = sub.add_parser("produce-samples", parents=[common], help="produce sample claim events")
     samples.add_argument("--count", type=int, default=10)
     samples.add_argument("--base-url", default="http://127.0.0.1:8765", help="where the sample attachments are served")
@@ -272,17 +206,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dlq":
         return _dlq(args, settings)
     # Spark-backed commands: only these import pyspark.
-    from pipeline_lib.spark import runner
-
     if args.command == "tables":
+        from pipeline_lib.spark import table_admin
+
         if args.action == "maintain":
-            runner.maintain(settings, args.retain_hours)
+            table_admin.maintain(settings, args.retain_hours)
         else:
-            runner.create_all_tables(settings)
+            table_admin.create_all_tables(settings)
         return 0
+    from pipeline_lib.spark import jobs
+
     if args.command == "run":
-        return runner.run_stages(args.stages, settings, available_now=args.available_now, timeout=args.timeout)
-    return runner.run_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
+        return jobs.run_stages(args.stages, settings, available_now=args.available_now, timeout=args.timeout)
+    return jobs.run_job(args.command, settings, available_now=args.available_now, timeout=args.timeout)
 
 
 if __name__ == "__main__":

@@ -75,9 +75,8 @@ def run_demo(settings: Settings) -> int:
         from pipeline_lib.spark.dlq_table import run_dlq_table
         from pipeline_lib.spark.download import run_download
         from pipeline_lib.spark.ingest import run_ingest
-        from pipeline_lib.spark.progress import flush_metrics
+        from pipeline_lib.spark.progress import flush_listener_events, flush_metrics
         from pipeline_lib.spark.results import run_results
-        from pipeline_lib.spark.runner import flush_listener_events
         from pipeline_lib.spark.session import session_for
         from pipeline_lib.spark.upload import run_upload
 

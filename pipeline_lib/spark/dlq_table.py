@@ -15,7 +15,7 @@ What analysts do with the table (summaries, replay, resolve) is in spark/dlq_ana
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -121,9 +121,3 @@ def run_dlq_table(spark: SparkSession, settings: Settings, *, available_now: boo
     )
     return start_query(writer, settings, JOB_NAME, available_now)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `xact-dlq-table` and jobs/dlq_table.py: load settings, get the session, run the dlq-table job."""
-    from pipeline_lib.spark.runner import job_main
-
-    return job_main(JOB_NAME, argv)

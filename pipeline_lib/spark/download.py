@@ -4,8 +4,6 @@ wiring, download_stage.py the work)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -24,9 +22,3 @@ def run_download(spark: SparkSession, settings: Settings, *, available_now: bool
         outcomes=OUTCOMES, available_now=available_now,
     )  # fmt: skip
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `xact-download` and jobs/download.py: load settings, get the session, run the download job."""
-    from pipeline_lib.spark.runner import job_main
-
-    return job_main(JOB_NAME, argv)

@@ -21,7 +21,7 @@ JSON is parsed again in the JVM; the writer logs each batch's step times (route,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -302,9 +302,3 @@ def run_ingest(
     )
     return start_query(stream, settings, JOB_NAME, available_now)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `xact-ingest` and jobs/ingest.py: load settings, get the session, run the ingest job."""
-    from pipeline_lib.spark.runner import job_main
-
-    return job_main(JOB_NAME, argv)

@@ -91,7 +91,7 @@ class MetricsRecorder:
     def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
         """Stop the background thread, waiting for a flush in flight, then write what is left.
 
-        Call it before the session stops (runner.run_stages does): afterwards the recorder touches
+        Call it before the session stops (jobs.run_stages does): afterwards the recorder touches
         the session no more. A flush still running after `wait` is left to end by itself."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():

@@ -181,3 +181,15 @@ def flush_metrics(spark: SparkSession) -> None:
     if listener is not None and listener.recorder is not None:
         listener.recorder.stop()
         listener.recorder = None
+
+
+def flush_listener_events(spark: SparkSession, timeout_ms: int = 10_000) -> None:
+    """Wait until Spark has delivered queued listener events (the last progress line) to Python.
+
+    Streaming listener events are asynchronous; a job that exits right after its query stops
+    would otherwise lose the final progress event and log a py4j error. Best effort, bounded.
+    """
+    try:
+        spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(timeout_ms)  # no public API
+    except Exception as exc:  # noqa: BLE001 - flushing must never fail a finished job
+        log.debug("could not flush listener events: %s", exc)

@@ -283,9 +283,3 @@ def run_results(spark: SparkSession, settings: Settings, *, available_now: bool 
     writer = writer.option("checkpointLocation", settings.checkpoint(JOB_NAME))
     return start_query(writer, settings, JOB_NAME, available_now)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `xact-results` and jobs/results.py: load settings, get the session, run the results job."""
-    from pipeline_lib.spark.runner import job_main
-
-    return job_main(JOB_NAME, argv)

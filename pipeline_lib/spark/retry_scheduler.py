@@ -31,7 +31,7 @@ GroupStateTimeout.ProcessingTimeTimeout):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -200,9 +200,3 @@ def _tick(settings: Settings) -> None:
         log.warning("[%s] could not write the start tick (%s): held retries wait for the next new one",
                     JOB_NAME, type(exc).__name__)  # fmt: skip
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `xact-retry-scheduler` and jobs/retry_scheduler.py: settings, session, the scheduler."""
-    from pipeline_lib.spark.runner import job_main
-
-    return job_main(JOB_NAME, argv)

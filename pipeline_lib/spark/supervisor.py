@@ -61,7 +61,7 @@ class Supervisor:
     """Start, watch, restart and stop the queries of `stages` in one session.
 
     Args:
-        jobs: stage name -> the job's `run_*` function (spark.runner.JOBS).
+        jobs: stage name -> the job's `run_*` function (spark.jobs.JOBS).
         available_now: each query drains what is there and finishes; the run ends when all have.
         check_kafka: ask Kafka before each start (tests of the supervisor itself may turn it off).
     """

@@ -20,7 +20,7 @@ from pipeline_lib.spark.dlq_table import run_dlq_table
 from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.ingest import run_ingest
 from pipeline_lib.spark.results import run_results
-from pipeline_lib.spark.runner import maintain
+from pipeline_lib.spark.table_admin import maintain
 from pipeline_lib.spark.upload import run_upload
 from tests.streaming import run_available_now
 

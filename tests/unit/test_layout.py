@@ -4,7 +4,6 @@ imports the local tooling, and every job has one entry point that spark-submit a
 from __future__ import annotations
 
 import ast
-import importlib
 import pkgutil
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import pipeline_lib
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "pipeline_lib"
-JOB_MODULES = ("ingest", "download", "upload", "retry_scheduler", "results", "dlq_table")
 
 
 def all_modules() -> list[str]:
@@ -70,7 +68,7 @@ def test_no_streaming_job_run_path_imports_the_local_tooling():
     assert not offenders
     code = (
         "import sys\n"
-        "import pipeline_lib.spark.runner, pipeline_lib.cli\n"
+        "import pipeline_lib.spark.jobs, pipeline_lib.cli\n"
         "bad = sorted(m for m in sys.modules if m.startswith('pipeline_lib.local'))\n"
         "assert not bad, bad\n"
     )
@@ -78,15 +76,19 @@ def test_no_streaming_job_run_path_imports_the_local_tooling():
 
 
 def test_each_job_has_a_console_script_and_a_spark_submit_file_calling_the_same_main():
+    from pipeline_lib.config import STAGES
+    from pipeline_lib.spark import jobs
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     scripts = project["project"]["scripts"]
     assert scripts["xact-pipeline"] == "pipeline_lib.cli:main"
-    for module in JOB_MODULES:
-        target = f"pipeline_lib.spark.{module}:main"
-        assert target in scripts.values(), f"no console script runs {target}"
-        assert callable(importlib.import_module(f"pipeline_lib.spark.{module}").main)
-        job_file = ROOT / "jobs" / f"{module}.py"
-        assert f"from pipeline_lib.spark.{module} import main" in job_file.read_text()
+    assert list(jobs.JOBS) == list(STAGES)
+    for stage in (*STAGES, "run"):
+        function = f"{stage.replace('-', '_')}_main"
+        assert scripts[f"xact-{stage}"] == f"pipeline_lib.spark.jobs:{function}", f"xact-{stage}"
+        assert callable(getattr(jobs, function))
+        job_file = ROOT / "jobs" / f"{stage.replace('-', '_')}.py"
+        assert f"from pipeline_lib.spark.jobs import {function} as main" in job_file.read_text()
 
 
 def test_the_wheel_installs_no_top_level_jobs_package():
