@@ -67,7 +67,7 @@ from pipeline_lib.config import Settings, load_settings  # noqa: E402
 from pipeline_lib.contracts import CachedAttachment, SourceRef  # noqa: E402
 from pipeline_lib.local.samples import sample_task  # noqa: E402
 from pipeline_lib.logs import setup_logging  # noqa: E402
-from pipeline_lib.routing import PendingRecord  # noqa: E402
+from pipeline_lib.records import InputRecord  # noqa: E402
 from pipeline_lib.upload.stage import UploadStage  # noqa: E402
 from pipeline_lib.upload.storage import OneLakeStorage, lake_storage  # noqa: E402
 from pipeline_lib.upload.uploader import Uploader  # noqa: E402
@@ -186,7 +186,7 @@ def peak_rss() -> Iterator[list[float | None]]:
 
 def run_stage(stage: UploadStage, items: list[CachedAttachment]) -> tuple[float, float | None]:
     """Seconds for the stage to upload and route `items`, and the peak RSS meanwhile."""
-    records = [PendingRecord(None, i.encode(), SourceRef("cached", 0, n)) for n, i in enumerate(items)]
+    records = [InputRecord(None, i.encode(), SourceRef("cached", 0, n)) for n, i in enumerate(items)]
     with peak_rss() as rss:
         start = time.perf_counter()
         routed = list(stage.process(records))

@@ -19,10 +19,11 @@ from pipeline_lib import ids
 from pipeline_lib.bounds import EVENT_CLOCK_SKEW, checked_time
 from pipeline_lib.config import ConfigError
 from pipeline_lib.contracts import MAX_TEXT, ContractError, DeadLetter, DownloadTask, SourceRef, record_bytes
+from pipeline_lib.dead_letters import internal_dead_letter
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.paths import destination_path
+from pipeline_lib.records import InputRecord
 from pipeline_lib.redaction import REDACTED, is_secret_key, redact, redact_url, truncate
-from pipeline_lib.routing import PendingRecord, internal_dead_letter
 from pipeline_lib.times import iso_utc, parse_iso
 from pipeline_lib.url_policy import UrlPolicy, UrlRefused
 
@@ -263,7 +264,7 @@ def ingest_record(
 
     Total: whatever `raw` holds, the result is either this decision or, when deciding raised
     unexpectedly, one `internal` dead letter for the record (ingest's equivalent of the I/O
-    stages' guarded loop, routing.RecordStage). The tasks and dead letters are encoded once here,
+    stages' guarded loop, record_stage.RecordStage). The tasks and dead letters are encoded once here,
     inside the guard, so a message that cannot be encoded fails only its own record.
     """
     try:
@@ -272,7 +273,7 @@ def ingest_record(
             message.encode()
         return result
     except Exception as exc:  # noqa: BLE001 - one event must never fail the batch (invariant 8)
-        record = PendingRecord(None, raw, source)
+        record = InputRecord(None, raw, source)
         return IngestResult(dead=[internal_dead_letter("ingest", exc, record, now)])
 
 

@@ -8,7 +8,6 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline_lib.config import Settings
@@ -16,7 +15,9 @@ from pipeline_lib.contracts import SourceRef
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.kafka_options import librdkafka_config
 from pipeline_lib.logs import get_logger
+from pipeline_lib.records import InputRecord
 from pipeline_lib.redaction import redact
+from pipeline_lib.times import iso_from_millis
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
@@ -192,17 +193,6 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     return (murmur2(data) & 0x7FFFFFFF) % partitions
 
 
-@dataclass(frozen=True)
-class KafkaRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: str | None
-    value: bytes
-    headers: dict[str, str]
-
-
 def read_window(
     settings: Settings,
     topic: str,
@@ -212,7 +202,7 @@ def read_window(
     key: str | None = None,
     max_records: int = 10_000,
     timeout: float = 10.0,
-) -> list[KafkaRecord]:
+) -> list[InputRecord]:
     """The records of `topic` produced between `start_ms` and `end_ms` (epoch milliseconds).
 
     With `key`, only that key's partition is read and only its records returned. The start is
@@ -223,7 +213,7 @@ def read_window(
 
     group = f"xact-window-{uuid.uuid4().hex[:8]}"
     consumer = Consumer({**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False})
-    out: list[KafkaRecord] = []
+    out: list[InputRecord] = []
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -258,7 +248,8 @@ def read_window(
             headers = {str(k): _text(v) or "" for k, v in (msg.headers() or [])}  # type: ignore[str-unpack]
             value = msg.value()
             value = value.encode() if isinstance(value, str) else (value or b"")
-            out.append(KafkaRecord(topic, partition, offset, stamp, record_key, value, headers))
+            source = SourceRef(topic, partition, offset, iso_from_millis(stamp))
+            out.append(InputRecord(record_key, value, source, headers))
     finally:
         consumer.close()
     return out

@@ -12,8 +12,9 @@ from typing import Any
 
 from pipeline_lib.bounds import checked_time
 from pipeline_lib.contracts import H_ATTEMPT, H_RETRY_DUE_AT, H_RETRY_TICK, H_RETRY_TOPIC, H_TASK_ID, DeadLetter
+from pipeline_lib.dead_letters import internal_dead_letter
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.routing import PendingRecord, internal_dead_letter
+from pipeline_lib.records import InputRecord
 from pipeline_lib.times import parse_iso
 
 STAGE = "retry"
@@ -80,7 +81,7 @@ def header_map(headers: Iterable[Any] | None) -> dict[str, str]:
 
 
 def schedule_record(
-    record: PendingRecord,
+    record: InputRecord,
     headers: dict[str, str],
     allowed_topics: frozenset[str],
     now: datetime,

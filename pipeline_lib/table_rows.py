@@ -2,7 +2,7 @@
 results job (xact.downloads.results -> xact_attachments) and the dlq-table job
 (xact.downloads.dlq -> xact_dlq).
 
-Both are total, like the I/O stages' loop (routing.RecordStage): whatever the record holds,
+Both are total, like the I/O stages' loop (record_stage.RecordStage): whatever the record holds,
 `result_row` returns a row or the record's dead letter, and `dlq_row` returns a row (a readable
 dead letter, or a `malformed`/`internal` row of stage `dlq`: the DLQ table never sends anything
 back onto the DLQ topic). Every value is range-checked and typed so the Arrow batch that carries
@@ -20,7 +20,8 @@ import orjson
 
 from pipeline_lib.bounds import INT32_MAX, INT64_MAX
 from pipeline_lib.contracts import AttachmentResult, ContractError, DeadLetter
-from pipeline_lib.routing import PendingRecord, internal_dead_letter
+from pipeline_lib.dead_letters import internal_dead_letter
+from pipeline_lib.records import InputRecord
 from pipeline_lib.times import iso_utc, parse_iso
 
 RESULTS_STAGE = "results"
@@ -56,7 +57,7 @@ def _utc(text: str | None) -> str | None:
     return iso_utc(parse_iso(text)) if text is not None else None
 
 
-def result_row(record: PendingRecord, at: datetime) -> tuple[Any, ...] | DeadLetter:
+def result_row(record: InputRecord, at: datetime) -> tuple[Any, ...] | DeadLetter:
     """A results message as an xact_attachments row (RESULT_COLUMNS), or the record's dead letter."""
     try:
         result = AttachmentResult.decode(record.value if record.value is not None else b"")
@@ -92,7 +93,7 @@ def _int_in(value: object, low: int, high: int) -> int | None:
     return value if ok else None  # type: ignore[return-value]
 
 
-def _dead_letter_row(dead: DeadLetter, record: PendingRecord, at: datetime) -> tuple[Any, ...]:
+def _dead_letter_row(dead: DeadLetter, record: InputRecord, at: datetime) -> tuple[Any, ...]:
     task = dead.task or {}
     url = task.get("url")
     last = dead.error_history[-1] if dead.error_history else {}
@@ -124,7 +125,7 @@ def _dead_letter_row(dead: DeadLetter, record: PendingRecord, at: datetime) -> t
     return tuple(row[name] for name in DLQ_COLUMNS)
 
 
-def dlq_row(record: PendingRecord, at: datetime) -> tuple[Any, ...]:
+def dlq_row(record: InputRecord, at: datetime) -> tuple[Any, ...]:
     """A DLQ message as an xact_dlq row (DLQ_COLUMNS): the dead letter it holds, or, when it holds
     none or handling it raised, a row of stage `dlq` (category malformed or internal) with its
     provenance. Never raises."""

@@ -2,7 +2,7 @@
 download up to `download.concurrency` at a time, and route every outcome (routing.py).
 
 The Spark job calls `DownloadStage.for_settings(settings).process(records)` inside mapInArrow;
-tests and the benchmark call it directly. The loop itself (total per record) is routing.RecordStage.
+tests and the benchmark call it directly. The loop itself (total per record) is record_stage.RecordStage.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DownloadTask, SourceRef
 from pipeline_lib.download.downloader import Downloader, DownloadOutcome
-from pipeline_lib.routing import OutMessage, RecordStage, Routed, result_message, route_failure
+from pipeline_lib.record_stage import RecordStage
+from pipeline_lib.routing import OutMessage, Routed, result_message, route_failure
 
 STAGE = "download"
 

@@ -25,7 +25,8 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.kafka_client import KafkaRecord, end_offsets, read_window
+from pipeline_lib.kafka_client import end_offsets, read_window
+from pipeline_lib.records import InputRecord
 from pipeline_lib.redaction import redact_payload
 from pipeline_lib.spark.tables import TableMissing, all_tables, require_table
 
@@ -159,7 +160,7 @@ def journey(
     topics = [t.events_raw.name, t.pending.name, *settings.retry_topics, t.cached.name, t.results.name, t.dlq.name]
     for topic in topics:
         for record in read_window(settings, topic, start_ms, end_ms, key=trace_id):
-            if task_id and task_id.encode() not in record.value and record.headers.get("xact.task_id") != task_id:
+            if task_id and task_id not in record.text and record.headers.get("xact.task_id") != task_id:
                 continue
             rows.append(_message_row(record))
     frame = pd.DataFrame(rows)
@@ -182,9 +183,9 @@ def _row(at: Any, source: str, where: str, task: str | None, attempt: Any, what:
             "task_id": task, "attempt": attempt, "what": what, "detail": redact_payload(str(detail or ""))}  # fmt: skip
 
 
-def _message_row(record: KafkaRecord) -> dict[str, Any]:
+def _message_row(record: InputRecord) -> dict[str, Any]:
     try:
-        body = json.loads(record.value)
+        body = json.loads(record.value or b"")
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}
@@ -193,10 +194,10 @@ def _message_row(record: KafkaRecord) -> dict[str, Any]:
     if "xact.retry.forwarded_at" in record.headers:
         what = f"{what} (forwarded by the retry scheduler)"
     return {
-        "time": pd.Timestamp(record.timestamp_ms, unit="ms", tz=UTC), "source": "topic",
-        "where": f"{record.topic}/{record.partition}/{record.offset}", "task_id": task.get("task_id"),
-        "attempt": task.get("attempt"), "what": what,
-        "detail": redact_payload(record.value.decode("utf-8", "replace"))[:300],
+        "time": pd.Timestamp(record.source.timestamp), "source": "topic",
+        "where": f"{record.source.topic}/{record.source.partition}/{record.source.offset}",
+        "task_id": task.get("task_id"), "attempt": task.get("attempt"), "what": what,
+        "detail": redact_payload(record.text)[:300],
     }  # fmt: skip
 
 

@@ -4,7 +4,7 @@
         -> foreachBatch: MERGE insert-only on dlq_id  (re-processing adds nothing)
 
 One row per dead letter, i.e. per dead task and attempt chain: the dlq_id is derived from the
-stage, task id, replay id and attempt (routing.py), so a replayed task that dies again is a new
+stage, task id, replay id and attempt (dead_letters.py), so a replayed task that dies again is a new
 row, linked to the first by its task id and replay id. A message on the DLQ topic that is not a
 readable dead letter still becomes a row (stage `dlq`, category `malformed`, or `internal` when
 handling it raised): nothing is dropped, and nothing is ever sent back onto the DLQ topic. The
@@ -26,7 +26,7 @@ from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
-from pipeline_lib.routing import pending_records
+from pipeline_lib.records import input_records
 from pipeline_lib.spark.kafka_io import arrow_batch, arrow_schema, read_topics, record_columns
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.spark.tables import DLQ_SCHEMA, create_table, dlq_table, require_table
@@ -52,7 +52,7 @@ def _parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     out_schema = arrow_schema(PARSED_SCHEMA)
     for batch in batches:
         now = datetime.now(UTC)
-        rows = [dlq_row(record, now) for record in pending_records(batch.to_pydict())]  # total: never raises
+        rows = [dlq_row(record, now) for record in input_records(batch.to_pydict())]  # total: never raises
         yield arrow_batch(rows, out_schema)
 
 

@@ -36,8 +36,8 @@ from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import StepTimer
+from pipeline_lib.records import input_records
 from pipeline_lib.redaction import redact
-from pipeline_lib.routing import pending_records
 from pipeline_lib.spark.kafka_io import (
     KAFKA_HEADERS_TYPE,
     arrow_batch,
@@ -150,7 +150,7 @@ def _route_partition(policy: UrlPolicy, options: IngestOptions, pending_topic: s
         for batch in batches:
             now = datetime.now(UTC)
             rows: list[tuple] = []
-            for record in pending_records(batch.to_pydict()):
+            for record in input_records(batch.to_pydict()):
                 result = ingest_record(record.value, record.source, policy, now, options)  # total: never raises
                 rows.extend(routed_rows(result, pending_topic, dlq_topic, record.key))
             yield arrow_batch(rows, out_schema)

@@ -32,7 +32,7 @@ KAFKA_ROW_SCHEMA = StructType(
     ]
 )
 
-# What every job's Python side reads of a Kafka record (routing.pending_records turns it into records).
+# What every job's Python side reads of a Kafka record (records.input_records turns it into records).
 RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp_ms")
 
 

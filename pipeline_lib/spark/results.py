@@ -32,7 +32,8 @@ from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DeadLetter
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
-from pipeline_lib.routing import OutMessage, pending_records
+from pipeline_lib.records import input_records
+from pipeline_lib.routing import OutMessage
 from pipeline_lib.spark.kafka_io import (
     KAFKA_HEADERS_TYPE,
     arrow_batch,
@@ -86,7 +87,7 @@ def _parse(dlq_topic: str):
         for batch in batches:
             now = datetime.now(UTC)
             rows = []
-            for record in pending_records(batch.to_pydict()):
+            for record in input_records(batch.to_pydict()):
                 row = result_row(record, now)
                 if isinstance(row, DeadLetter):
                     dead = OutMessage(row.category, dlq_topic, record.key, row)

@@ -47,9 +47,10 @@ from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, H_RETRY_TICK, DeadLette
 from pipeline_lib.kafka_client import make_producer, produce
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
+from pipeline_lib.records import input_records
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.retry_schedule import header_map, schedule_record
-from pipeline_lib.routing import OutMessage, pending_records
+from pipeline_lib.routing import OutMessage
 from pipeline_lib.spark.kafka_io import RECORD_COLUMNS, headers_from_json, kafka_records, read_topics, record_columns
 from pipeline_lib.spark.progress import install_progress_listener, start_query
 from pipeline_lib.times import iso_from_millis, iso_utc
@@ -90,7 +91,7 @@ def _parse_partition(settings: Settings):
         for pdf in batches:
             now = datetime.now(UTC)
             rows = []
-            records = pending_records({c: list(pdf[c]) for c in RECORD_COLUMNS})
+            records = input_records({c: list(pdf[c]) for c in RECORD_COLUMNS})
             for record, headers in zip(records, pdf["headers"], strict=True):
                 text = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else ""
                 headers_in = header_map(headers)

@@ -20,7 +20,8 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from pipeline_lib.config import Settings, delay_label
 from pipeline_lib.kafka_options import kafka_sink_options
-from pipeline_lib.routing import PendingRecord, Routed, pending_records
+from pipeline_lib.records import InputRecord, input_records
+from pipeline_lib.routing import Routed
 from pipeline_lib.spark.kafka_io import (
     KAFKA_HEADERS_TYPE,
     arrow_schema,
@@ -53,20 +54,20 @@ STAGE_ROUTED_SCHEMA = StructType(
 
 
 class Stage(Protocol):
-    def process(self, records: Iterable[PendingRecord]) -> Iterator[Routed]: ...
+    def process(self, records: Iterable[InputRecord]) -> Iterator[Routed]: ...
 
 
 # Routed records per output Arrow batch, and input records turned into Python objects at once. The
-# stage itself bounds what it holds (routing.IN_FLIGHT_WINDOW); the input is read lazily.
+# stage itself bounds what it holds (record_stage.IN_FLIGHT_WINDOW); the input is read lazily.
 ROWS_PER_OUTPUT_BATCH = 500
 
 
-def _records(batches: Iterable[pa.RecordBatch], slice_rows: int = ROWS_PER_OUTPUT_BATCH) -> Iterator[PendingRecord]:
+def _records(batches: Iterable[pa.RecordBatch], slice_rows: int = ROWS_PER_OUTPUT_BATCH) -> Iterator[InputRecord]:
     """Every Kafka record of the input as one lazy stream, turned into Python objects a
     zero-copy slice of an Arrow batch at a time (Spark's batches hold up to 10,000 records)."""
     for batch in batches:
         for start in range(0, batch.num_rows, slice_rows):
-            yield from pending_records(batch.slice(start, slice_rows).to_pydict())
+            yield from input_records(batch.slice(start, slice_rows).to_pydict())
 
 
 def _partition(settings: Settings, stage_for: Callable[[Settings], Stage]):

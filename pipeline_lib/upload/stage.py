@@ -23,7 +23,8 @@ from dataclasses import replace
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask, SourceRef
 from pipeline_lib.download.downloader import Downloader
-from pipeline_lib.routing import OutMessage, RecordStage, Routed, result_message, route_failure
+from pipeline_lib.record_stage import RecordStage
+from pipeline_lib.routing import OutMessage, Routed, result_message, route_failure
 from pipeline_lib.times import iso_utc
 from pipeline_lib.upload.uploader import Uploader, UploadOutcome
 

@@ -31,8 +31,9 @@ from pipeline_lib.download.downloader import DownloadOutcome
 from pipeline_lib.download.stage import DownloadStage
 from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.failures import Failure
+from pipeline_lib.records import InputRecord
 from pipeline_lib.retry_schedule import header_map, schedule_record
-from pipeline_lib.routing import OutMessage, PendingRecord
+from pipeline_lib.routing import OutMessage
 from pipeline_lib.table_rows import DLQ_COLUMNS, dlq_row, result_row
 from pipeline_lib.upload.stage import UploadStage
 from pipeline_lib.upload.storage import StoredFile
@@ -88,7 +89,7 @@ def _deliver(message: OutMessage, seen: Seen) -> DownloadTask | CachedAttachment
     size = record_bytes(key, value, headers)
     assert size <= MAX_REQUEST, f"{message.outcome} record on {topic} is {size:,} bytes"
     seen[message.outcome] = seen.get(message.outcome, 0) + 1
-    record = PendingRecord(key, value.encode(), SourceRef(topic, 0, 1, "2026-12-03T12:00:00.000Z"))
+    record = InputRecord(key, value.encode(), SourceRef(topic, 0, 1, "2026-12-03T12:00:00.000Z"))
     if topic == SETTINGS.topics.results.name:
         row = result_row(record, NOW)
         assert not isinstance(row, DeadLetter), row.reason

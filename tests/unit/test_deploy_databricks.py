@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_lib.cli import build_parser, job_parser, run_parser
+from pipeline_lib.arguments import job_parser, run_parser
+from pipeline_lib.cli import build_parser
 from pipeline_lib.config import load_settings
 from tests.packaging import ROOT, build_wheel, wheel_distribution_name, wheel_entry_points
 

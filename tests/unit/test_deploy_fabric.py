@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_lib.cli import build_parser, run_parser
+from pipeline_lib.arguments import run_parser
+from pipeline_lib.cli import build_parser
 from pipeline_lib.config import load_settings
 from tests.packaging import ROOT, build_wheel, wheel_entry_points
 

@@ -26,7 +26,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline_lib import bounds, redaction, retry_schedule, routing
+from pipeline_lib import bounds, records, redaction, retry_schedule
 from pipeline_lib.contracts import (
     AttachmentResult,
     CachedAttachment,
@@ -228,7 +228,7 @@ def test_retry_header_readers_are_linear(unit, shape):
         return [("xact.retry.due_at", due), ("xact.retry.return_topic", topic), ("xact.task_id", task),
                 {"key": "xact.attempt", "value": b"1"}]  # fmt: skip
 
-    record = routing.PendingRecord("k", b"{}", SRC)
+    record = records.InputRecord("k", b"{}", SRC)
 
     def schedule(raw: list[Any]) -> None:
         retry_schedule.schedule_record(
@@ -241,14 +241,14 @@ def test_retry_header_readers_are_linear(unit, shape):
 @TIMED
 @given(units, st.booleans())
 @example("\\", False)
-def test_pending_records_is_linear(unit, many):
+def test_input_records_is_linear(unit, many):
     def columns(n: int) -> dict[str, list[Any]]:
         count = max(1, n // 64) if many else 1
         value = (unit * (64 if many else max(1, n // len(unit)))).encode()
         return {"key": [b"k" + value[:8]] * count, "value": [value] * count, "topic": ["t"] * count,
                 "partition": [0] * count, "offset": list(range(count)), "timestamp_ms": [1.0e12] * count}  # fmt: skip
 
-    assert_linear(routing.pending_records, columns)
+    assert_linear(records.input_records, columns)
 
 
 # --- Events --------------------------------------------------------------------------------------

@@ -45,11 +45,11 @@ def test_selection_validates_and_describes_itself():
 def test_the_schedulers_start_tick_is_dropped_whatever_else_it_carries():
     from datetime import UTC, datetime
 
-    from pipeline_lib.contracts import H_RETRY_TICK
+    from pipeline_lib.contracts import H_RETRY_TICK, SourceRef
+    from pipeline_lib.records import InputRecord
     from pipeline_lib.retry_schedule import schedule_record
-    from pipeline_lib.routing import PendingRecord, SourceRef
 
-    record = PendingRecord(None, b"tick", SourceRef("xact.downloads.pending.retry.5m", 0, 9))
+    record = InputRecord(None, b"tick", SourceRef("xact.downloads.pending.retry.5m", 0, 9))
     now = datetime(2026, 11, 28, tzinfo=UTC)
     assert schedule_record(record, {H_RETRY_TICK: "2026-11-28T00:00:00Z"}, frozenset(), now, 60) is None
     assert schedule_record(record, {}, frozenset(), now, 60) is not None  # anything else is decided

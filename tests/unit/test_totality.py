@@ -27,8 +27,10 @@ from pipeline_lib.events import ingest_record
 from pipeline_lib.ids import canonical_url, task_id
 from pipeline_lib.local.samples import sample_event, sample_task
 from pipeline_lib.paths import destination_path, sanitize_component
+from pipeline_lib.record_stage import RecordStage
+from pipeline_lib.records import InputRecord
 from pipeline_lib.retry_schedule import Waiting, header_map, schedule_record
-from pipeline_lib.routing import PendingRecord, RecordStage, Routed, result_message
+from pipeline_lib.routing import Routed, result_message
 from pipeline_lib.table_rows import DLQ_COLUMNS, RESULT_COLUMNS, dlq_row, result_row
 from pipeline_lib.url_policy import UrlPolicy
 
@@ -166,7 +168,7 @@ def flaky_stage(tmp_path_factory):
     max_size=12,
 ))  # fmt: skip
 def test_the_stage_loop_routes_every_record_exactly_once_in_order(flaky_stage, values):
-    records = [PendingRecord(f"k{i}", v, SourceRef("p", 0, i)) for i, v in enumerate(values)]
+    records = [InputRecord(f"k{i}", v, SourceRef("p", 0, i)) for i, v in enumerate(values)]
     routed = list(flaky_stage.process(records))
     assert len(routed) == len(records)
     for record, out in zip(records, routed, strict=True):
@@ -183,7 +185,7 @@ def test_the_stage_loop_routes_every_record_exactly_once_in_order(flaky_stage, v
 @FAST
 @given(anything(RESULT_BODY))
 def test_result_row_is_a_typed_row_or_a_dead_letter(raw):
-    row = result_row(PendingRecord("k", raw, SOURCE), NOW)
+    row = result_row(InputRecord("k", raw, SOURCE), NOW)
     if isinstance(row, DeadLetter):
         assert row.source == SOURCE and row.stage == "results"
         row.encode()
@@ -194,7 +196,7 @@ def test_result_row_is_a_typed_row_or_a_dead_letter(raw):
 @FAST
 @given(anything(DEAD_BODY))
 def test_dlq_row_always_gives_a_row_with_a_partition_date(raw):
-    row = dict(zip(DLQ_COLUMNS, dlq_row(PendingRecord("k", raw, SOURCE), NOW), strict=True))
+    row = dict(zip(DLQ_COLUMNS, dlq_row(InputRecord("k", raw, SOURCE), NOW), strict=True))
     assert len(row["failed_date"]) == 10 and row["dlq_id"] and row["stage"] and row["category"]
     if row["stage"] == "dlq":
         assert (row["source_topic"], row["source_offset"]) == ("topic", 7)
@@ -210,7 +212,7 @@ header_values = st.text(max_size=40) | st.sampled_from(
                                         "xact.attempt", "other"]), header_values))  # fmt: skip
 def test_the_retry_scheduler_waits_for_or_dead_letters_every_message(headers):
     decision = schedule_record(
-        PendingRecord("k", b"v", SOURCE), headers, frozenset({"xact.downloads.pending"}), NOW, 3600
+        InputRecord("k", b"v", SOURCE), headers, frozenset({"xact.downloads.pending"}), NOW, 3600
     )
     if isinstance(decision, Waiting):
         assert decision.due_ms <= int(NOW.timestamp() * 1000) + 3600_000
@@ -257,7 +259,7 @@ def test_the_stage_loop_reads_lazily_and_holds_at_most_its_window(flaky_stage, w
         for i in range(20):
             pulled += 1
             kind = ("ok", "boom", "bad-route")[i % 3]
-            yield PendingRecord(f"k{i}", orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-{i}"}),
+            yield InputRecord(f"k{i}", orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-{i}"}),
                                 SourceRef("p", 0, i))  # fmt: skip
 
     offsets = []

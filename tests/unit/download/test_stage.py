@@ -12,7 +12,7 @@ from pipeline_lib.contracts import CachedAttachment, DeadLetter, DownloadTask, S
 from pipeline_lib.download.downloader import Downloader
 from pipeline_lib.download.stage import DownloadStage
 from pipeline_lib.local.samples import sample_task
-from pipeline_lib.routing import PendingRecord
+from pipeline_lib.records import InputRecord
 
 
 @pytest.fixture
@@ -29,9 +29,9 @@ def stage(tmp_path):
     return DownloadStage(settings, Downloader.from_settings(settings, breakers=BreakerRegistry(100, 60)))
 
 
-def record(task: DownloadTask | str, offset: int = 0) -> PendingRecord:
+def record(task: DownloadTask | str, offset: int = 0) -> InputRecord:
     value = task.encode() if isinstance(task, DownloadTask) else task
-    return PendingRecord(
+    return InputRecord(
         "T-1", value.encode(), SourceRef("xact.downloads.pending", 1, offset, "2026-11-27T10:00:00.000Z")
     )
 

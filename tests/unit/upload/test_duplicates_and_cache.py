@@ -22,7 +22,7 @@ from pipeline_lib.cache import cache_path
 from pipeline_lib.circuit_breaker import BreakerRegistry
 from pipeline_lib.contracts import CachedAttachment, SourceRef
 from pipeline_lib.local.samples import sample_task
-from pipeline_lib.routing import PendingRecord
+from pipeline_lib.records import InputRecord
 from pipeline_lib.upload import storage as storage_module
 from pipeline_lib.upload.stage import UploadStage
 from pipeline_lib.upload.uploader import Uploader
@@ -211,7 +211,7 @@ def test_a_malformed_task_id_is_dead_lettered_without_reading_anything(settings,
     task = sample_task("https://files.example.com/t.pdf", "t.pdf", task_id=task_id)
     item = CachedAttachment(task=task.to_dict(), cache_uri="file:///etc/passwd", bytes=1, sha256="0" * 64,
                             content_type=None, downloaded_at="2026-11-27T10:00:00.000Z")  # fmt: skip
-    (routed,) = stage.process([PendingRecord("k", item.encode(), SourceRef("cached", 0, 1))])
+    (routed,) = stage.process([InputRecord("k", item.encode(), SourceRef("cached", 0, 1))])
     (dead,) = routed.messages  # refused when decoded: no task to report a result for
     assert (dead.topic, dead.message.category) == (settings.topics.dlq.name, "malformed")
     assert "32 lowercase hex" in dead.message.reason
@@ -222,7 +222,7 @@ def test_a_malformed_task_id_is_dead_lettered_without_reading_anything(settings,
 def test_a_blob_path_leaving_the_lake_is_dead_lettered_without_writing_anything(settings, tmp_path, blob_path):
     stage = UploadStage(settings, uploader(settings))
     item = cache(settings, "p.pdf", b"x" * 10, blob_path=blob_path)
-    (routed,) = stage.process([PendingRecord("k", item.encode(), SourceRef("cached", 0, 1))])
+    (routed,) = stage.process([InputRecord("k", item.encode(), SourceRef("cached", 0, 1))])
     (dead,) = routed.messages
     assert dead.message.category == "malformed" and "not a safe relative lake path" in dead.message.reason
     assert not (tmp_path / "escaped.pdf").exists() and not Path("/tmp/abs.pdf").exists()
