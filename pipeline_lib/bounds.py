@@ -27,7 +27,7 @@ def ascii_int(text: str | bytes | None, *, low: int = 0, high: int = INT64_MAX) 
         return None
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
-    digits = text.strip()
+    digits = text.strip(" \t")  # HTTP optional whitespace only: str.strip() also takes \x1c-\x1f
     if not digits or len(digits) > 19 or not all("0" <= c <= "9" for c in digits):
         return None
     value = int(digits)
