@@ -69,6 +69,7 @@ bench-record: install ## make bench, then its table and the machine into docs/pe
 lint: install
 	$(BIN)/ruff check pipeline_lib jobs tests benchmarks fabric
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache   # the layering contracts in pyproject.toml [tool.importlinter]
 
 clean:              ## local state of the demo (var/); the JVM cache in ~/.cache/xact-pipeline stays
 	rm -rf var spark-warehouse
