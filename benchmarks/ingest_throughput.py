@@ -77,8 +77,9 @@ def main() -> None:
             produce_s = time.perf_counter() - t0
             reference = python_reference(events)
 
-            from pipeline_lib.spark.ingest import IngestBatchWriter, run_ingest
+            from pipeline_lib.spark.ingest import run_ingest
             from pipeline_lib.spark.session import session_for
+            from pipeline_lib.spark.sinks import IngestBatchWriter
 
             spark = session_for(settings)
             start = time.perf_counter()

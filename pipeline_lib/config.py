@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -615,8 +616,19 @@ class StorageSettings(_Model):
         return f"{root.rstrip('/')}/{path}"
 
 
-# The streaming queries, by the name their checkpoint, metrics and `--stages` use.
-STAGES = ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table")
+class Stage(StrEnum):
+    """The streaming queries, by the name their checkpoint, metrics, trigger and `--stages` use:
+    the one list of stage names (a member is its name: Stage.INGEST == "ingest")."""
+
+    INGEST = "ingest"
+    DOWNLOAD = "download"
+    UPLOAD = "upload"
+    RETRY_SCHEDULER = "retry-scheduler"
+    RESULTS = "results"
+    DLQ_TABLE = "dlq-table"
+
+
+STAGES: tuple[str, ...] = tuple(stage.value for stage in Stage)
 # The retry scheduler's own trigger, unless set: its first tier / 20, within [trigger, 30 s].
 SCHEDULER_TRIGGER_FRACTION = 20
 SCHEDULER_TRIGGER_MAX_SECONDS = 30.0

@@ -8,7 +8,7 @@ returns them too, with their headers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,8 @@ class InputRecord:
     key: str | None
     value: bytes | str | None
     source: SourceRef
-    # Read by kafka_client.read_window; the Spark jobs read headers as a column of their own
-    # (spark/retry_scheduler.py), so input_records leaves this empty.
+    # Filled when the reader asked for headers (kafka_client.read_window; a stage that declares
+    # StageQuery.headers, the retry scheduler); else empty.
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -34,15 +34,28 @@ class InputRecord:
 
 
 def input_records(columns: Mapping[str, list[Any]]) -> list[InputRecord]:
-    """Kafka records from the column lists of one Arrow batch (spark.kafka_io.RECORD_COLUMNS)."""
+    """Kafka records from the column lists of one Arrow batch (spark.kafka_io.RECORD_COLUMNS, and
+    `headers` when the batch has it)."""
+    headers = columns.get("headers") or [None] * len(columns["key"])
     return [
         InputRecord(
             key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
             value,
             SourceRef(str(topic), int(partition), int(offset), iso_from_millis(ms)),
+            header_map(raw_headers),
         )
-        for key, value, topic, partition, offset, ms in zip(  # noqa: B905 - equal-length columns
+        for key, value, topic, partition, offset, ms, raw_headers in zip(  # noqa: B905 - equal-length columns
             columns["key"], columns["value"], columns["topic"], columns["partition"], columns["offset"],
-            columns["timestamp_ms"],
+            columns["timestamp_ms"], headers,
         )
     ]  # fmt: skip
+
+
+def header_map(headers: Iterable[Any] | None) -> dict[str, str]:
+    """Kafka record headers (key, value pairs or {key, value} structs) as text; later keys win."""
+    out: dict[str, str] = {}
+    for header in headers if headers is not None else ():  # a numpy array has no truth value
+        key, value = (header["key"], header["value"]) if isinstance(header, dict) else header
+        if isinstance(key, str):
+            out[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+    return out

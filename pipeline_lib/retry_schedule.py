@@ -5,10 +5,8 @@ parses a body and serves every stage's messages alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pipeline_lib.bounds import checked_time
 from pipeline_lib.contracts import H_ATTEMPT, H_RETRY_DUE_AT, H_RETRY_TICK, H_RETRY_TOPIC, H_TASK_ID, DeadLetter
@@ -68,16 +66,6 @@ def waiting_from_headers(
     task, attempt = headers.get(H_TASK_ID), headers.get(H_ATTEMPT)
     group = f"{task}/{attempt}" if task and attempt else source
     return Waiting(group, topic, int(due.timestamp() * 1000))
-
-
-def header_map(headers: Iterable[Any] | None) -> dict[str, str]:
-    """Kafka record headers (key, value pairs or {key, value} structs) as text; later keys win."""
-    out: dict[str, str] = {}
-    for header in headers if headers is not None else ():  # a numpy array has no truth value
-        key, value = (header["key"], header["value"]) if isinstance(header, dict) else header
-        if isinstance(key, str):
-            out[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
-    return out
 
 
 def schedule_record(

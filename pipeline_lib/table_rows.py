@@ -136,4 +136,9 @@ def dlq_row(record: InputRecord, at: datetime) -> tuple[Any, ...]:
     try:
         return _dead_letter_row(dead, record, at)
     except Exception as exc:  # noqa: BLE001 - one record must never fail the batch
-        return _dead_letter_row(internal_dead_letter(DLQ_STAGE, exc, record, at), record, at)
+        return internal_dlq_row(record, exc, at)
+
+
+def internal_dlq_row(record: InputRecord, exc: BaseException, at: datetime) -> tuple[Any, ...]:
+    """The xact_dlq row of a DLQ message whose handling raised `exc`: stage `dlq`, category internal."""
+    return _dead_letter_row(internal_dead_letter(DLQ_STAGE, exc, record, at), record, at)

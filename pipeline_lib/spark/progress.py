@@ -10,24 +10,21 @@ text means "interrupted by stop" with a regex, StreamExecution.PROXY_ERROR,
 whose alternation recurses once per character of the text that follows: beyond about 2,000
 characters it overflows the stream thread's stack, and the JVM prints a StackOverflowError of
 1,024 regex frames (no log level covers that; it is the thread's uncaught-exception handler).
-start_query therefore installs `guard_stopped_batches`: a batch that fails because its query is
+stage_query.start_query therefore installs `guard_stopped_batches`: a batch that fails because its query is
 stopping hands py4j a short traceback, a BatchStopped that says so in the form Spark recognises.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from contextlib import suppress
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQueryListener
 
 from pipeline_lib.config import Settings
 from pipeline_lib.logs import get_logger
 from pipeline_lib.metrics import metric_row
-from pipeline_lib.progress import drained, format_progress
+from pipeline_lib.progress import format_progress
 from pipeline_lib.spark.metrics import MetricsRecorder
 from pipeline_lib.supervision import failure_summary
 
@@ -113,46 +110,6 @@ def guard_stopped_batches() -> None:
 
     call._stop_guard = True  # type: ignore[attr-defined]
     ForeachBatchFunction.call = call  # type: ignore[method-assign]
-
-
-def start_query(
-    writer: DataStreamWriter, settings: Settings, stage: str, available_now: bool, *, timers: bool = False
-) -> StreamingQuery:
-    """Start `stage`'s query: drain what is there and stop (`available_now`), or every trigger
-    interval (Settings.trigger_seconds(stage)).
-
-    `timers`: the query holds processing-time state timeouts, so Trigger.AvailableNow would never
-    end (progress.drained) and stopping it means interrupting a batch (its no-data batches run back
-    to back). Such a query drains on its processing-time trigger instead and is stopped between
-    batches after the first batch that finds the input drained.
-    """
-    guard_stopped_batches()  # before the first batch: a stop may come at any time
-    trigger = f"{round(settings.trigger_seconds(stage) * 1000)} milliseconds"  # never 1e-05 seconds
-    if not available_now:
-        return writer.trigger(processingTime=trigger).start()
-    if not timers:
-        return writer.trigger(availableNow=True).start()
-    query = writer.trigger(processingTime=trigger).start()
-    threading.Thread(target=_stop_when_drained, args=(query,), name=f"drain-{query.name}", daemon=True).start()
-    return query
-
-
-def _stop_when_drained(query: StreamingQuery, poll: float = 0.05, grace: float = 60.0) -> None:
-    seen = None
-    while query.isActive:
-        progress = query.lastProgress  # a dict (3.5), a dict-like StreamingQueryProgress (4.x)
-        if progress is not None and not isinstance(progress, dict):
-            progress = json.loads(progress.json)
-        if progress and progress.get("batchId") != seen:
-            seen = progress.get("batchId")
-            if drained(progress):
-                until = time.monotonic() + grace
-                with suppress(Exception):  # it may have ended by itself meanwhile
-                    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < until:
-                        time.sleep(0.01)
-                    query.stop()
-                return
-        time.sleep(poll)
 
 
 _installed: dict[int, ProgressListener] = {}

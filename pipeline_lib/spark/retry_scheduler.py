@@ -1,6 +1,7 @@
 """Retry scheduler: every retry tier -> back to the stage's input topic, never before it is due.
 
-    source (Kafka, all retry tiers) -> mapInPandas(parse headers) -> groupBy(task attempt)
+    source (Kafka, all retry tiers) -> the per-record function (retry_schedule.schedule_record:
+    the task attempt and due time a retry message's headers give) -> groupBy(task attempt)
         .applyInPandasWithState(hold until due, processing-time timeout) -> Kafka sink by `topic`
 
 The mechanism (runs on Spark 3.4+ and 4.x: applyInPandasWithState with
@@ -31,7 +32,7 @@ GroupStateTimeout.ProcessingTimeTimeout):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -42,21 +43,21 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from pipeline_lib.config import Settings
+from pipeline_lib.config import Settings, Stage
 from pipeline_lib.contracts import H_RETRY_FORWARDED_AT, H_RETRY_TICK, DeadLetter
+from pipeline_lib.dead_letters import internal_dead_letter
 from pipeline_lib.kafka_client import make_producer, produce
-from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
-from pipeline_lib.records import input_records
+from pipeline_lib.records import InputRecord
 from pipeline_lib.retry_policy import RetryPolicy
-from pipeline_lib.retry_schedule import header_map, schedule_record
+from pipeline_lib.retry_schedule import STAGE as RETRY_STAGE
+from pipeline_lib.retry_schedule import schedule_record
 from pipeline_lib.routing import OutMessage
-from pipeline_lib.spark.kafka_io import RECORD_COLUMNS, headers_from_json, kafka_records, read_topics, record_columns
-from pipeline_lib.spark.progress import install_progress_listener, start_query
+from pipeline_lib.spark.sinks import KafkaSink
+from pipeline_lib.spark.stage_query import RecordFunction, StageQuery, per_record, stage_rows, start_stage
 from pipeline_lib.times import iso_from_millis, iso_utc
 
-JOB_NAME = "retry-scheduler"
-log = get_logger(JOB_NAME)
+log = get_logger(Stage.RETRY_SCHEDULER.value)
 
 SCHEDULED_SCHEMA = StructType(
     [
@@ -82,35 +83,32 @@ OUTPUT_SCHEMA = StructType(
 )
 
 
-def _parse_partition(settings: Settings):
+def scheduled_records(settings: Settings) -> RecordFunction:
+    """The per-record function: a retry message in, its SCHEDULED_SCHEMA row out (none for the tick)."""
     allowed = frozenset({settings.topics.pending.name, settings.topics.cached.name})
     dlq = settings.topics.dlq.name
     longest_wait = RetryPolicy.from_settings(settings).longest_wait_seconds
 
-    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            now = datetime.now(UTC)
-            rows = []
-            records = input_records({c: list(pdf[c]) for c in RECORD_COLUMNS})
-            for record, headers in zip(records, pdf["headers"], strict=True):
-                text = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else ""
-                headers_in = header_map(headers)
-                decision = schedule_record(record, headers_in, allowed, now, longest_wait)  # total: never raises
-                if decision is None:  # the start tick: nothing to schedule
-                    continue
-                if isinstance(decision, DeadLetter):
-                    out = OutMessage(decision.category, dlq, record.key, decision)
-                    topic_, key_, value_, headers_ = out.row()
-                    group = f"dead/{record.source.topic}/{record.source.partition}/{record.source.offset}"
-                    rows.append((group, topic_, key_, value_, orjson.dumps(headers_).decode(), 0, "malformed"))
-                    continue
-                headers_json = orjson.dumps(headers_in).decode()
-                rows.append(
-                    (decision.group, decision.return_topic, record.key, text, headers_json, decision.due_ms, "moved")
-                )
-            yield pd.DataFrame(rows, columns=SCHEDULED_SCHEMA.fieldNames())
+    def dead_row(record: InputRecord, dead: DeadLetter) -> tuple:
+        topic, key, value, headers = OutMessage(dead.category, dlq, record.key, dead).row()
+        group = f"dead/{record.source.topic}/{record.source.partition}/{record.source.offset}"
+        return (group, topic, key, value, orjson.dumps(headers).decode(), 0, "malformed")
 
-    return parse
+    def rows_of(record: InputRecord, now: datetime) -> Iterable[tuple]:
+        decision = schedule_record(record, dict(record.headers), allowed, now, longest_wait)
+        if decision is None:  # the start tick: nothing to schedule
+            return []
+        if isinstance(decision, DeadLetter):
+            return [dead_row(record, decision)]
+        headers_json = orjson.dumps(dict(record.headers)).decode()
+        return [
+            (decision.group, decision.return_topic, record.key, record.text, headers_json, decision.due_ms, "moved")
+        ]
+
+    def failed(record: InputRecord, exc: BaseException, now: datetime) -> Iterable[tuple]:
+        return [dead_row(record, internal_dead_letter(RETRY_STAGE, exc, record, now))]
+
+    return per_record(rows_of, failed)
 
 
 def _now_ms() -> int:
@@ -154,10 +152,8 @@ def hold_until_due(key: tuple[str], batches: Iterator[pd.DataFrame], state: Grou
     state.setTimeoutDuration(int(latest.due_ms) - now)
 
 
-def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
-    """Kafka rows of the retry tiers -> OUTPUT_SCHEMA rows, each emitted once it is due."""
-    columns = record_columns(raw, headers=True)
-    scheduled = columns.mapInPandas(_parse_partition(settings), SCHEDULED_SCHEMA)
+def hold_until_due_in_state(scheduled: DataFrame, settings: Settings) -> DataFrame:
+    """The stateful step: SCHEDULED_SCHEMA rows -> OUTPUT_SCHEMA rows, each emitted once it is due."""
     return scheduled.groupBy("grp").applyInPandasWithState(
         hold_until_due,
         OUTPUT_SCHEMA,
@@ -167,27 +163,37 @@ def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
     )
 
 
-def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
-    """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state):
-    its first batch that finds the retry topics drained has fired every due timeout."""
-    install_progress_listener(spark, settings)
+def _start_tick(spark: SparkSession, settings: Settings) -> None:
     _tick(settings)
-    raw = read_topics(spark, settings, list(settings.retry_topics))
-    forwarded = schedule_retries(raw, settings).observe(
-        JOB_NAME,
+
+
+RETRY_SCHEDULER = StageQuery(
+    name=Stage.RETRY_SCHEDULER.value,
+    topics=lambda settings: list(settings.retry_topics),
+    records=scheduled_records,
+    schema=SCHEDULED_SCHEMA,
+    stateful=hold_until_due_in_state,
+    sink=KafkaSink(headers_json="headers_json"),
+    metrics=lambda settings: [
         F.count(F.when(F.col("outcome") == "moved", 1)).alias("moved"),
         F.count(F.when(F.col("outcome") == "malformed", 1)).alias("malformed"),
         F.max(F.when(F.col("outcome") == "moved", F.col("lateness_ms"))).alias("max_lateness_ms"),
-    )
-    writer = (
-        kafka_records(forwarded.withColumn("headers", headers_from_json("headers_json")))
-        .writeStream.queryName(JOB_NAME)
-        .format("kafka")
-        .outputMode("append")
-        .options(**kafka_sink_options(settings.kafka))
-        .option("checkpointLocation", settings.checkpoint(JOB_NAME))
-    )
-    return start_query(writer, settings, JOB_NAME, available_now, timers=True)
+    ],
+    prepare=_start_tick,
+    headers=True,
+    timers=True,
+)
+
+
+def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka rows of the retry tiers -> OUTPUT_SCHEMA rows, each emitted once it is due."""
+    return hold_until_due_in_state(stage_rows(raw, settings, RETRY_SCHEDULER), settings)
+
+
+def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
+    """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state):
+    its first batch that finds the retry topics drained has fired every due timeout."""
+    return start_stage(spark, settings, RETRY_SCHEDULER, available_now=available_now)
 
 
 def _tick(settings: Settings) -> None:
@@ -199,5 +205,5 @@ def _tick(settings: Settings) -> None:
         produce(settings, settings.retry_topics[0], [tick], producer=producer, timeout=15)
     except Exception as exc:  # noqa: BLE001 - the query itself reports Kafka problems; this must not
         log.warning("[%s] could not write the start tick (%s): held retries wait for the next new one",
-                    JOB_NAME, type(exc).__name__)  # fmt: skip
+                    Stage.RETRY_SCHEDULER.value, type(exc).__name__)  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""Every Delta table of the pipeline in one place: schema, spec, creation, idempotent writes, upkeep.
+"""Every Delta table of the pipeline in one place: schema, spec, creation, reading, upkeep (the
+writes of the stages are in spark/sinks.py).
 
 | table            | one row per                        | partitioned by | written by                          |
 | ---------------- | ---------------------------------- | -------------- | ----------------------------------- |
@@ -17,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from pyspark.sql.types import (
     ArrayType,
     DataType,
@@ -253,45 +253,3 @@ def maintain_tables(spark: SparkSession, specs: list[TableSpec], retain_hours: i
         log.info(
             "%s: optimized (%s) and vacuumed (retain %d h)", spec.name, metrics and metrics["metrics"], retain_hours
         )
-
-
-# --- idempotent writes from foreachBatch --------------------------------------------------------
-
-
-def drop_duplicate_keys(df: DataFrame, keys: list[str]) -> DataFrame:
-    """One row per key, at the cost of a hash count of the keys when there are no duplicates.
-
-    `dropDuplicates` shuffles and sorts whole rows (wide JSON payloads here); duplicates within a
-    micro-batch are rare, so find the duplicated keys first and dedupe only their rows.
-    """
-    dup_keys = df.groupBy(*keys).count().filter(F.col("count") > 1).select(*keys)
-    if dup_keys.isEmpty():
-        return df
-    first = Window.partitionBy(*keys).orderBy(*keys)
-    dup_rows = (
-        df.join(dup_keys, keys, "left_semi")
-        .withColumn("_n", F.row_number().over(first))
-        .filter(F.col("_n") == 1)
-        .drop("_n")
-    )
-    return df.join(dup_keys, keys, "left_anti").unionByName(dup_rows)
-
-
-def append_once(df: DataFrame, spec: TableSpec, app_id: str, batch_id: int) -> None:
-    """Append a micro-batch exactly once: Delta skips a (txnAppId, txnVersion) it has already committed.
-
-    `app_id` must be unique per streaming checkpoint: a new checkpoint restarts batch ids at 0.
-    """
-    require_table(df.sparkSession, spec)
-    (df.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id).save(spec.path))
-
-
-def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str:
-    """The streaming query id recorded in a checkpoint: stable across restarts, new with a new checkpoint."""
-    metadata = spark.read.json(f"{checkpoint.rstrip('/')}/metadata").first()
-    if metadata is None or not metadata["id"]:
-        raise PipelineError(
-            f"checkpoint {checkpoint} has no query id in its metadata file; is it a streaming checkpoint? "
-            "Point storage.checkpoint_root at the job's own checkpoints, or remove the folder to start afresh"
-        )
-    return str(metadata["id"])

@@ -28,9 +28,9 @@ import pytest
 from pipeline_lib.contracts import AttachmentResult
 from pipeline_lib.kafka_client import produce
 from pipeline_lib.metrics import metric_row
-from pipeline_lib.spark.ingest import MAX_LITERAL_IDS
 from pipeline_lib.spark.metrics import MetricsRecorder
 from pipeline_lib.spark.results import run_results
+from pipeline_lib.spark.sinks import MAX_LITERAL_IDS
 from pipeline_lib.supervision import EXIT_ABANDONED
 
 ROOT = Path(__file__).resolve().parents[2]

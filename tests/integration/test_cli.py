@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_lib.config import STAGES
 from pipeline_lib.kafka_client import consume_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +95,8 @@ def test_each_job_has_its_own_console_script():
     from importlib.metadata import entry_points
 
     scripts = {e.name: e for e in entry_points(group="console_scripts") if e.name.startswith("xact-")}
-    for job in ("ingest", "download", "upload", "retry-scheduler", "results", "dlq-table"):
-        assert scripts[f"xact-{job}"].load().__module__ == f"pipeline_lib.spark.{job.replace('-', '_')}"
+    for job in (*STAGES, "run"):  # every job's main() lives in the one Spark entry module
+        main = scripts[f"xact-{job}"].load()
+        assert (main.__module__, main.__name__) == ("pipeline_lib.spark.jobs", f"{job.replace('-', '_')}_main")
     out = subprocess.run([sys.executable, "jobs/upload.py", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "usage: xact-upload" in out.stdout

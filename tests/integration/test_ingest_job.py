@@ -11,15 +11,9 @@ from pipeline_lib.contracts import DeadLetter, DownloadTask, SourceRef
 from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.ids import event_id, task_id
 from pipeline_lib.kafka_client import consume_all, produce
-from pipeline_lib.spark import ingest as ingest_module
-from pipeline_lib.spark.ingest import (
-    ROUTED_SCHEMA,
-    IngestBatchWriter,
-    event_rows,
-    route_events,
-    routed_rows,
-    run_ingest,
-)
+from pipeline_lib.spark import sinks as sinks_module
+from pipeline_lib.spark.ingest import ROUTED_SCHEMA, route_events, routed_rows, run_ingest
+from pipeline_lib.spark.sinks import IngestBatchWriter, event_rows
 from pipeline_lib.spark.tables import create_table, events_table
 from pipeline_lib.url_policy import UrlPolicy
 from tests.streaming import run_available_now
@@ -171,7 +165,7 @@ def test_replaying_a_batch_after_the_delta_commit_adds_nothing(spark, settings):
 @pytest.mark.parametrize("lookup", ["literal ids", "broadcast join"])
 def test_a_corrected_re_send_adds_its_new_attachments_as_tasks_and_nothing_else(spark, settings, lookup, monkeypatch):
     if lookup == "broadcast join":  # the path of batches with more than MAX_LITERAL_IDS events
-        monkeypatch.setattr(ingest_module, "MAX_LITERAL_IDS", 0)
+        monkeypatch.setattr(sinks_module, "MAX_LITERAL_IDS", 0)
     raw = settings.topics.events_raw.name
     first = event("T8", [OK.format("a.jpg"), OK.format("b.pdf")])
     corrected = event("T8", [OK.format("a.jpg").replace("SECRET", "RESIGNED"), OK.format("c.png")])

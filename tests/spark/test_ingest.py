@@ -11,8 +11,9 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from pipeline_lib.ids import event_id
-from pipeline_lib.spark.ingest import event_rows, route_events
+from pipeline_lib.spark.ingest import route_events
 from pipeline_lib.spark.kafka_io import kafka_records
+from pipeline_lib.spark.sinks import event_rows
 from pipeline_lib.spark.tables import EVENTS_SCHEMA
 
 pytestmark = pytest.mark.integration
@@ -150,7 +151,7 @@ def test_ingest_overview_notebook_runs(spark, make_settings, capsys):
 
 
 def test_drop_duplicate_keys_keeps_one_row_per_key_and_leaves_unique_rows_alone(spark):
-    from pipeline_lib.spark.tables import drop_duplicate_keys
+    from pipeline_lib.spark.sinks import drop_duplicate_keys
 
     df = spark.createDataFrame(
         [("a", 1, "x"), ("a", 1, "x"), ("b", 2, "y"), ("c", 3, "z")], "k string, n int, v string"

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from pyspark.sql import Row
 
 from pipeline_lib.contracts import AttachmentResult
-from pipeline_lib.spark.results import batch_facts, latest_per_task, merge_results, parse_results, result_rows
+from pipeline_lib.spark.results import parse_results
+from pipeline_lib.spark.sinks import batch_facts, latest_per_task, merge_results, result_rows
 from pipeline_lib.spark.tables import ATTACHMENTS_SCHEMA, TableMissing, attachments_table, create_table
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline_lib.spark.stage_io import _records
+from pipeline_lib.spark.stage_query import _records
 
 
 def _batch(offsets: list[int]) -> pa.RecordBatch:

@@ -31,8 +31,8 @@ from pipeline_lib.download.downloader import DownloadOutcome
 from pipeline_lib.download.stage import DownloadStage
 from pipeline_lib.events import IngestOptions, IngestResult, ingest_record
 from pipeline_lib.failures import Failure
-from pipeline_lib.records import InputRecord
-from pipeline_lib.retry_schedule import header_map, schedule_record
+from pipeline_lib.records import InputRecord, header_map
+from pipeline_lib.retry_schedule import schedule_record
 from pipeline_lib.routing import OutMessage
 from pipeline_lib.table_rows import DLQ_COLUMNS, dlq_row, result_row
 from pipeline_lib.upload.stage import UploadStage

@@ -232,7 +232,7 @@ def test_retry_header_readers_are_linear(unit, shape):
 
     def schedule(raw: list[Any]) -> None:
         retry_schedule.schedule_record(
-            record, retry_schedule.header_map(raw), frozenset({"xact.downloads.pending"}), NOW, 3600.0
+            record, records.header_map(raw), frozenset({"xact.downloads.pending"}), NOW, 3600.0
         )
 
     assert_linear(schedule, headers)

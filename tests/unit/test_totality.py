@@ -28,8 +28,8 @@ from pipeline_lib.ids import canonical_url, task_id
 from pipeline_lib.local.samples import sample_event, sample_task
 from pipeline_lib.paths import destination_path, sanitize_component
 from pipeline_lib.record_stage import RecordStage
-from pipeline_lib.records import InputRecord
-from pipeline_lib.retry_schedule import Waiting, header_map, schedule_record
+from pipeline_lib.records import InputRecord, header_map
+from pipeline_lib.retry_schedule import Waiting, schedule_record
 from pipeline_lib.routing import Routed, result_message
 from pipeline_lib.table_rows import DLQ_COLUMNS, RESULT_COLUMNS, dlq_row, result_row
 from pipeline_lib.url_policy import UrlPolicy
