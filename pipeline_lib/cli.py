@@ -141,22 +141,22 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     )  # fmt: skip
     if args.action == "resolve":
         resolve_note(args.note)  # before Spark starts: a missing note is a usage error
-    from pipeline_lib.spark import dlq_analysis
+    from pipeline_lib.spark import replay as dlq_replay
     from pipeline_lib.spark.session import session_for
 
     spark = session_for(settings)
     if args.action == "list":
-        rows = dlq_analysis.select_dead_letters(spark, settings, selection)
-        dlq_analysis.dlq_summary(rows).show(50, truncate=False)
+        rows = dlq_replay.select_dead_letters(spark, settings, selection)
+        dlq_replay.dlq_summary(rows).show(50, truncate=False)
         rows.select("dlq_id", "status", "stage", "category", "host", "attempts", "failed_at", "reason").orderBy(
             "failed_at"
         ).show(50, truncate=80)
         return 0
     if args.action == "resolve":
-        count = dlq_analysis.resolve(spark, settings, selection, args.note)
+        count = dlq_replay.resolve(spark, settings, selection, args.note)
         print(f"resolved {count} dead letter(s) [{selection.describe()}]")
         return 0
-    report = dlq_analysis.replay(spark, settings, selection, dry_run=args.dry_run, force=args.force, note=args.note)
+    report = dlq_replay.replay(spark, settings, selection, dry_run=args.dry_run, force=args.force, note=args.note)
     print(report.describe())
     return 0
 

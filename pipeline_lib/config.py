@@ -743,17 +743,33 @@ class Settings(_Model):
         specs.update({name: t.retry_partitions for name in self.retry_topics})
         return specs
 
-    def stage_topics(self, stage: str) -> list[str]:
-        """The topics a stage reads or writes (what must exist before its query starts)."""
-        t, retry = self.topics, list(self.retry_topics)
+    def stage_inputs(self, stage: str) -> list[str]:
+        """The topics `stage`'s query reads (its StageQuery starts from these)."""
+        t = self.topics
         return {
-            "ingest": [t.events_raw.name, t.pending.name, t.dlq.name],
-            "download": [t.pending.name, t.cached.name, t.results.name, t.dlq.name, *retry],
-            "upload": [t.cached.name, t.pending.name, t.results.name, t.dlq.name, *retry],
-            "retry-scheduler": [*retry, t.pending.name, t.cached.name, t.dlq.name],
-            "results": [t.results.name, t.dlq.name],
-            "dlq-table": [t.dlq.name],
-        }.get(stage, list(self.topic_partitions()))
+            Stage.INGEST: [t.events_raw.name],
+            Stage.DOWNLOAD: [t.pending.name],
+            Stage.UPLOAD: [t.cached.name],
+            Stage.RETRY_SCHEDULER: list(self.retry_topics),
+            Stage.RESULTS: [t.results.name],
+            Stage.DLQ_TABLE: [t.dlq.name],
+        }[Stage(stage)]
+
+    def stage_topics(self, stage: str) -> list[str]:
+        """The topics a stage reads or writes (what must exist before its query starts); every
+        topic for a name that is not a stage."""
+        if stage not in STAGES:
+            return list(self.topic_partitions())
+        t, retry = self.topics, list(self.retry_topics)
+        writes = {
+            Stage.INGEST: [t.pending.name, t.dlq.name],
+            Stage.DOWNLOAD: [t.cached.name, t.results.name, t.dlq.name, *retry],
+            Stage.UPLOAD: [t.pending.name, t.results.name, t.dlq.name, *retry],
+            Stage.RETRY_SCHEDULER: [t.pending.name, t.cached.name, t.dlq.name],
+            Stage.RESULTS: [t.dlq.name],
+            Stage.DLQ_TABLE: [],
+        }[Stage(stage)]
+        return self.stage_inputs(stage) + writes
 
     def checkpoint(self, job: str) -> str:
         return self.storage.resolve(f"{self.storage.checkpoint_root.rstrip('/')}/{job}")

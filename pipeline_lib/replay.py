@@ -1,6 +1,6 @@
 """Replaying dead letters, without Spark or Kafka: which rows an analyst means, which of them can be
 replayed, and what a replayed task looks like. Shared by the DLQ CLI, the notebook and
-`pipeline_lib.spark.dlq_analysis`, which does the I/O.
+`pipeline_lib.spark.replay`, which does the I/O.
 
     DlqSelection(categories=("http_transient",), hosts=("files.example.com",), since="2026-11-01")
 

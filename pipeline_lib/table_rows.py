@@ -12,6 +12,7 @@ the rows cannot fail on it. Timestamps leave as ISO 8601 UTC strings and are typ
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,24 +31,97 @@ DLQ_STAGE = "dlq"
 # of one attempt, the later stage's wins (spark/results.py), whatever the hosts' clocks say.
 STAGE_ORDER = ("download", "upload")
 
-# xact_attachments' columns as result_row emits them (timestamps and the date as ISO strings).
-RESULT_COLUMNS = (
-    "task_id", "trace_id", "attachment_url", "blob_path", "file_type", "status_subtype", "assignment_id",
-    "bytes", "sha256", "content_type", "status", "stage", "http_status", "attempt", "attempts",
-    "error_category", "error_message", "created_at", "downloaded_at", "uploaded_at", "first_seen_at",
-    "updated_at", "event_date", "replay_id", "replay_generation", "event_time", "event_produced_at",
-)  # fmt: skip
-RESULT_TIMESTAMPS = (
-    "created_at", "downloaded_at", "uploaded_at", "first_seen_at", "updated_at", "event_time", "event_produced_at",
-)  # fmt: skip
 
-# xact_dlq's own columns as dlq_row emits them (the status columns are added in Spark).
-DLQ_COLUMNS = (
-    "dlq_id", "stage", "category", "reason", "failed_at", "attempts", "trace_id", "task_id", "event_id",
-    "url", "host", "http_status", "source_topic", "source_partition", "source_offset", "source_timestamp",
-    "task_json", "payload", "error_history_json", "failed_date",
-)  # fmt: skip
-DLQ_TIMESTAMPS = ("failed_at", "source_timestamp")
+@dataclass(frozen=True)
+class TableColumn:
+    """One column of a Delta table, declared once: spark/tables.py derives the StructType from it.
+
+    `type` is one of spark.tables' type names (string, timestamp, date, int, long); `row`: the
+    per-record function emits it (else Spark stamps it at the write)."""
+
+    name: str
+    type: str
+    required: bool = False
+    row: bool = True
+
+
+# xact_attachments, in table order (the results job's rows carry all but recorded_at).
+ATTACHMENT_COLUMNS = (
+    TableColumn("task_id", "string", required=True),
+    TableColumn("trace_id", "string", required=True),
+    TableColumn("attachment_url", "string"),  # redacted
+    TableColumn("blob_path", "string"),
+    TableColumn("file_type", "string"),
+    TableColumn("status_subtype", "string"),
+    TableColumn("assignment_id", "string"),
+    TableColumn("bytes", "long"),
+    TableColumn("sha256", "string"),
+    TableColumn("content_type", "string"),
+    TableColumn("status", "string", required=True),
+    TableColumn("stage", "string", required=True),
+    TableColumn("http_status", "int"),
+    TableColumn("attempt", "int", required=True),  # 0-based attempt of the winning outcome
+    TableColumn("attempts", "int", required=True),  # attempt + 1
+    TableColumn("error_category", "string"),
+    TableColumn("error_message", "string"),
+    TableColumn("created_at", "timestamp"),
+    TableColumn("downloaded_at", "timestamp"),
+    TableColumn("uploaded_at", "timestamp"),
+    TableColumn("first_seen_at", "timestamp", required=True),
+    TableColumn("updated_at", "timestamp", required=True),  # occurred_at of the winning outcome
+    TableColumn("event_date", "date", required=True),
+    # Added later (tables create adds them to an existing table):
+    TableColumn("replay_id", "string"),  # the replay behind the winning outcome, if any
+    TableColumn("replay_generation", "int"),  # 0: first life; +1 per replay (ranks first)
+    TableColumn("event_time", "timestamp"),  # the event's own time
+    TableColumn("event_produced_at", "timestamp"),  # the raw event's Kafka timestamp (latency start)
+    TableColumn("recorded_at", "timestamp", row=False),  # when the results job wrote this row (latency end)
+)
+
+# xact_dlq, in table order (the dlq-table job's rows carry the dead letter's own columns; the
+# status columns are added in Spark and changed by replay and resolve).
+DLQ_TABLE_COLUMNS = (
+    TableColumn("dlq_id", "string", required=True),
+    TableColumn("stage", "string", required=True),
+    TableColumn("category", "string", required=True),
+    TableColumn("reason", "string"),
+    TableColumn("failed_at", "timestamp"),
+    TableColumn("attempts", "int"),
+    TableColumn("trace_id", "string"),
+    TableColumn("task_id", "string"),
+    TableColumn("event_id", "string"),
+    TableColumn("url", "string"),  # redacted
+    TableColumn("host", "string"),
+    TableColumn("http_status", "int"),
+    TableColumn("source_topic", "string"),
+    TableColumn("source_partition", "int"),
+    TableColumn("source_offset", "long"),
+    TableColumn("source_timestamp", "timestamp"),
+    TableColumn("task_json", "string"),
+    TableColumn("payload", "string"),
+    TableColumn("error_history_json", "string"),
+    TableColumn("status", "string", required=True, row=False),  # open | replayed | resolved
+    TableColumn("note", "string", row=False),
+    TableColumn("replay_id", "string", row=False),  # the latest replay of this row
+    TableColumn("replayed_at", "timestamp", row=False),
+    TableColumn("replay_selection", "string", row=False),  # the DlqSelection that replayed it (JSON)
+    TableColumn("replay_count", "int", required=True, row=False),
+    TableColumn("resolved_at", "timestamp", row=False),
+    TableColumn("first_seen_at", "timestamp", required=True, row=False),
+    TableColumn("updated_at", "timestamp", required=True, row=False),
+    TableColumn("failed_date", "string", required=True),  # partition: YYYY-MM-DD of failed_at
+)
+
+
+def _row_columns(columns: tuple[TableColumn, ...], kind: str | None = None) -> tuple[str, ...]:
+    return tuple(c.name for c in columns if c.row and (kind is None or c.type == kind))
+
+
+# The columns the per-record functions emit, in table order (timestamps and dates as ISO strings).
+RESULT_COLUMNS = _row_columns(ATTACHMENT_COLUMNS)
+RESULT_TIMESTAMPS = _row_columns(ATTACHMENT_COLUMNS, "timestamp")
+DLQ_COLUMNS = _row_columns(DLQ_TABLE_COLUMNS)
+DLQ_TIMESTAMPS = _row_columns(DLQ_TABLE_COLUMNS, "timestamp")
 
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,10})$")
 

@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline_lib.config import Settings
+from pipeline_lib.config import Settings, Stage
 from pipeline_lib.kafka_client import consume_all, create_topics, produce
 from pipeline_lib.local.broker import LocalKafka
 from pipeline_lib.local.sample_server import SampleFileServer
@@ -81,8 +81,13 @@ def run_demo(settings: Settings) -> int:
         from pipeline_lib.spark.upload import run_upload
 
         spark = session_for(settings)
-        jobs = (("ingest", run_ingest), ("download", run_download), ("upload", run_upload),
-                ("results", run_results), ("dlq-table", run_dlq_table))  # fmt: skip
+        jobs = (
+            (Stage.INGEST, run_ingest),
+            (Stage.DOWNLOAD, run_download),
+            (Stage.UPLOAD, run_upload),
+            (Stage.RESULTS, run_results),
+            (Stage.DLQ_TABLE, run_dlq_table),
+        )
         for name, start in jobs:
             print(f"[4/4] running {name} until it has consumed everything produced")
             start(spark, settings, available_now=True).awaitTermination()

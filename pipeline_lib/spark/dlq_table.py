@@ -54,7 +54,6 @@ def _create_dlq_table(spark: SparkSession, settings: Settings) -> None:
 
 DLQ_TABLE = StageQuery(
     name=Stage.DLQ_TABLE.value,
-    topics=lambda settings: [settings.topics.dlq.name],
     records=dlq_records,
     schema=PARSED_SCHEMA,
     sink=BatchSink(DlqBatchWriter),

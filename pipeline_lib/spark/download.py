@@ -14,7 +14,6 @@ from pipeline_lib.spark.stage_query import start_stage
 
 DOWNLOAD = io_stage(
     Stage.DOWNLOAD.value,
-    topic=lambda settings: settings.topics.pending.name,
     stage_for=DownloadStage.for_settings,
     outcomes=("cached", "retry", "held", "dead", "malformed", "internal"),
 )

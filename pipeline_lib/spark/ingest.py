@@ -121,7 +121,6 @@ def _create_events_table(spark: SparkSession, settings: Settings) -> None:
 
 INGEST = StageQuery(
     name=Stage.INGEST.value,
-    topics=lambda settings: [settings.topics.events_raw.name],
     records=ingest_records,
     schema=ROUTED_SCHEMA,
     sink=BatchSink(IngestBatchWriter),

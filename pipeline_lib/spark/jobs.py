@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pyspark.sql import SparkSession
 
 from pipeline_lib.arguments import job_parser, load_args_settings, run_parser
-from pipeline_lib.config import STAGES, Settings
+from pipeline_lib.config import STAGES, Settings, Stage
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.logs import get_logger
 from pipeline_lib.spark.dlq_table import run_dlq_table
@@ -103,29 +103,29 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 def ingest_main(argv: Sequence[str] | None = None) -> int:
     """Console script `xact-ingest` and jobs/ingest.py."""
-    return job_main("ingest", argv)
+    return job_main(Stage.INGEST, argv)
 
 
 def download_main(argv: Sequence[str] | None = None) -> int:
     """Console script `xact-download` and jobs/download.py."""
-    return job_main("download", argv)
+    return job_main(Stage.DOWNLOAD, argv)
 
 
 def upload_main(argv: Sequence[str] | None = None) -> int:
     """Console script `xact-upload` and jobs/upload.py."""
-    return job_main("upload", argv)
+    return job_main(Stage.UPLOAD, argv)
 
 
 def retry_scheduler_main(argv: Sequence[str] | None = None) -> int:
     """Console script `xact-retry-scheduler` and jobs/retry_scheduler.py."""
-    return job_main("retry-scheduler", argv)
+    return job_main(Stage.RETRY_SCHEDULER, argv)
 
 
 def results_main(argv: Sequence[str] | None = None) -> int:
     """Console script `xact-results` and jobs/results.py."""
-    return job_main("results", argv)
+    return job_main(Stage.RESULTS, argv)
 
 
 def dlq_table_main(argv: Sequence[str] | None = None) -> int:
     """Console script `xact-dlq-table` and jobs/dlq_table.py."""
-    return job_main("dlq-table", argv)
+    return job_main(Stage.DLQ_TABLE, argv)

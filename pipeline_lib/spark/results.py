@@ -72,7 +72,6 @@ def _create_attachments_table(spark: SparkSession, settings: Settings) -> None:
 
 RESULTS = StageQuery(
     name=Stage.RESULTS.value,
-    topics=lambda settings: [settings.topics.results.name],
     records=lambda settings: results_records(settings.topics.dlq.name),
     schema=PARSED_SCHEMA,
     sink=BatchSink(ResultsBatchWriter),

@@ -169,7 +169,6 @@ def _start_tick(spark: SparkSession, settings: Settings) -> None:
 
 RETRY_SCHEDULER = StageQuery(
     name=Stage.RETRY_SCHEDULER.value,
-    topics=lambda settings: list(settings.retry_topics),
     records=scheduled_records,
     schema=SCHEDULED_SCHEMA,
     stateful=hold_until_due_in_state,

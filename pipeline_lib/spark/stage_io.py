@@ -102,15 +102,13 @@ def io_metrics(outcomes: tuple[str, ...]) -> Callable[[Settings], list[Column]]:
 
 def io_stage(
     name: str,
-    topic: Callable[[Settings], str],
     stage_for: Callable[[Settings], Stage],
     outcomes: tuple[str, ...],
     prepare: Callable | None = None,
 ) -> StageQuery:
-    """An I/O stage's declaration: one input topic, its RecordStage, its outcomes, the Kafka sink."""
+    """An I/O stage's declaration: its RecordStage, its outcomes, the Kafka sink."""
     return StageQuery(
         name=name,
-        topics=lambda settings: [topic(settings)],
         records=routed_records(stage_for),
         schema=STAGE_ROUTED_SCHEMA,
         sink=KafkaSink(),

@@ -4,9 +4,10 @@
         -> [one stateful step] -> observe(the stage's metrics) -> the stage's sink
         (checkpoint, trigger, progress listener and metrics recorder: the same for every stage)
 
-A stage module declares only what is its own: its topics, its per-record function (and the
-schema of the rows it emits), its sink (spark/sinks.py), its metrics and what must exist before
-it starts (its table). `start_stage` does the rest, the same way for all of them.
+A stage module declares only what is its own: its name (config.Stage, which also gives the
+topics it reads: Settings.stage_inputs), its per-record function (and the schema of the rows it
+emits), its sink (spark/sinks.py), its metrics and what must exist before it starts (its table).
+`start_stage` does the rest, the same way for all of them.
 
 The per-record function runs in the Python workers, one stream per partition: Kafka records in
 (records.InputRecord), row tuples out. `record_loop` is the one Arrow loop: it turns zero-copy
@@ -58,8 +59,8 @@ class StageQuery:
     """What one stage declares: everything `start_stage` needs to run it.
 
     Attributes:
-        name: the stage's name (config.STAGES): query name, checkpoint, trigger, metrics.
-        topics: the topics it reads, from the settings.
+        name: the stage's name (config.Stage): query name, checkpoint, trigger, metrics, and
+            the topics it reads (Settings.stage_inputs).
         records: builds the per-record function from the settings (on the driver; it runs in
             the workers, so it must pickle).
         schema: the rows the per-record function emits.
@@ -74,7 +75,6 @@ class StageQuery:
     """
 
     name: str
-    topics: Callable[[Settings], list[str]]
     records: Callable[[Settings], RecordFunction]
     schema: StructType
     sink: Sink
@@ -98,7 +98,7 @@ def start_stage(
     if stage.prepare is not None:
         stage.prepare(spark, settings)
     install_progress_listener(spark, settings)
-    rows = stage_rows(read_topics(spark, settings, stage.topics(settings)), settings, stage)
+    rows = stage_rows(read_topics(spark, settings, settings.stage_inputs(stage.name)), settings, stage)
     if stage.stateful is not None:
         rows = stage.stateful(rows, settings)
     observed = stage.metrics(settings)

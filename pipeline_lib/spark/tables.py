@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
     ArrayType,
     DataType,
@@ -37,6 +37,7 @@ from pipeline_lib.config import Settings
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.events import DERIVED_COLUMNS, EVENT_FIELDS
 from pipeline_lib.logs import get_logger
+from pipeline_lib.table_rows import ATTACHMENT_COLUMNS, DLQ_TABLE_COLUMNS, TableColumn
 
 log = get_logger("tables")
 
@@ -64,73 +65,16 @@ EVENTS_SCHEMA = StructType(
     ]
 )
 
-ATTACHMENTS_SCHEMA = StructType(
-    [
-        StructField("task_id", StringType(), False),
-        StructField("trace_id", StringType(), False),
-        StructField("attachment_url", StringType()),  # redacted
-        StructField("blob_path", StringType()),
-        StructField("file_type", StringType()),
-        StructField("status_subtype", StringType()),
-        StructField("assignment_id", StringType()),
-        StructField("bytes", LongType()),
-        StructField("sha256", StringType()),
-        StructField("content_type", StringType()),
-        StructField("status", StringType(), False),
-        StructField("stage", StringType(), False),
-        StructField("http_status", IntegerType()),
-        StructField("attempt", IntegerType(), False),  # 0-based attempt of the winning outcome
-        StructField("attempts", IntegerType(), False),  # attempt + 1
-        StructField("error_category", StringType()),
-        StructField("error_message", StringType()),
-        StructField("created_at", TimestampType()),
-        StructField("downloaded_at", TimestampType()),
-        StructField("uploaded_at", TimestampType()),
-        StructField("first_seen_at", TimestampType(), False),
-        StructField("updated_at", TimestampType(), False),  # occurred_at of the winning outcome
-        StructField("event_date", DateType(), False),
-        # Added later (tables create adds them to an existing table):
-        StructField("replay_id", StringType()),  # the replay behind the winning outcome, if any
-        StructField("replay_generation", IntegerType()),  # 0: first life; +1 per replay (ranks first)
-        StructField("event_time", TimestampType()),  # the event's own time
-        StructField("event_produced_at", TimestampType()),  # the raw event's Kafka timestamp (latency start)
-        StructField("recorded_at", TimestampType()),  # when the results job wrote this row (latency end)
-    ]
-)
 
-DLQ_SCHEMA = StructType(
-    [
-        StructField("dlq_id", StringType(), False),
-        StructField("stage", StringType(), False),
-        StructField("category", StringType(), False),
-        StructField("reason", StringType(), True),
-        StructField("failed_at", TimestampType(), True),
-        StructField("attempts", IntegerType(), True),
-        StructField("trace_id", StringType(), True),
-        StructField("task_id", StringType(), True),
-        StructField("event_id", StringType(), True),
-        StructField("url", StringType(), True),  # redacted
-        StructField("host", StringType(), True),
-        StructField("http_status", IntegerType(), True),
-        StructField("source_topic", StringType(), True),
-        StructField("source_partition", IntegerType(), True),
-        StructField("source_offset", LongType(), True),
-        StructField("source_timestamp", TimestampType(), True),
-        StructField("task_json", StringType(), True),
-        StructField("payload", StringType(), True),
-        StructField("error_history_json", StringType(), True),
-        StructField("status", StringType(), False),  # open | replayed | resolved
-        StructField("note", StringType(), True),
-        StructField("replay_id", StringType(), True),  # the latest replay of this row
-        StructField("replayed_at", TimestampType(), True),
-        StructField("replay_selection", StringType(), True),  # the DlqSelection that replayed it (JSON)
-        StructField("replay_count", IntegerType(), False),
-        StructField("resolved_at", TimestampType(), True),
-        StructField("first_seen_at", TimestampType(), False),
-        StructField("updated_at", TimestampType(), False),
-        StructField("failed_date", StringType(), False),  # partition: YYYY-MM-DD of failed_at
-    ]
-)
+
+def _schema(columns: tuple[TableColumn, ...]) -> StructType:
+    return StructType([StructField(c.name, _TYPES[c.type], nullable=not c.required) for c in columns])
+
+
+# xact_attachments and xact_dlq: their columns are declared once, in table_rows.py, beside the
+# per-record functions that fill them.
+ATTACHMENTS_SCHEMA = _schema(ATTACHMENT_COLUMNS)
+DLQ_SCHEMA = _schema(DLQ_TABLE_COLUMNS)
 
 
 # xact_pipeline_metrics: one row per micro-batch of every query (pipeline_lib.metrics).
@@ -230,6 +174,25 @@ def create_tables(spark: SparkSession, settings: Settings) -> None:
     for spec in all_tables(settings):
         create_table(spark, spec)
         log.info("table %s ready at %s", spec.name, spec.path)
+
+
+def read_table(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
+    """The one way to read a pipeline table: by its name (`xact_dlq` or `dlq`, `attachments`,
+    `events`, `metrics`, or the full name of each). A table not created yet is TableMissing."""
+    wanted = name if name.startswith("xact_") else f"xact_{name}"
+    for spec in all_tables(settings):
+        if spec.name in (name, wanted, wanted.replace("xact_", "xact_pipeline_", 1)):
+            return require_table(spark, spec).toDF()
+    names = ", ".join(spec.name for spec in all_tables(settings))
+    raise PipelineError(f"no table named {name!r}; choose from {names}")
+
+
+def table_or_none(spark: SparkSession, settings: Settings, name: str) -> DataFrame | None:
+    """read_table, or None where the table has not been created (a notebook shows what there is)."""
+    try:
+        return read_table(spark, settings, name)
+    except TableMissing:
+        return None
 
 
 def require_table(spark: SparkSession, spec: TableSpec) -> DeltaTable:

@@ -22,7 +22,6 @@ def _clean_stale_parts(spark: SparkSession, settings: Settings) -> None:
 
 UPLOAD = io_stage(
     Stage.UPLOAD.value,
-    topic=lambda settings: settings.topics.cached.name,
     stage_for=UploadStage.for_settings,
     outcomes=("completed", "refetch", "retry", "held", "dead", "malformed", "internal"),
     prepare=_clean_stale_parts,

@@ -57,7 +57,7 @@ def test_the_wheel_holds_the_package_its_settings_and_one_entry_point_per_job(wh
     assert not any(n.startswith("jobs/") for n in names)  # jobs/*.py are spark-submit files, not a package
     for conf in ("base.yaml", "local.yaml", "fabric.yaml", "databricks.yaml"):
         assert f"pipeline_lib/_conf/{conf}" in names
-    assert "pipeline_lib/spark/analysis.py" in names  # the notebooks' helpers
+    assert "pipeline_lib/spark/dlq_report.py" in names  # the notebooks' helpers
     entry_points = wheel_entry_points(wheel)
     assert entry_points["xact-pipeline"] == "pipeline_lib.cli:main"
     assert {f"xact-{job}" for job in JOBS} <= set(entry_points)
@@ -84,7 +84,7 @@ def test_the_wheel_installs_on_the_platform_pyspark_and_runs_outside_the_reposit
     assert installed.returncode == 0, installed.stdout + installed.stderr
     check = run([str(python), "-m", "pip", "check"], tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
-    probe = run([str(python), "-c", "import pyspark, pipeline_lib, pipeline_lib.spark.analysis; "
+    probe = run([str(python), "-c", "import pyspark, pipeline_lib, pipeline_lib.spark.dlq_report; "
                                     "print(pyspark.__version__, pipeline_lib.__file__)"], tmp_path)  # fmt: skip
     assert probe.returncode == 0, probe.stderr
     version, where = probe.stdout.split()

@@ -11,10 +11,11 @@ from pipeline_lib.contracts import CachedAttachment, DownloadTask
 from pipeline_lib.kafka_client import consume_all, produce
 from pipeline_lib.local.samples import sample_task
 from pipeline_lib.replay import DlqSelection
-from pipeline_lib.spark.dlq_analysis import dlq_rows, replay, resolve
 from pipeline_lib.spark.dlq_table import run_dlq_table
 from pipeline_lib.spark.download import run_download
+from pipeline_lib.spark.replay import replay, resolve
 from pipeline_lib.spark.results import run_results
+from pipeline_lib.spark.tables import read_table
 from pipeline_lib.spark.upload import run_upload
 from tests.streaming import run_available_now
 
@@ -46,7 +47,7 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     produce(s, s.topics.dlq.name, [(None, v) for v in letters])
     run_available_now(run_dlq_table, spark, s)
 
-    rows = {r.task_id or r.stage: r for r in dlq_rows(spark, s).collect()}
+    rows = {r.task_id or r.stage: r for r in read_table(spark, s, "dlq").collect()}
     assert len(rows) == 3 and {r.status for r in rows.values()} == {"open"}
     dead = rows[tasks[0].task_id]
     assert (dead.stage, dead.category, dead.http_status, dead.host, dead.attempts) == (
@@ -60,7 +61,7 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     dry = replay(spark, s, selection, dry_run=True)
     assert sorted(r["task_id"] for r in dry.replayed) == sorted(t.task_id for t in tasks)
     assert len(values(s, s.topics.pending.name)) == 2  # a dry run publishes nothing
-    assert {r.status for r in dlq_rows(spark, s).collect()} == {"open"}
+    assert {r.status for r in read_table(spark, s, "dlq").collect()} == {"open"}
 
     everything = replay(spark, s, DlqSelection(), dry_run=True)
     assert [x["reason"] for x in everything.skipped] == [
@@ -73,7 +74,7 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     assert len(again) == 2
     assert all(t.attempt == 0 and t.replay_id == report.replay_id and t.history == [] for t in again)
     assert {t.url for t in again} == {t.url for t in tasks}  # the live URL, recovered from the source record
-    marked = {r.task_id: r for r in dlq_rows(spark, s).collect() if r.task_id}
+    marked = {r.task_id: r for r in read_table(spark, s, "dlq").collect() if r.task_id}
     assert {(r.status, r.replay_id, r.replay_count, r.note) for r in marked.values()} == {
         ("replayed", report.replay_id, 1, "source fixed")
     }
@@ -98,5 +99,5 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     }
 
     assert resolve(spark, s, DlqSelection(stages=("dlq",)), "junk from a test producer") == 1
-    junk = next(r for r in dlq_rows(spark, s).collect() if r.stage == "dlq")
+    junk = next(r for r in read_table(spark, s, "dlq").collect() if r.stage == "dlq")
     assert (junk.status, junk.note) == ("resolved", "junk from a test producer") and junk.resolved_at is not None

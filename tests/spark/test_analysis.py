@@ -8,13 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from pyspark.sql import Row
 
-from pipeline_lib.spark.analysis import (
+from pipeline_lib.spark.dlq_report import dead_by, dead_per_hour, error_history, last_dead_task
+from pipeline_lib.spark.health_report import (
     breaker_openings,
-    dead_by,
-    dead_per_hour,
-    error_history,
     health_now,
-    last_dead_task,
     latency_percentiles,
     outcome_over_time,
     over_time,

@@ -117,7 +117,7 @@ def test_timestamps_are_utc(spark, make_settings):
 
 
 def test_reports_summarise_events_and_refusals(spark, make_settings):
-    from pipeline_lib.spark.reports import events_by_day, refused_attachments
+    from pipeline_lib.spark.ingest_report import events_by_day, refused_attachments
 
     routed = route_events(
         raw_df(spark, [good("T1", ["http://127.0.0.1/a.pdf", "ftp://h/b.pdf"]), good("T2", [])]), make_settings()

@@ -1,15 +1,10 @@
-"""DataFrame -> DataFrame summaries for the analyst notebooks (no I/O beyond reading the tables)."""
+"""What the ingest notebook (notebooks/ingest_overview.ipynb) shows: DataFrame -> DataFrame summaries
+of xact_events (read it with spark/tables.py `read_table(spark, settings, "events")`)."""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
-from pipeline_lib.config import Settings
-
-
-def events_table_df(spark: SparkSession, settings: Settings) -> DataFrame:
-    return spark.read.format("delta").load(settings.table_path("events"))
 
 
 def events_by_day(events: DataFrame) -> DataFrame:

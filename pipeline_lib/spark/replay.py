@@ -1,6 +1,6 @@
 """What analysts do with xact_dlq: select, summarise, replay, resolve (the CLI's `dlq` commands and
-notebooks/dlq_replay.ipynb). Which rows and what a replayed task looks like is decided in
-pipeline_lib.replay (pure, unit-tested); this module reads the table, reads the source records
+notebooks/dlq_analysis.ipynb): the Spark side of the pure pipeline_lib.replay, which decides which
+rows and what a replayed task looks like. This module reads the table, reads the source records
 from Kafka, publishes and marks the rows.
 """
 
@@ -23,13 +23,9 @@ from pipeline_lib.replay import (
     resolve_note,
     task_from_record,
 )
-from pipeline_lib.spark.tables import dlq_table, require_table
+from pipeline_lib.spark.tables import dlq_table, read_table, require_table
 
 log = get_logger("dlq")
-
-
-def dlq_rows(spark: SparkSession, settings: Settings) -> DataFrame:
-    return require_table(spark, dlq_table(settings)).toDF()
 
 
 def selection_filter(selection: DlqSelection) -> Column:
@@ -48,7 +44,7 @@ def selection_filter(selection: DlqSelection) -> Column:
 
 
 def select_dead_letters(spark: SparkSession, settings: Settings, selection: DlqSelection) -> DataFrame:
-    return dlq_rows(spark, settings).filter(selection_filter(selection))
+    return read_table(spark, settings, "dlq").filter(selection_filter(selection))
 
 
 def dlq_summary(rows: DataFrame) -> DataFrame:

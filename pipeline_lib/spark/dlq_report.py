@@ -1,12 +1,11 @@
-"""What the analyst notebooks show, as functions: each takes Spark DataFrames (or the settings) and
-returns a small pandas DataFrame to display or plot (`.plot.bar()`, `.plot()`: matplotlib through
-pandas, which renders in Jupyter, Fabric and Databricks alike). Heavy work (grouping, percentiles)
-runs in Spark; only the summary reaches pandas.
+"""What the dead-letter notebook (notebooks/dlq_analysis.ipynb) shows, as functions: each takes
+Spark DataFrames (or the settings) and returns a small pandas DataFrame to display or plot.
+Heavy work runs in Spark; only the summary reaches pandas. Replaying and resolving is
+spark/replay.py.
 
-    load_table(spark, settings, "dlq")             # xact_dlq (also: events, attachments, metrics)
-    dead_by(dlq, "category")                       # counts per category (stage, host, http_status, ...)
-    journey(spark, settings, task_id=...)          # every topic message and table row of one task
-    health_now(metrics, now)                       # is anything wrong right now?
+    dlq = read_table(spark, settings, "dlq")        # spark/tables.py: the one way to read a table
+    dead_by(dlq, "category")                        # counts per category (stage, host, http_status, ...)
+    journey(spark, settings, task_id=...)           # every topic message and table row of one task
 
 Everything that reads a topic redacts what it returns: pending, retry and cached carry live
 presigned URLs by design.
@@ -15,7 +14,6 @@ presigned URLs by design.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,29 +23,10 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.kafka_client import end_offsets, read_window
+from pipeline_lib.kafka_client import read_window
 from pipeline_lib.records import InputRecord
 from pipeline_lib.redaction import redact_payload
-from pipeline_lib.spark.tables import TableMissing, all_tables, require_table
-
-TABLES = {
-    "events": "xact_events",
-    "attachments": "xact_attachments",
-    "dlq": "xact_dlq",
-    "metrics": "xact_pipeline_metrics",
-}
-
-
-def load_table(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
-    """A pipeline table by its name (`dlq` or `xact_dlq`, `attachments`, `events`, `metrics`)."""
-    wanted = name.removeprefix("xact_").removeprefix("pipeline_")
-    for spec in all_tables(settings):
-        if spec.name in (name, TABLES.get(wanted)):
-            return require_table(spark, spec).toDF()
-    raise PipelineError(f"no table named {name!r}; choose from {', '.join(TABLES.values())}")
-
-
-# --- dead letters -------------------------------------------------------------------------------
+from pipeline_lib.spark.tables import table_or_none
 
 
 def dead_by(dlq: DataFrame, column: str, top: int | None = None) -> pd.DataFrame:
@@ -132,9 +111,9 @@ def journey(
         raise PipelineError("journey needs a task_id or a trace_id")
     rows: list[dict[str, Any]] = []
     times: list[datetime] = []
-    inventory = _safe_table(spark, settings, "attachments")
-    dlq = _safe_table(spark, settings, "dlq")
-    events = _safe_table(spark, settings, "events")
+    inventory = table_or_none(spark, settings, "attachments")
+    dlq = table_or_none(spark, settings, "dlq")
+    events = table_or_none(spark, settings, "events")
     if inventory is not None:
         match = F.col("task_id") == F.lit(task_id) if task_id else F.col("trace_id") == F.lit(trace_id)
         for r in inventory.filter(match).collect():
@@ -167,13 +146,6 @@ def journey(
     return frame.sort_values("time", kind="stable").reset_index(drop=True)
 
 
-def _safe_table(spark: SparkSession, settings: Settings, name: str) -> DataFrame | None:
-    try:
-        return load_table(spark, settings, name)
-    except TableMissing:
-        return None
-
-
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # Spark's timestamps are UTC (session zone)
 
@@ -199,115 +171,3 @@ def _message_row(record: InputRecord) -> dict[str, Any]:
         "task_id": task.get("task_id"), "attempt": task.get("attempt"), "what": what,
         "detail": redact_payload(record.text)[:300],
     }  # fmt: skip
-
-
-# --- pipeline health ----------------------------------------------------------------------------
-
-
-def recent_metrics(spark: SparkSession, settings: Settings, hours: float = 24) -> DataFrame:
-    """xact_pipeline_metrics rows of the last `hours`."""
-    since = datetime.now(UTC) - timedelta(hours=hours)
-    metrics = load_table(spark, settings, "metrics")
-    return metrics.filter(F.col("batch_time") >= F.lit(since.strftime("%Y-%m-%d %H:%M:%S")).cast("timestamp"))
-
-
-def health_now(metrics: DataFrame, now: datetime | None = None) -> pd.DataFrame:
-    """Is anything wrong right now? Per stage: its last batch, how long ago, its lag and rate."""
-    now = now or datetime.now(UTC)
-    latest = metrics.groupBy("stage").agg(F.max_by(F.struct(*metrics.columns), "batch_time").alias("m"))
-    frame = latest.select(
-        "stage", F.col("m.batch_id").alias("last_batch"), F.col("m.batch_time").alias("last_batch_at"),
-        F.col("m.lag_max").alias("lag"), F.col("m.processed_rows_per_second").alias("rows_per_second"),
-        F.col("m.duration_ms").alias("last_batch_ms"),
-    ).orderBy("stage").toPandas()  # fmt: skip
-    if frame.empty:
-        return frame
-    stamps = pd.to_datetime(frame["last_batch_at"], utc=True)
-    frame["age_seconds"] = (pd.Timestamp(now) - stamps).dt.total_seconds().round(0)
-    return frame.set_index("stage")
-
-
-def over_time(metrics: DataFrame, column: str, every: str = "1 minute") -> pd.DataFrame:
-    """A metric per stage (columns) over time (rows): input/processed rows per second, lag, ..."""
-    frame = (
-        metrics.groupBy(F.window("batch_time", every).start.alias("time"), "stage")
-        .agg(F.avg(column).alias(column))
-        .toPandas()
-    )
-    if frame.empty:
-        return pd.DataFrame()
-    return frame.pivot_table(index="time", columns="stage", values=column).sort_index()
-
-
-def outcome_over_time(metrics: DataFrame, outcome: str | Iterable[str], every: str = "10 minutes") -> pd.DataFrame:
-    """Counts of one outcome (or several, summed) per stage over time: dead (the DLQ rate),
-    retry, held, refetches..."""
-    names = [outcome] if isinstance(outcome, str) else list(outcome)
-    total = sum((F.coalesce(F.col("outcomes")[n], F.lit(0)) for n in names), F.lit(0))
-    frame = (
-        metrics.groupBy(F.window("batch_time", every).start.alias("time"), "stage")
-        .agg(F.sum(total).alias("count"))
-        .toPandas()
-    )
-    if frame.empty:
-        return pd.DataFrame()
-    return frame.pivot_table(index="time", columns="stage", values="count", fill_value=0).sort_index()
-
-
-def retries_per_tier(metrics: DataFrame) -> pd.DataFrame:
-    """Retries sent to each tier (columns retry_5m, ...), per stage (rows), over the metrics kept."""
-    exploded = metrics.select("stage", F.explode("outcomes").alias("name", "count")).filter(
-        F.col("name").startswith("retry_")
-    )
-    frame = exploded.groupBy("stage", "name").agg(F.sum("count").alias("count")).toPandas()
-    if frame.empty:
-        return pd.DataFrame()
-    return frame.pivot_table(index="stage", columns="name", values="count", fill_value=0)
-
-
-def breaker_openings(metrics: DataFrame, every: str = "10 minutes") -> pd.DataFrame:
-    frame = (
-        metrics.groupBy(F.window("batch_time", every).start.alias("time"), "stage")
-        .agg(F.sum("breaker_openings").alias("openings"))
-        .toPandas()
-    )
-    if frame.empty:
-        return pd.DataFrame()
-    return frame.pivot_table(index="time", columns="stage", values="openings", fill_value=0).sort_index()
-
-
-def latency_percentiles(attachments: DataFrame, every: str = "10 minutes") -> pd.DataFrame:
-    """Event-to-inventory latency of completed tasks: from the raw event's Kafka timestamp
-    (`event_produced_at`) to the time its row became visible in xact_attachments (`recorded_at`),
-    as p50, p95 and p99 seconds per time bucket. The definition the performance benchmark uses."""
-    latency = F.col("recorded_at").cast("double") - F.col("event_produced_at").cast("double")
-    done = attachments.filter((F.col("status") == "completed") & F.col("event_produced_at").isNotNull())
-    frame = (
-        done.groupBy(F.window("recorded_at", every).start.alias("time"))
-        .agg(
-            F.percentile_approx(latency, 0.5).alias("p50"), F.percentile_approx(latency, 0.95).alias("p95"),
-            F.percentile_approx(latency, 0.99).alias("p99"), F.count("*").alias("tasks"),
-        )
-        .orderBy("time")
-        .toPandas()
-    )  # fmt: skip
-    return frame.set_index("time") if not frame.empty else frame
-
-
-def topic_offsets(settings: Settings, metrics: DataFrame | None = None) -> pd.DataFrame:
-    """Every pipeline topic: the records it holds now and, where a stage reads it, that stage's
-    latest lag (Spark commits no offsets to Kafka; its lag comes from the stage's progress)."""
-    held = end_offsets(settings, settings.topic_partitions())
-    lag: dict[str, Any] = {}
-    if metrics is not None:
-        now = health_now(metrics)
-        reads = {"ingest": [settings.topics.events_raw.name], "download": [settings.topics.pending.name],
-                 "upload": [settings.topics.cached.name], "results": [settings.topics.results.name],
-                 "dlq-table": [settings.topics.dlq.name], "retry-scheduler": list(settings.retry_topics)}  # fmt: skip
-        for stage, topics in reads.items():
-            if stage in now.index:
-                for topic in topics:
-                    lag[topic] = now.loc[stage, "lag"]
-    return pd.DataFrame(
-        [{"topic": name, "records": held.get(name), "lag_of_its_reader": lag.get(name)} for name in held]
-    ).set_index("topic")
