@@ -68,6 +68,7 @@ bench-record: install ## make bench, then its table and the machine into docs/pe
 
 lint: install
 	$(BIN)/ruff check pipeline_lib jobs tests benchmarks fabric
+	$(BIN)/ruff format --check pipeline_lib jobs tests benchmarks fabric
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache   # the layering contracts in pyproject.toml [tool.importlinter]
 

@@ -105,9 +105,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=None, help="runs per row (default 3; --quick 1)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {', '.join(BENCHMARKS)}")
     parser.add_argument(
-        "--backlog-runs", type=int, default=None,
+        "--backlog-runs",
+        type=int,
+        default=None,
         help="runs of the 100,000-task backlog (about 6 min each: download alone, then the pipeline); default --repeat",
-    )  # fmt: skip
+    )
     parser.add_argument("--record", type=Path, default=None, help="write the table into this Markdown file")
     args = parser.parse_args()
     setup_logging("WARNING")
@@ -117,8 +119,10 @@ def main() -> int:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
     repeat = args.repeat or (1 if args.quick else 3)
     backlog_runs = args.backlog_runs or repeat
-    expected = sum(BENCHMARKS[n][1][1 if args.quick else 0] * (backlog_runs if n == "backlog" and not args.quick
-                   else 1) for n in names)  # fmt: skip
+    expected = sum(
+        BENCHMARKS[n][1][1 if args.quick else 0] * (backlog_runs if n == "backlog" and not args.quick else 1)
+        for n in names
+    )
     print(f"benchmarks: {', '.join(names)}; {repeat} run(s) each; about {expected} min", flush=True)
     rows: list[Row] = []
     failed: list[str] = []

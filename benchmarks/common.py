@@ -87,8 +87,19 @@ def _num(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-HEADER = ("benchmark", "measured", "reference", "ref.", "pipeline", "unit", "ratio", "target", "met", "runs",
-          "worker RSS")  # fmt: skip
+HEADER = (
+    "benchmark",
+    "measured",
+    "reference",
+    "ref.",
+    "pipeline",
+    "unit",
+    "ratio",
+    "target",
+    "met",
+    "runs",
+    "worker RSS",
+)
 
 
 def table_lines(rows: Sequence[Row], markdown: bool = False) -> list[str]:
@@ -97,8 +108,21 @@ def table_lines(rows: Sequence[Row], markdown: bool = False) -> list[str]:
     for r in rows:
         met = {True: "yes", False: "NO", None: "-"}[r.met]
         rss = f"{r.peak_rss_mib:.0f} MiB" if r.peak_rss_mib is not None else "-"
-        cells.append((r.bench, r.name, r.reference_label, _num(r.reference), _num(r.figure), r.unit, r.ratio_text(),
-                      r.target_text(), met, str(r.runs), rss))  # fmt: skip
+        cells.append(
+            (
+                r.bench,
+                r.name,
+                r.reference_label,
+                _num(r.reference),
+                _num(r.figure),
+                r.unit,
+                r.ratio_text(),
+                r.target_text(),
+                met,
+                str(r.runs),
+                rss,
+            )
+        )
     if markdown:
         out = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]

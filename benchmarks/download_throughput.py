@@ -121,10 +121,20 @@ def run_curl(file_urls: list[str], out_dir: Path) -> float:
     start = time.perf_counter()
     subprocess.run(
         # --no-progress-meter: curl 7.88 draws its --parallel meter despite --silent.
-        ["curl", "--silent", "--no-progress-meter", "--show-error", "--fail", "--parallel",
-         "--parallel-max", str(SLOTS * CONCURRENCY), "--config", str(config)],
+        [
+            "curl",
+            "--silent",
+            "--no-progress-meter",
+            "--show-error",
+            "--fail",
+            "--parallel",
+            "--parallel-max",
+            str(SLOTS * CONCURRENCY),
+            "--config",
+            str(config),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     elapsed = time.perf_counter() - start
     shutil.rmtree(out_dir)
     return elapsed
@@ -269,15 +279,18 @@ def running_stage(tmp: Path, extra_conf: dict[str, str]) -> Iterator[tuple[Runni
         base = server.stdout.readline().strip()
         broker = LocalKafka(tmp / "broker", free_port(), free_port(), heap="512m")
         broker.start()
-        settings = load_settings("local", overrides={
-            # One pending partition per task slot: one wave of Spark tasks per micro-batch.
-            "kafka": {"bootstrap_servers": broker.bootstrap, "min_partitions": None},
-            "topics": {"pending": {"name": "xact.downloads.pending", "partitions": SLOTS}},
-            "storage": {"root": f"{tmp}/var"},
-            "streaming": {"trigger_interval_seconds": 0.5},
-            "spark": {"master": f"local[{SLOTS}]", "extra_conf": extra_conf},
-            "download": {"concurrency": CONCURRENCY, "max_bytes": 3 * 1024 * MiB},
-        })  # fmt: skip
+        settings = load_settings(
+            "local",
+            overrides={
+                # One pending partition per task slot: one wave of Spark tasks per micro-batch.
+                "kafka": {"bootstrap_servers": broker.bootstrap, "min_partitions": None},
+                "topics": {"pending": {"name": "xact.downloads.pending", "partitions": SLOTS}},
+                "storage": {"root": f"{tmp}/var"},
+                "streaming": {"trigger_interval_seconds": 0.5},
+                "spark": {"master": f"local[{SLOTS}]", "extra_conf": extra_conf},
+                "download": {"concurrency": CONCURRENCY, "max_bytes": 3 * 1024 * MiB},
+            },
+        )
         create_topics(broker.bootstrap, settings.topic_partitions())
         from pipeline_lib.spark.session import session_for
 
@@ -343,21 +356,59 @@ def measure(
                     runs.append(stage.run(file_urls, run))
                     r = runs[-1]
                     curl_text = f"curl {curl_s[-1]:.2f} s, " if curl_s else ""
-                    line = (f"  {fs.name} run {run}: {curl_text}stage {r.wall:.2f} s ({r.batches} batches, "
-                            f"{r.busy:.2f} s in them), worker peak {r.peak_mib:.0f} MiB")  # fmt: skip
+                    line = (
+                        f"  {fs.name} run {run}: {curl_text}stage {r.wall:.2f} s ({r.batches} batches, "
+                        f"{r.busy:.2f} s in them), worker peak {r.peak_mib:.0f} MiB"
+                    )
                     print(line, file=sys.stderr, flush=True)
                 overall = max(overall, *(r.peak_mib for r in runs))
                 rows.append(_set_row(fs, curl_s, runs, floor, sha))
-            floor_note = ("Kafka in, one micro-batch, cached out, no bandwidth to speak of: every set pays it "
-                          "at least once, a set split into n batches about n times")  # fmt: skip
-            rows.append(Row(BENCH, "micro-batch floor, 16 x 1 KiB", "s", "-", None, floor, len(floor_runs),
-                            higher_is_better=False, notes=floor_note))  # fmt: skip
-            rows.append(Row(BENCH, "SHA-256, one core", "MiB/s", "-", None, sha, 1,
-                            notes="the stage hashes every byte it downloads; curl does not"))  # fmt: skip
+            floor_note = (
+                "Kafka in, one micro-batch, cached out, no bandwidth to speak of: every set pays it "
+                "at least once, a set split into n batches about n times"
+            )
+            rows.append(
+                Row(
+                    BENCH,
+                    "micro-batch floor, 16 x 1 KiB",
+                    "s",
+                    "-",
+                    None,
+                    floor,
+                    len(floor_runs),
+                    higher_is_better=False,
+                    notes=floor_note,
+                )
+            )
+            rows.append(
+                Row(
+                    BENCH,
+                    "SHA-256, one core",
+                    "MiB/s",
+                    "-",
+                    None,
+                    sha,
+                    1,
+                    notes="the stage hashes every byte it downloads; curl does not",
+                )
+            )
             rss_note = "the highest Python worker RSS over every set, warm-up and floor runs included"
-            rows.append(Row(BENCH, "worker peak RSS, whole benchmark", "MiB", "-", None, overall, repeat,
-                            target=RSS_LIMIT_MIB, target_absolute=True, higher_is_better=False, peak_rss_mib=overall,
-                            notes=rss_note))  # fmt: skip
+            rows.append(
+                Row(
+                    BENCH,
+                    "worker peak RSS, whole benchmark",
+                    "MiB",
+                    "-",
+                    None,
+                    overall,
+                    repeat,
+                    target=RSS_LIMIT_MIB,
+                    target_absolute=True,
+                    higher_is_better=False,
+                    peak_rss_mib=overall,
+                    notes=rss_note,
+                )
+            )
     return rows
 
 
@@ -366,32 +417,75 @@ def _set_row(fs: FileSet, curl_s: list[float], runs: list[SetRun], floor: float,
     busy = median([r.busy for r in runs])
     batches = median([r.batches for r in runs])
     peak = max(r.peak_mib for r in runs)
-    where = (f"median {batches:g} micro-batches, {busy:.1f} s of the {wall:.1f} s inside them "
-             f"(the floor, {floor:.2f} s a batch, is {floor * batches / wall:.0%} of it)")  # fmt: skip
+    where = (
+        f"median {batches:g} micro-batches, {busy:.1f} s of the {wall:.1f} s inside them "
+        f"(the floor, {floor:.2f} s a batch, is {floor * batches / wall:.0%} of it)"
+    )
     if fs.name == "huge":
         rate = fs.mib / wall
-        return Row(BENCH, f"{fs.label}: worker peak RSS", "MiB", "-", None, peak, len(runs), target=RSS_LIMIT_MIB,
-                   target_absolute=True, higher_is_better=False, peak_rss_mib=peak,
-                   notes=f"the memory check: streamed at {rate:.0f} MiB/s; {where}",
-                   extra={"MiB/s": rate})  # fmt: skip
+        return Row(
+            BENCH,
+            f"{fs.label}: worker peak RSS",
+            "MiB",
+            "-",
+            None,
+            peak,
+            len(runs),
+            target=RSS_LIMIT_MIB,
+            target_absolute=True,
+            higher_is_better=False,
+            peak_rss_mib=peak,
+            notes=f"the memory check: streamed at {rate:.0f} MiB/s; {where}",
+            extra={"MiB/s": rate},
+        )
     curl = median(curl_s)
     if fs.name == "latency":
         bound = SLOTS * CONCURRENCY / LATENCY_S
         notes = f"bound = {SLOTS * CONCURRENCY} in flight / {LATENCY_S:g} s; curl {fs.count / curl:.0f} files/s; "
         notes += where
-        return Row(BENCH, fs.label, "files/s", f"bound {SLOTS * CONCURRENCY}/{LATENCY_S:g}s", bound, fs.count / wall,
-                   len(runs), target=TARGETS["latency"], peak_rss_mib=peak, notes=notes,
-                   extra={"curl files/s": fs.count / curl})  # fmt: skip
+        return Row(
+            BENCH,
+            fs.label,
+            "files/s",
+            f"bound {SLOTS * CONCURRENCY}/{LATENCY_S:g}s",
+            bound,
+            fs.count / wall,
+            len(runs),
+            target=TARGETS["latency"],
+            peak_rss_mib=peak,
+            notes=notes,
+            extra={"curl files/s": fs.count / curl},
+        )
     label = f"curl --parallel {SLOTS * CONCURRENCY}"
     if fs.name == "small":
         per_file_ms = busy / fs.count * 1000 * SLOTS  # task-slot milliseconds per file
         notes = f"{where}; {per_file_ms:.2f} ms of a task slot per file"
-        return Row(BENCH, fs.label, "files/s", label, fs.count / curl, fs.count / wall, len(runs),
-                   target=TARGETS["small"], peak_rss_mib=peak, notes=notes)  # fmt: skip
+        return Row(
+            BENCH,
+            fs.label,
+            "files/s",
+            label,
+            fs.count / curl,
+            fs.count / wall,
+            len(runs),
+            target=TARGETS["small"],
+            peak_rss_mib=peak,
+            notes=notes,
+        )
     hashing = fs.mib / sha
     notes = f"{where}; SHA-256 alone: {hashing:.1f} s of one core ({hashing / SLOTS:.1f} s on {SLOTS})"
-    return Row(BENCH, fs.label, "MiB/s", label, fs.mib / curl, fs.mib / wall, len(runs),
-               target=TARGETS.get(fs.name), peak_rss_mib=peak, notes=notes)  # fmt: skip
+    return Row(
+        BENCH,
+        fs.label,
+        "MiB/s",
+        label,
+        fs.mib / curl,
+        fs.mib / wall,
+        len(runs),
+        target=TARGETS.get(fs.name),
+        peak_rss_mib=peak,
+        notes=notes,
+    )
 
 
 def main() -> None:
@@ -399,10 +493,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sets, no 2 GiB file")
     parser.add_argument("--repeat", type=int, default=None, help="runs per set, medians reported (3; 1 with --quick)")
     parser.add_argument("--sets", default=None, help=f"comma list of {', '.join(SETS)} (default: all)")
-    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Spark conf for the session (repeatable)")  # fmt: skip
-    parser.add_argument("--tmp", default=None, metavar="DIR",
-                        help="where the broker, the cache and curl's files go (default: system temp)")  # fmt: skip
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark conf for the session (repeatable)"
+    )
+    parser.add_argument(
+        "--tmp",
+        default=None,
+        metavar="DIR",
+        help="where the broker, the cache and curl's files go (default: system temp)",
+    )
     args = parser.parse_args()
     setup_logging("WARNING")
     extra_conf = dict(EXTRA_CONF)

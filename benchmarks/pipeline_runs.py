@@ -113,8 +113,11 @@ class Pipeline:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline_lib.cli", "run", "--stages=" + ",".join(stages), *cli_args(settings)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-            )  # fmt: skip
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -222,11 +225,15 @@ def stage_breakdown(settings: Settings) -> dict[str, dict[str, float]]:
         for r in rows:
             for key, value in dict(r["durations_ms"] or {}).items():
                 parts[key].append(value)
-        out[stage] = {"batches": len(rows), "rows": median([r["input_rows"] for r in rows]),
-                      "peak_rss": max(r["worker_peak_rss_bytes"] or 0 for r in rows),
-                      "total": sum(r["input_rows"] for r in rows), "span_s": busy_span(rows),
-                      "batch_ms": median([r["duration_ms"] for r in rows]),
-                      **{k: median(v) for k, v in parts.items() if k in BREAKDOWN}}  # fmt: skip
+        out[stage] = {
+            "batches": len(rows),
+            "rows": median([r["input_rows"] for r in rows]),
+            "peak_rss": max(r["worker_peak_rss_bytes"] or 0 for r in rows),
+            "total": sum(r["input_rows"] for r in rows),
+            "span_s": busy_span(rows),
+            "batch_ms": median([r["duration_ms"] for r in rows]),
+            **{k: median(v) for k, v in parts.items() if k in BREAKDOWN},
+        }
     return out
 
 
@@ -286,12 +293,19 @@ sys.stdin.read()
 q.stop(); spark.stop()
 """
     log = (Path(settings.storage.root) / "floor.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=log, text=True, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
+    )
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": env.broker.bootstrap, "group.id": "bench-floor",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": env.broker.bootstrap,
+            "group.id": "bench-floor",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     consumer.assign([TopicPartition(dst, p, 0) for p in range(settings.topics.pending.partitions)])
     producer = make_producer(settings)
     try:
@@ -325,12 +339,15 @@ def event(i: int, run: int, base_url: str) -> tuple[str, str]:
 
     trace = f"lat-{run}-{i:05d}"
     body = {
-        "type": "verisk.claims.property.xn.documentsReceived", "version": "1",
+        "type": "verisk.claims.property.xn.documentsReceived",
+        "version": "1",
         "utcDateTime": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "traceId": trace,
-        "data": {"assignmentId": f"A{i}", "attachments": [
-            f"{base_url}/files/lat-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(3)]},
-    }  # fmt: skip
+        "data": {
+            "assignmentId": f"A{i}",
+            "attachments": [f"{base_url}/files/lat-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(3)],
+        },
+    }
     return trace, json.dumps(body)
 
 
@@ -379,8 +396,15 @@ def measure_latency(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
     ref = floor * HOPS
     label = f"{HOPS} x Kafka->Kafka floor"
     name = f"{events} events at 1/s x 3 x 64 KiB, trigger {trigger:g} s"
-    common = dict(bench="latency", unit="s", reference_label=label, reference=ref, runs=repeat,
-                  higher_is_better=False, peak_rss_mib=peak_rss_mib(breakdowns))  # fmt: skip
+    common = dict(
+        bench="latency",
+        unit="s",
+        reference_label=label,
+        reference=ref,
+        runs=repeat,
+        higher_is_better=False,
+        peak_rss_mib=peak_rss_mib(breakdowns),
+    )
     return [
         Row(name=f"p50, {name}", figure=median(p50), **common),  # type: ignore[arg-type]
         Row(
@@ -391,7 +415,7 @@ def measure_latency(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
             notes=f"floor {floor:.2f} s per hop; where the time goes (median batch): "
             + breakdown_text(breakdowns[len(breakdowns) // 2]),
             **common,
-        ),  # fmt: skip
+        ),
         Row(name=f"p99, {name}", figure=median(p99), **common),  # type: ignore[arg-type]
     ]
 
@@ -467,15 +491,31 @@ def measure_backlog(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
     stages = breakdowns[len(breakdowns) // 2]
     rates = ", ".join(f"{s} {m['total'] / m['span_s']:,.0f} tasks/s" for s, m in stages.items() if m["span_s"])
     return [
-        Row(bench="backlog", name=f"{count:,} x 64 KiB: download, upload, results", unit="tasks/s",
-            reference_label="download stage alone", reference=count / median(alone), figure=count / median(together),
-            runs=repeat, peak_rss_mib=peak_rss_mib(breakdowns),
+        Row(
+            bench="backlog",
+            name=f"{count:,} x 64 KiB: download, upload, results",
+            unit="tasks/s",
+            reference_label="download stage alone",
+            reference=count / median(alone),
+            figure=count / median(together),
+            runs=repeat,
+            peak_rss_mib=peak_rss_mib(breakdowns),
             notes=f"all three in {median(together):.0f} s (target < 300 s for 100,000); "
-            f"download alone {median(alone):.0f} s; each stage over its own busy span: {rates}"),
-        Row(bench="backlog", name=f"{count:,} x 64 KiB: wall time", unit="s", reference_label="-", reference=None,
-            figure=median(together), runs=repeat, target=300.0 if not quick else None, target_absolute=True,
-            higher_is_better=False),
-    ]  # fmt: skip
+            f"download alone {median(alone):.0f} s; each stage over its own busy span: {rates}",
+        ),
+        Row(
+            bench="backlog",
+            name=f"{count:,} x 64 KiB: wall time",
+            unit="s",
+            reference_label="-",
+            reference=None,
+            figure=median(together),
+            runs=repeat,
+            target=300.0 if not quick else None,
+            target_absolute=True,
+            higher_is_better=False,
+        ),
+    ]
 
 
 # --- both ----------------------------------------------------------------------------------------
@@ -483,8 +523,9 @@ def measure_backlog(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
 
 @contextmanager
 def environment() -> Iterator[Env]:
-    server = subprocess.Popen([sys.executable, "-m", "pipeline_lib.local.sample_server"], stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_lib.local.sample_server"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     assert server.stdout is not None
     base = server.stdout.readline().strip()
     with tempfile.TemporaryDirectory(prefix="xact-bench-runs-") as tmp:
@@ -497,8 +538,13 @@ def environment() -> Iterator[Env]:
             server.terminate()
 
 
-def measure(quick: bool, repeat: int, which: tuple[str, ...] = ("latency", "backlog"), trigger: float | None = None,
-            log_dir: Path | None = None) -> list[Row]:  # fmt: skip
+def measure(
+    quick: bool,
+    repeat: int,
+    which: tuple[str, ...] = ("latency", "backlog"),
+    trigger: float | None = None,
+    log_dir: Path | None = None,
+) -> list[Row]:
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="xact-bench-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []

@@ -145,18 +145,23 @@ def _settings(tmp: Path, bootstrap: str, cluster: LocalSparkCluster, workers: in
     prefix = f"scaling{workers}"  # own topics per cluster size: a new checkpoint reads from earliest
     topics = {name: {"name": f"{prefix}.{name}"} for name in ("events_raw", "cached", "results", "dlq")}
     topics["pending"] = {"name": f"{prefix}.pending", "partitions": PARTITIONS}
-    return load_settings("local", overrides={
-        "kafka": {"bootstrap_servers": bootstrap, "min_partitions": None},
-        "topics": topics,
-        "storage": {"root": str(tmp / f"var-{workers}")},  # the cache under it: one disk for every worker
-        "streaming": {"trigger_interval_seconds": 0.5},
-        # The UI for its REST API only (task time per executor); port 0: any free port.
-        "spark": {"master": cluster.master_url,
-                  "extra_conf": {**cluster.session_conf(), "spark.ui.enabled": "true", "spark.ui.port": "0"}},
-        "download": {"concurrency": CONCURRENCY},
-        "metrics": {"enabled": False},
-        "logging": {"level": "WARNING"},
-    })  # fmt: skip
+    return load_settings(
+        "local",
+        overrides={
+            "kafka": {"bootstrap_servers": bootstrap, "min_partitions": None},
+            "topics": topics,
+            "storage": {"root": str(tmp / f"var-{workers}")},  # the cache under it: one disk for every worker
+            "streaming": {"trigger_interval_seconds": 0.5},
+            # The UI for its REST API only (task time per executor); port 0: any free port.
+            "spark": {
+                "master": cluster.master_url,
+                "extra_conf": {**cluster.session_conf(), "spark.ui.enabled": "true", "spark.ui.port": "0"},
+            },
+            "download": {"concurrency": CONCURRENCY},
+            "metrics": {"enabled": False},
+            "logging": {"level": "WARNING"},
+        },
+    )
 
 
 def _executors(spark) -> int:
@@ -203,8 +208,9 @@ def _pin_workers(cluster: LocalSparkCluster) -> None:
 def _check_executors_pinned(cluster: LocalSparkCluster) -> None:
     """Each executor JVM (its cwd is in its worker's work dir) runs on one CPU, each on another."""
     home = str(cluster.home.resolve())
-    pids = _processes(lambda args, cwd: b"org.apache.spark.executor.CoarseGrainedExecutorBackend" in args
-                      and cwd.startswith(home))  # fmt: skip
+    pids = _processes(
+        lambda args, cwd: b"org.apache.spark.executor.CoarseGrainedExecutorBackend" in args and cwd.startswith(home)
+    )
     masks = [frozenset(os.sched_getaffinity(pid)) for pid in pids]
     distinct = len(set(masks)) == len(masks) or len(os.sched_getaffinity(0)) < len(masks)
     if len(pids) != cluster.workers or any(len(m) != 1 for m in masks) or not distinct:
@@ -299,16 +305,25 @@ def _measure_size(
             walls.append(wall)
             busies.append(busy)
             used = ", ".join(f"{name} {cores[-1][name]:.2f}" for name in GROUPS)
-            _say(f"  {workers} worker(s) run {run}: {wall:.2f} s ({count / wall:,.0f} files/s), "
-                 f"{busy:.2f} s in batches; cores used: {used}")  # fmt: skip
+            _say(
+                f"  {workers} worker(s) run {run}: {wall:.2f} s ({count / wall:,.0f} files/s), "
+                f"{busy:.2f} s in batches; cores used: {used}"
+            )
         last = _executor_totals(spark)
         if len(last) != workers:
             raise RuntimeError(f"{len(last)} executors at the end, expected {workers}")
         # Per executor over the measured sets: tasks run, and the share of the time it ran tasks.
-        ran = sorted((last[e][0] - first.get(e, (0, 0.0))[0], (last[e][1] - first.get(e, (0, 0.0))[1]) / sum(walls))
-                     for e in last)  # fmt: skip
-        return {"wall": median(walls), "busy": median(busies), "peak": peak, "executors": ran,
-                **{f"cores_{name}": median([c[name] for c in cores]) for name in GROUPS}}  # fmt: skip
+        ran = sorted(
+            (last[e][0] - first.get(e, (0, 0.0))[0], (last[e][1] - first.get(e, (0, 0.0))[1]) / sum(walls))
+            for e in last
+        )
+        return {
+            "wall": median(walls),
+            "busy": median(busies),
+            "peak": peak,
+            "executors": ran,
+            **{f"cores_{name}": median([c[name] for c in cores]) for name in GROUPS},
+        }
     finally:
         if stage is not None:
             stage.stop()
@@ -362,14 +377,27 @@ def measure(quick: bool, repeat: int, *, pin: bool = True) -> list[Row]:
         )
         if workers > 1:
             notes += f"; {CONTENTION}"
-        rows.append(Row(
-            bench="scaling", name=f"{name}, {workers} worker{'s' if workers > 1 else ''} x 1 core", unit="files/s",
-            reference_label="1 worker x 1 core" if workers > 1 else "-", reference=one if workers > 1 else None,
-            figure=rate, runs=repeat, peak_rss_mib=r["peak"] / MiB, notes=notes,
-            extra={"cores": workers, "per_core_files_per_s": rate / workers, "pinned": float(pin),
-                   "in_batches_files_per_s": count / r["busy"], "executor_busy_min": min(b for _, b in r["executors"]),
-                   **{f"cores_used_{g}": r[f"cores_{g}"] for g in GROUPS}},
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                bench="scaling",
+                name=f"{name}, {workers} worker{'s' if workers > 1 else ''} x 1 core",
+                unit="files/s",
+                reference_label="1 worker x 1 core" if workers > 1 else "-",
+                reference=one if workers > 1 else None,
+                figure=rate,
+                runs=repeat,
+                peak_rss_mib=r["peak"] / MiB,
+                notes=notes,
+                extra={
+                    "cores": workers,
+                    "per_core_files_per_s": rate / workers,
+                    "pinned": float(pin),
+                    "in_batches_files_per_s": count / r["busy"],
+                    "executor_busy_min": min(b for _, b in r["executors"]),
+                    **{f"cores_used_{g}": r[f"cores_{g}"] for g in GROUPS},
+                },
+            )
+        )
     return rows
 
 

@@ -100,8 +100,13 @@ class DfsProcess:
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(folder)], cwd=ROOT, text=True,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(folder)],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in, self._out = self._proc.stdin, self._proc.stdout
         first = self._out.readline().split()
@@ -128,17 +133,31 @@ class DfsProcess:
 
 
 def onelake_settings(root: Path, dfs: DfsProcess) -> Settings:
-    return load_settings("local", overrides={
-        "storage": {"root": str(root / "var"), "lake": {"backend": "onelake", "onelake": {
-            "account_url": dfs.url, "workspace": "ws", "lakehouse": "lh", "auth": "token_provider",
-            "token_provider": "pipeline_lib.local.dfs_server:any_token"}}},
-        "download": {"cache_dir": str(root / "cache")},
-    })  # fmt: skip
+    return load_settings(
+        "local",
+        overrides={
+            "storage": {
+                "root": str(root / "var"),
+                "lake": {
+                    "backend": "onelake",
+                    "onelake": {
+                        "account_url": dfs.url,
+                        "workspace": "ws",
+                        "lakehouse": "lh",
+                        "auth": "token_provider",
+                        "token_provider": "pipeline_lib.local.dfs_server:any_token",
+                    },
+                },
+            },
+            "download": {"cache_dir": str(root / "cache")},
+        },
+    )
 
 
 def local_settings(root: Path) -> Settings:
-    return load_settings("local", overrides={"storage": {"root": str(root / "var")},
-                                             "download": {"cache_dir": str(root / "cache")}})  # fmt: skip
+    return load_settings(
+        "local", overrides={"storage": {"root": str(root / "var")}, "download": {"cache_dir": str(root / "cache")}}
+    )
 
 
 def make_cache(cache_dir: Path, name: str, count: int, size: int) -> list[CachedAttachment]:
@@ -154,9 +173,16 @@ def make_cache(cache_dir: Path, name: str, count: int, size: int) -> list[Cached
                 chunk = os.urandom(min(MiB, size - start))
                 f.write(chunk)
                 digest.update(chunk)
-        items.append(CachedAttachment(task=task.to_dict(), cache_uri=path.as_uri(), bytes=size,
-                                      sha256=digest.hexdigest(), content_type="application/pdf",
-                                      downloaded_at="2026-11-27T00:00:00Z"))  # fmt: skip
+        items.append(
+            CachedAttachment(
+                task=task.to_dict(),
+                cache_uri=path.as_uri(),
+                bytes=size,
+                sha256=digest.hexdigest(),
+                content_type="application/pdf",
+                downloaded_at="2026-11-27T00:00:00Z",
+            )
+        )
     os.sync()  # the timed runs do not pay for writing these back
     return items
 
@@ -205,9 +231,13 @@ def sdk_upload(fs: Any, items: list[CachedAttachment], cache_dir: Path, threads:
     def put(item: CachedAttachment) -> None:
         with open(source_of(item, cache_dir), "rb") as f:
             fs.get_file_client(f"reference/{item.download_task.blob_path}").upload_data(
-                f, length=item.bytes, overwrite=True, chunk_size=chunk_bytes, max_concurrency=1,
+                f,
+                length=item.bytes,
+                overwrite=True,
+                chunk_size=chunk_bytes,
+                max_concurrency=1,
                 content_settings=ContentSettings(content_type=item.content_type),
-            )  # fmt: skip
+            )
 
     with ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()
@@ -231,13 +261,34 @@ def set_name(count: int, size: int) -> str:
     return f"{count} x {size // MiB} MiB" if size >= MiB else f"{count} x {size // 1024} KiB"
 
 
-def _row(lake: str, count: int, size: int, label: str, refs: list[float], stage: list[float],
-         rss: list[float | None], runs: int, target: float | None, notes: str,
-         extra: dict[str, float] | None = None) -> Row:  # fmt: skip
+def _row(
+    lake: str,
+    count: int,
+    size: int,
+    label: str,
+    refs: list[float],
+    stage: list[float],
+    rss: list[float | None],
+    runs: int,
+    target: float | None,
+    notes: str,
+    extra: dict[str, float] | None = None,
+) -> Row:
     mib = count * size / MiB
     peaks = [p for p in rss if p is not None]
-    return Row(BENCH, f"{lake} {set_name(count, size)}", "MiB/s", label, mib / median(refs), mib / median(stage), runs,
-               target=target, peak_rss_mib=max(peaks) if peaks else None, notes=notes, extra=extra or {})  # fmt: skip
+    return Row(
+        BENCH,
+        f"{lake} {set_name(count, size)}",
+        "MiB/s",
+        label,
+        mib / median(refs),
+        mib / median(stage),
+        runs,
+        target=target,
+        peak_rss_mib=max(peaks) if peaks else None,
+        notes=notes,
+        extra=extra or {},
+    )
 
 
 class _Runs:
@@ -293,10 +344,25 @@ def measure_onelake(root: Path, quick: bool, repeat: int) -> list[Row]:
                 extra[f"{side} requests/file"] = r.requests / (count * repeat)
                 extra[f"{side} client CPU ms/MiB"] = median(r.cpu) * 1000 / mib
                 extra[f"{side} server CPU ms/MiB"] = median(r.server_cpu) * 1000 / mib
-            notes = (f"Reference: azure-storage-file-datalake upload_data of the same files to the same DFS test "
-                     f"server, {threads} threads, {up.chunk_bytes // MiB} MiB appends, no hashing.")  # fmt: skip
-            rows.append(_row("onelake", count, size, f"SDK upload_data x{threads}", ref.seconds, st.seconds,
-                             st.peaks, repeat, TARGET, notes, extra))  # fmt: skip
+            notes = (
+                f"Reference: azure-storage-file-datalake upload_data of the same files to the same DFS test "
+                f"server, {threads} threads, {up.chunk_bytes // MiB} MiB appends, no hashing."
+            )
+            rows.append(
+                _row(
+                    "onelake",
+                    count,
+                    size,
+                    f"SDK upload_data x{threads}",
+                    ref.seconds,
+                    st.seconds,
+                    st.peaks,
+                    repeat,
+                    TARGET,
+                    notes,
+                    extra,
+                )
+            )
         return rows
     finally:
         dfs.close()

@@ -64,11 +64,17 @@ def notebook_for_fabric(source: Path, arguments: list[str], items: Path = ITEMS)
     lakehouse = logical_id(items, "xact_lakehouse.Lakehouse")
     notebook["metadata"]["kernel_info"] = {"name": "synapse_pyspark"}
     notebook["metadata"]["dependencies"] = {
-        "environment": {"environmentId": logical_id(items, "xact_environment.Environment"),
-                        "workspaceId": this_workspace},
-        "lakehouse": {"default_lakehouse": lakehouse, "default_lakehouse_name": "xact_lakehouse",
-                      "default_lakehouse_workspace_id": this_workspace, "known_lakehouses": [{"id": lakehouse}]},
-    }  # fmt: skip
+        "environment": {
+            "environmentId": logical_id(items, "xact_environment.Environment"),
+            "workspaceId": this_workspace,
+        },
+        "lakehouse": {
+            "default_lakehouse": lakehouse,
+            "default_lakehouse_name": "xact_lakehouse",
+            "default_lakehouse_workspace_id": this_workspace,
+            "known_lakehouses": [{"id": lakehouse}],
+        },
+    }
     return notebook
 
 

@@ -34,13 +34,10 @@ def ascii_int(text: str | bytes | None, *, low: int = 0, high: int = INT64_MAX) 
     return value if low <= value <= high else None
 
 
-def checked_time(
-    value: datetime, name: str, *, earliest: datetime = EARLIEST, latest: datetime = LATEST
-) -> datetime:
+def checked_time(value: datetime, name: str, *, earliest: datetime = EARLIEST, latest: datetime = LATEST) -> datetime:
     """`value` (aware) if it lies in [earliest, latest]; ValueError naming the field otherwise."""
     if not earliest <= value <= latest:
         raise ValueError(
-            f"{name} {value.isoformat()} is outside the accepted range "
-            f"{earliest.isoformat()} .. {latest.isoformat()}"
+            f"{name} {value.isoformat()} is outside the accepted range {earliest.isoformat()} .. {latest.isoformat()}"
         )
     return value

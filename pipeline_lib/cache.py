@@ -271,12 +271,14 @@ def clean_stale_parts(cache_dir: str | Path, download_timeout_seconds: float) ->
 
     The upload job calls this at its start; `tables maintain` runs clean_cache in full."""
     try:
-        report = clean_cache(
-            cache_dir, part_max_age_seconds=stale_part_age(download_timeout_seconds)
-        )
+        report = clean_cache(cache_dir, part_max_age_seconds=stale_part_age(download_timeout_seconds))
     except OSError as exc:  # the cache may not be mounted on the driver: the next start tries again
         log.warning("cache janitor skipped: %s", exc)
         return
     if report.removed or report.errors:
-        log.info("cache janitor: removed %d stale part file(s), %d bytes; %d error(s)",
-                 report.stale_parts, report.stale_part_bytes, report.errors)  # fmt: skip
+        log.info(
+            "cache janitor: removed %d stale part file(s), %d bytes; %d error(s)",
+            report.stale_parts,
+            report.stale_part_bytes,
+            report.errors,
+        )

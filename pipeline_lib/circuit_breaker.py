@@ -82,8 +82,10 @@ class CircuitBreaker:
                 self.openings += 1
                 log.warning(
                     "circuit %s open after %d consecutive failure(s): requests skipped for %.0fs",
-                    self.name, self.failures, self.open_seconds,
-                )  # fmt: skip
+                    self.name,
+                    self.failures,
+                    self.open_seconds,
+                )
                 return True
             return False
 

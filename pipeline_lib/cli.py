@@ -135,10 +135,15 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     default_statuses = ("open", "replayed", "resolved") if args.action == "list" else ("open",)
     selection = DlqSelection(
-        task_ids=tuple(args.task_id), trace_ids=tuple(args.trace_id), categories=tuple(args.category),
-        hosts=tuple(args.host), stages=tuple(args.stage), since=args.since, until=args.until,
+        task_ids=tuple(args.task_id),
+        trace_ids=tuple(args.trace_id),
+        categories=tuple(args.category),
+        hosts=tuple(args.host),
+        stages=tuple(args.stage),
+        since=args.since,
+        until=args.until,
         statuses=tuple(args.status) or default_statuses,
-    )  # fmt: skip
+    )
     if args.action == "resolve":
         resolve_note(args.note)  # before Spark starts: a missing note is a usage error
     from pipeline_lib.spark import replay as dlq_replay

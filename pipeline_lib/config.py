@@ -265,12 +265,23 @@ Network = Annotated[str, AfterValidator(_network)]
 # Kafka client keys are lower case and dotted (linger.ms); the pipeline sets these from other
 # settings, and an option carrying a secret would put a secret in the settings.
 _KAFKA_KEY = re.compile(r"[a-z][a-z0-9]*(?:[._-][a-z0-9]+)*")
-_CONNECTION_KEYS = frozenset({
-    "bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.jaas.config",
-    "sasl.login.callback.handler.class", "sasl.username", "sasl.password", "sasl.oauthbearer.method",
-    "sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret", "sasl.oauthbearer.token.endpoint.url",
-    "sasl.oauthbearer.scope",
-})  # fmt: skip
+_CONNECTION_KEYS = frozenset(
+    {
+        "bootstrap.servers",
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.jaas.config",
+        "sasl.login.callback.handler.class",
+        "sasl.username",
+        "sasl.password",
+        "sasl.oauthbearer.method",
+        "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.token.endpoint.url",
+        "sasl.oauthbearer.scope",
+    }
+)
 _SECRET_KEY = re.compile(r"jaas|password|secret|token(?!\.endpoint)")
 
 

@@ -88,10 +88,12 @@ def _is_source(value: object) -> bool:
         return False
     return (
         isinstance(value.get("topic"), str)
-        and _is_int(value.get("partition")) and 0 <= value["partition"] <= INT32_MAX
-        and _is_int(value.get("offset")) and 0 <= value["offset"] <= INT64_MAX
+        and _is_int(value.get("partition"))
+        and 0 <= value["partition"] <= INT32_MAX
+        and _is_int(value.get("offset"))
+        and 0 <= value["offset"] <= INT64_MAX
         and (value.get("timestamp") is None or isinstance(value.get("timestamp"), str))
-    )  # fmt: skip
+    )
 
 
 # What each annotation of a message field accepts, as read from JSON.
@@ -146,10 +148,14 @@ def check_blob_path(kind: str, path: str) -> None:
     """
     parts = path.split("/")
     bad = (
-        not path or path.startswith("/") or "\\" in path or "\x00" in path
-        or len(path.encode()) > MAX_PATH_BYTES or len(parts) > MAX_PATH_SEGMENTS
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or len(path.encode()) > MAX_PATH_BYTES
+        or len(parts) > MAX_PATH_SEGMENTS
         or any(p in ("", ".", "..") or len(p.encode()) > MAX_COMPONENT for p in parts)
-    )  # fmt: skip
+    )
     if bad:
         raise ContractError(f"{kind}: field blob_path {path[:80]!r} is not a safe relative lake path")
 

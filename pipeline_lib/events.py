@@ -187,8 +187,10 @@ def _redact_tree(value: Any, known: dict[str, str]) -> Any:
     if isinstance(value, dict):
         # A field named like a secret (password, token, sig, ...) is hidden whole: its bare value has
         # no context (no URL, no `key=`) that text redaction could recognise.
-        return {k: REDACTED if v not in (None, "") and is_secret_key(k) else _redact_tree(v, known)
-                for k, v in value.items()}  # fmt: skip
+        return {
+            k: REDACTED if v not in (None, "") and is_secret_key(k) else _redact_tree(v, known)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -234,8 +236,10 @@ def flatten_event(event: dict[str, Any], now: datetime | None = None) -> dict[st
             raise EventInvalid(f"field {name} must be a string, got {type(value).__name__}")
         text = str(value)
         if len(text) > MAX_TEXT and spec.column in TASK_COLUMNS:  # later stages must carry it (contracts)
-            raise EventInvalid(f"field {name} is {len(text):,} characters, over the {MAX_TEXT:,} a message field "
-                               "holds (contracts.MAX_TEXT)")  # fmt: skip
+            raise EventInvalid(
+                f"field {name} is {len(text):,} characters, over the {MAX_TEXT:,} a message field "
+                "holds (contracts.MAX_TEXT)"
+            )
         row[spec.column] = iso_utc(parse_timestamp(text, name, now)) if spec.type == "timestamp" else text
     return row
 
@@ -293,9 +297,16 @@ def _shown(value: Any) -> str:
 
 
 def _refused(
-    index: int, rule: str, message: str, shown: str, event_id: str, trace_id: str, source: SourceRef,
-    now_iso: str, task_id: str | None,
-) -> DeadLetter:  # fmt: skip
+    index: int,
+    rule: str,
+    message: str,
+    shown: str,
+    event_id: str,
+    trace_id: str,
+    source: SourceRef,
+    now_iso: str,
+    task_id: str | None,
+) -> DeadLetter:
     """The dead letter of one attachment ingest does not emit: refused by the URL policy, or over a limit."""
     return DeadLetter(
         dlq_id=ids.dlq_id("ingest", event_id, str(index), shown),
@@ -358,8 +369,10 @@ def _decide(
             result.dead.append(_refused(index, rule, message, shown, event_id, trace_id, source, now_iso, tid))
 
         if isinstance(url, str) and len(url) > MAX_TEXT:
-            refuse("length", f"the URL is {len(url):,} characters, over the {MAX_TEXT:,} a message field holds "
-                             "(contracts.MAX_TEXT)")  # fmt: skip
+            refuse(
+                "length",
+                f"the URL is {len(url):,} characters, over the {MAX_TEXT:,} a message field holds (contracts.MAX_TEXT)",
+            )
             continue
         try:
             policy.check_url(url)
@@ -395,11 +408,14 @@ def _decide(
         value = task.encode()
         size = record_bytes(task.trace_id, value, task.headers()) + _dead_letter_growth(task, shown)
         if size > options.max_record_bytes:
-            refuse("record_size", (
-                f"its download task would be a {size:,}-byte Kafka record, over the {options.max_record_bytes:,} "
-                f"bytes ingest emits (kafka.producer_options max.request.size {options.max_request_size:,}, less "
-                "room for what the retry and dead-letter records add)"
-            ))  # fmt: skip
+            refuse(
+                "record_size",
+                (
+                    f"its download task would be a {size:,}-byte Kafka record, over the {options.max_record_bytes:,} "
+                    f"bytes ingest emits (kafka.producer_options max.request.size {options.max_request_size:,}, less "
+                    "room for what the retry and dead-letter records add)"
+                ),
+            )
             continue
         seen.add(tid)
         result.tasks.append(task)

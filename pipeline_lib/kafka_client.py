@@ -325,8 +325,10 @@ def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dic
         if name in existing and len(existing[name].partitions) != n:
             log.warning(
                 "topic %s exists with %d partitions (config says %d); left unchanged",
-                name, len(existing[name].partitions), n,
-            )  # fmt: skip
+                name,
+                len(existing[name].partitions),
+                n,
+            )
     created = []
     for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
         try:

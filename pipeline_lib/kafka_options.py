@@ -73,15 +73,19 @@ def librdkafka_config(kafka: KafkaSettings) -> dict[str, str]:
         )
         return conf
     oauth = kafka.oauth
-    conf.update({
-        "sasl.oauthbearer.method": "oidc",  # librdkafka fetches and refreshes the Entra token itself
-        "sasl.oauthbearer.client.id": read_secret(oauth.client_id, key="kafka.oauth.client_id",
-                                                  purpose="Kafka OAUTHBEARER"),
-        "sasl.oauthbearer.client.secret": read_secret(oauth.client_secret, key="kafka.oauth.client_secret",
-                                                      purpose="Kafka OAUTHBEARER"),
-        "sasl.oauthbearer.token.endpoint.url": str(oauth.token_endpoint_url),
-        "sasl.oauthbearer.scope": str(oauth.scope),
-    })  # fmt: skip
+    conf.update(
+        {
+            "sasl.oauthbearer.method": "oidc",  # librdkafka fetches and refreshes the Entra token itself
+            "sasl.oauthbearer.client.id": read_secret(
+                oauth.client_id, key="kafka.oauth.client_id", purpose="Kafka OAUTHBEARER"
+            ),
+            "sasl.oauthbearer.client.secret": read_secret(
+                oauth.client_secret, key="kafka.oauth.client_secret", purpose="Kafka OAUTHBEARER"
+            ),
+            "sasl.oauthbearer.token.endpoint.url": str(oauth.token_endpoint_url),
+            "sasl.oauthbearer.scope": str(oauth.scope),
+        }
+    )
     return conf
 
 

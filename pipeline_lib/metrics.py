@@ -20,10 +20,9 @@ from typing import Any
 _SPECIAL = ("bytes", "breaker_openings", "refetches", "worker_peak_rss_bytes", "max_lateness_ms")
 
 METRIC_COLUMNS = (
-    "stage", "query_id", "run_id", "batch_id", "batch_time", "batch_date", "input_rows",
-    "input_rows_per_second", "processed_rows_per_second", "duration_ms", "durations_ms",
-    "lag_max", "lag_avg", "outcomes", "bytes", "breaker_openings", "refetches",
-    "worker_peak_rss_bytes", "max_lateness_ms",
+    "stage", "query_id", "run_id", "batch_id", "batch_time", "batch_date", "input_rows", "input_rows_per_second",
+    "processed_rows_per_second", "duration_ms", "durations_ms", "lag_max", "lag_avg", "outcomes", "bytes",
+    "breaker_openings", "refetches", "worker_peak_rss_bytes", "max_lateness_ms",
 )  # fmt: skip
 
 
@@ -46,8 +45,9 @@ def metric_row(progress: Mapping[str, Any]) -> dict[str, Any] | None:
         name, batch_id, stamp = progress.get("name"), progress.get("batchId"), progress.get("timestamp")
         if not isinstance(name, str) or not isinstance(stamp, str) or _int(batch_id) is None:
             return None
-        durations = {k: v for k, v in ((str(k), _int(v)) for k, v in (progress.get("durationMs") or {}).items())
-                     if v is not None}  # fmt: skip
+        durations = {
+            k: v for k, v in ((str(k), _int(v)) for k, v in (progress.get("durationMs") or {}).items()) if v is not None
+        }
         maxes, avgs = [], []
         for source in progress.get("sources") or []:
             metrics = source.get("metrics") or {}
@@ -69,15 +69,22 @@ def metric_row(progress: Mapping[str, Any]) -> dict[str, Any] | None:
                 else:
                     outcomes[str(key)] = number
         return {
-            "stage": name, "query_id": str(progress.get("id") or ""), "run_id": str(progress.get("runId") or ""),
-            "batch_id": _int(batch_id), "batch_time": stamp, "batch_date": stamp[:10],
+            "stage": name,
+            "query_id": str(progress.get("id") or ""),
+            "run_id": str(progress.get("runId") or ""),
+            "batch_id": _int(batch_id),
+            "batch_time": stamp,
+            "batch_date": stamp[:10],
             "input_rows": _int(progress.get("numInputRows")) or 0,
             "input_rows_per_second": _number(progress.get("inputRowsPerSecond")),
             "processed_rows_per_second": _number(progress.get("processedRowsPerSecond")),
-            "duration_ms": durations.get("triggerExecution"), "durations_ms": durations,
-            "lag_max": int(max(maxes)) if maxes else None, "lag_avg": sum(avgs) / len(avgs) if avgs else None,
-            "outcomes": outcomes, **special,
-        }  # fmt: skip
+            "duration_ms": durations.get("triggerExecution"),
+            "durations_ms": durations,
+            "lag_max": int(max(maxes)) if maxes else None,
+            "lag_avg": sum(avgs) / len(avgs) if avgs else None,
+            "outcomes": outcomes,
+            **special,
+        }
     except Exception:  # noqa: BLE001 - a progress event must never fail anything
         return None
 

@@ -125,15 +125,28 @@ class RecordStage(ABC, Generic[M, R]):
     def _internal(self, record: InputRecord, exc: BaseException, message: M | None) -> Routed:
         """The dead letter (and `dead` result, when there is a task) of a record whose handling raised."""
         at = datetime.now(UTC)
-        log.warning("[%s] record %s/%s/%s: %s: %s", self.name, record.source.topic, record.source.partition,
-                    record.source.offset, type(exc).__name__, exc)  # fmt: skip
+        log.warning(
+            "[%s] record %s/%s/%s: %s: %s",
+            self.name,
+            record.source.topic,
+            record.source.partition,
+            record.source.offset,
+            type(exc).__name__,
+            exc,
+        )
         if message is not None:
             try:
                 task = self.task_of(message)
                 dead, result = route_failure(
-                    task, internal_failure(exc, self.name), stage=self.name, source=record.source, at=at,
-                    policy=self.retry_policy, topics=self.topics, return_topic=self.topics.pending,
-                )  # fmt: skip
+                    task,
+                    internal_failure(exc, self.name),
+                    stage=self.name,
+                    source=record.source,
+                    at=at,
+                    policy=self.retry_policy,
+                    topics=self.topics,
+                    return_topic=self.topics.pending,
+                )
                 return _encoded(Routed([replace(dead, outcome="internal"), result]))
             except Exception:  # noqa: BLE001 - the task itself is broken: fall back to the bare record
                 pass

@@ -45,10 +45,15 @@ def input_records(columns: Mapping[str, list[Any]]) -> list[InputRecord]:
             header_map(raw_headers),
         )
         for key, value, topic, partition, offset, ms, raw_headers in zip(  # noqa: B905 - equal-length columns
-            columns["key"], columns["value"], columns["topic"], columns["partition"], columns["offset"],
-            columns["timestamp_ms"], headers,
+            columns["key"],
+            columns["value"],
+            columns["topic"],
+            columns["partition"],
+            columns["offset"],
+            columns["timestamp_ms"],
+            headers,
         )
-    ]  # fmt: skip
+    ]
 
 
 def header_map(headers: Iterable[Any] | None) -> dict[str, str]:

@@ -252,12 +252,35 @@ _NOT_SECRET = frozenset(("null", "none", "true", "false", REDACTED))
 _AUTH_SCHEMES = frozenset(
     s.lower()
     for s in (
-        "Basic", "Bearer", "Digest", "Negotiate", "NTLM", "Kerberos", "HOBA", "Mutual", "VAPID",
-        "SCRAM-SHA-1", "SCRAM-SHA-256", "SharedKey", "SharedKeyLite", "SharedAccessSignature",
-        "AWS4-HMAC-SHA256", "AWS", "OAuth", "Token", "PrivateToken", "DPoP", "GSSAPI", "Hawk", "MAC",
-        "ApiKey", "Key", "SSWS", "GoogleLogin",
+        "Basic",
+        "Bearer",
+        "Digest",
+        "Negotiate",
+        "NTLM",
+        "Kerberos",
+        "HOBA",
+        "Mutual",
+        "VAPID",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+        "SharedKey",
+        "SharedKeyLite",
+        "SharedAccessSignature",
+        "AWS4-HMAC-SHA256",
+        "AWS",
+        "OAuth",
+        "Token",
+        "PrivateToken",
+        "DPoP",
+        "GSSAPI",
+        "Hawk",
+        "MAC",
+        "ApiKey",
+        "Key",
+        "SSWS",
+        "GoogleLogin",
     )
-)  # fmt: skip
+)
 _TOK = rf"(?:[^\s\"'\\]|{_BS}(?:/|u[0-9a-fA-F]{{4}}))++"
 _QSTR = r"\\*\"[^\"\r\n]*\""
 _PARAM = rf"[\w!#$%&*+.^`|~-]+[ \t]*=[ \t]*(?:{_QSTR}|(?:[^\s\",\\]|{_BS}(?:/|u[0-9a-fA-F]{{4}}))++)?"

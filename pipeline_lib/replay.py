@@ -141,9 +141,16 @@ def reset_for_replay(task: DownloadTask, replay_id: str) -> DownloadTask:
     """A dead task as replay re-publishes it: a fresh attempt budget, tagged with the replay, one
     generation later (the results fold ranks a task's outcomes by generation before attempt)."""
     return replace(
-        task, attempt=0, history=[], replay_id=replay_id, replay_generation=task.replay_generation + 1,
-        due_at=None, retry_stage=None, return_topic=None, first_attempt_at=None,
-    )  # fmt: skip
+        task,
+        attempt=0,
+        history=[],
+        replay_id=replay_id,
+        replay_generation=task.replay_generation + 1,
+        due_at=None,
+        retry_stage=None,
+        return_topic=None,
+        first_attempt_at=None,
+    )
 
 
 def plan_replay(
@@ -170,7 +177,12 @@ def plan_replay(
             continue
         tasks.append(reset_for_replay(found, report.replay_id))
         report.replayed.append(
-            {"dlq_id": row.dlq_id, "task_id": row.task_id, "trace_id": row.trace_id,
-             "attempts": row.attempts, "category": row.category}
-        )  # fmt: skip
+            {
+                "dlq_id": row.dlq_id,
+                "task_id": row.task_id,
+                "trace_id": row.trace_id,
+                "attempts": row.attempts,
+                "category": row.category,
+            }
+        )
     return tasks

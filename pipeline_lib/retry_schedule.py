@@ -81,9 +81,7 @@ def schedule_record(
     if H_RETRY_TICK in headers:
         return None
     try:
-        return waiting_from_headers(
-            headers, allowed_topics, source, now=now, longest_wait_seconds=longest_wait_seconds
-        )
+        return waiting_from_headers(headers, allowed_topics, source, now=now, longest_wait_seconds=longest_wait_seconds)
     except NotSchedulable as exc:
         return DeadLetter.malformed(STAGE, str(exc), record.value, record.source, now)
     except Exception as exc:  # noqa: BLE001 - one record must never fail the batch

@@ -121,16 +121,31 @@ def route_failure(
     """
     first = task.first_attempt_at or iso_utc(at)
     if result.category in WAITS_WITHOUT_ATTEMPT:
-        return _hold(task, result, stage=stage, source=source, at=at, policy=policy, topics=topics,
-                                 return_topic=return_topic, wrap=wrap, first=first)  # fmt: skip
+        return _hold(
+            task,
+            result,
+            stage=stage,
+            source=source,
+            at=at,
+            policy=policy,
+            topics=topics,
+            return_topic=return_topic,
+            wrap=wrap,
+            first=first,
+        )
     entry = history_entry(iso_utc(at), stage, task.attempt, result.category, result.http_status, result.message)
     history = [*task.history, entry]
     step = policy.next_step(task.attempt, at, result.retry_after_seconds) if result.transient else None
     if step is not None and requeue_topic is not None:
         again = replace(
-            task, attempt=step.next_attempt, history=history, first_attempt_at=first,
-            due_at=None, retry_stage=None, return_topic=None,
-        )  # fmt: skip
+            task,
+            attempt=step.next_attempt,
+            history=history,
+            first_attempt_at=first,
+            due_at=None,
+            retry_stage=None,
+            return_topic=None,
+        )
         routed = OutMessage("refetch", requeue_topic, task.trace_id, again)
     elif step is not None:
         retry = replace(
@@ -155,8 +170,11 @@ def route_failure(
 # Failures that say nothing about the source (no request was made, or this host's own cache
 # could not take the file): the task waits without using an attempt, up to
 # retry.max_task_age_seconds, then is dead-lettered with the category given here.
-WAITS_WITHOUT_ATTEMPT = {"circuit_open": "host_unavailable", "disk_full": "cache_unavailable",
-                         "cache_io": "cache_unavailable"}  # fmt: skip
+WAITS_WITHOUT_ATTEMPT = {
+    "circuit_open": "host_unavailable",
+    "disk_full": "cache_unavailable",
+    "cache_io": "cache_unavailable",
+}
 
 
 def _hold(
@@ -179,10 +197,11 @@ def _hold(
     age = (at - parse_iso(first)).total_seconds()
     if age > policy.max_task_age_seconds:
         gone = Failure(
-            WAITS_WITHOUT_ATTEMPT[result.category], False,
+            WAITS_WITHOUT_ATTEMPT[result.category],
+            False,
             f"{result.message}; the task waited {age:.0f}s for it, longer than retry.max_task_age_seconds "
             f"({policy.max_task_age_seconds:.0f}s)",
-        )  # fmt: skip
+        )
         entry = history_entry(iso_utc(at), stage, task.attempt, gone.category, None, gone.message)
         history = [*task.history, entry]
         dead = task_dead_letter(task, gone, stage, source, at, policy, history, first)
@@ -195,9 +214,13 @@ def _hold(
     wait = result.retry_after_seconds if result.category == "circuit_open" else tier_delay
     step = policy.hold(task.attempt, at, wait or 0.0)
     held = replace(
-        task, first_attempt_at=first, due_at=iso_utc(step.due_at), retry_stage=stage, return_topic=return_topic,
+        task,
+        first_attempt_at=first,
+        due_at=iso_utc(step.due_at),
+        retry_stage=stage,
+        return_topic=return_topic,
         breaker_waits=task.breaker_waits + 1,
-    )  # fmt: skip
+    )
     facts = {"error_category": result.category, "error_message": result.message}
     return (
         OutMessage("held", step.topic, task.trace_id, wrap(held) if wrap else held),

@@ -136,8 +136,9 @@ def result_row(record: InputRecord, at: datetime) -> tuple[Any, ...] | DeadLette
     try:
         result = AttachmentResult.decode(record.value if record.value is not None else b"")
     except ContractError as exc:
-        return DeadLetter.malformed(RESULTS_STAGE, f"not a readable attachment result: {exc}", record.value,
-                                    record.source, at)  # fmt: skip
+        return DeadLetter.malformed(
+            RESULTS_STAGE, f"not a readable attachment result: {exc}", record.value, record.source, at
+        )
     try:
         match = _EXTENSION.search(result.blob_path or "")
         occurred = _utc(result.occurred_at)
@@ -177,10 +178,17 @@ def _dead_letter_row(dead: DeadLetter, record: InputRecord, at: datetime) -> tup
     failed_at = _utc(dead.failed_at) if dead.failed_at else None
     failed_at = failed_at or record.source.timestamp or iso_utc(at)
     row = {
-        "dlq_id": dead.dlq_id, "stage": dead.stage, "category": dead.category, "reason": dead.reason,
-        "failed_at": failed_at, "attempts": _int_in(dead.attempts, 0, INT32_MAX),
-        "trace_id": dead.trace_id, "task_id": dead.task_id, "event_id": dead.event_id,
-        "url": url if isinstance(url, str) else None, "host": _host(url),
+        "dlq_id": dead.dlq_id,
+        "stage": dead.stage,
+        "category": dead.category,
+        "reason": dead.reason,
+        "failed_at": failed_at,
+        "attempts": _int_in(dead.attempts, 0, INT32_MAX),
+        "trace_id": dead.trace_id,
+        "task_id": dead.task_id,
+        "event_id": dead.event_id,
+        "url": url if isinstance(url, str) else None,
+        "host": _host(url),
         "http_status": _int_in(last.get("http_status"), 100, 999),
         "source_topic": source.topic if source else None,
         "source_partition": _int_in(source.partition, 0, INT32_MAX) if source else None,
@@ -190,7 +198,7 @@ def _dead_letter_row(dead: DeadLetter, record: InputRecord, at: datetime) -> tup
         "payload": dead.payload,
         "error_history_json": orjson.dumps(dead.error_history).decode() if dead.error_history else None,
         "failed_date": failed_at[:10],
-    }  # fmt: skip
+    }
     stamp = source.timestamp if source else None
     try:
         row["source_timestamp"] = _utc(stamp) if isinstance(stamp, str) else None

@@ -20,9 +20,8 @@ from pipeline_lib.errors import PipelineError
 # Alibaba, Oracle. Refused whatever the local exemptions say.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "168.63.129.16", "100.100.100.200",
-              "192.0.0.192")
-)  # fmt: skip
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "168.63.129.16", "100.100.100.200", "192.0.0.192")
+)
 
 
 class UrlRefused(PipelineError, ValueError):

@@ -36,10 +36,15 @@ class DownloadStage(RecordStage[DownloadTask, DownloadOutcome]):
         if outcome.cached is not None:
             cached = outcome.cached
             result = result_message(
-                task, STAGE, "downloaded", at,
-                bytes=cached.bytes, sha256=cached.sha256, content_type=cached.content_type,
+                task,
+                STAGE,
+                "downloaded",
+                at,
+                bytes=cached.bytes,
+                sha256=cached.sha256,
+                content_type=cached.content_type,
                 downloaded_at=cached.downloaded_at,
-            )  # fmt: skip
+            )
             return Routed(
                 [
                     OutMessage("cached", self.cached_topic, task.trace_id, cached),

@@ -79,8 +79,14 @@ class LocalSparkCluster:
         return self.home / f"worker-{index}"
 
     def _env(self, **extra: str) -> dict[str, str]:
-        env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-               "PYSPARK_PYTHON": sys.executable, "SPARK_NO_DAEMONIZE": "1", **extra}  # fmt: skip
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_PYTHON": sys.executable,
+            "SPARK_NO_DAEMONIZE": "1",
+            **extra,
+        }
         return env
 
     def _launch(self, name: str, args: list[str], env: dict[str, str], namespace_bind: Path | None = None) -> None:
@@ -91,28 +97,68 @@ class LocalSparkCluster:
             Path(self.node_local_path).mkdir(parents=True, exist_ok=True)
             namespace_bind.mkdir(parents=True, exist_ok=True)
             script = 'mount --bind "$0" "$1" && shift && exec "$@"'  # $0, $1: the two paths
-            command = ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
-                       str(namespace_bind), self.node_local_path, *command]  # fmt: skip
+            command = [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                str(namespace_bind),
+                self.node_local_path,
+                *command,
+            ]
         out = (self.home / f"{name}.log").open("ab")
-        self._procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=env, start_new_session=True))  # fmt: skip
+        self._procs.append(
+            subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+        )
 
     def start(self) -> LocalSparkCluster:
         self.home.mkdir(parents=True, exist_ok=True)
-        self._launch("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
-                                str(self.port), "--webui-port", str(self.ui_port)], self._env())  # fmt: skip
+        self._launch(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--webui-port",
+                str(self.ui_port),
+            ],
+            self._env(),
+        )
         for index in range(self.workers):
             folder = self.worker_dir(index)
             (folder / "work").mkdir(parents=True, exist_ok=True)
             (folder / "local").mkdir(parents=True, exist_ok=True)
             env = self._env(SPARK_WORKER_DIR=str(folder / "work"), SPARK_LOCAL_DIRS=str(folder / "local"))
-            args = ["org.apache.spark.deploy.worker.Worker", self.master_url, "--host", "127.0.0.1",
-                    "--cores", str(self.cores), "--memory", self.memory, "--work-dir", str(folder / "work"),
-                    "--webui-port", str(free_port())]  # fmt: skip
+            args = [
+                "org.apache.spark.deploy.worker.Worker",
+                self.master_url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(self.cores),
+                "--memory",
+                self.memory,
+                "--work-dir",
+                str(folder / "work"),
+                "--webui-port",
+                str(free_port()),
+            ]
             self._launch(f"worker-{index}", args, env, namespace_bind=folder / "node-local")
         self._wait_for_workers()
-        log.info("Spark standalone cluster at %s: %d worker(s) x %d core(s); logs in %s",
-                 self.master_url, self.workers, self.cores, self.home)  # fmt: skip
+        log.info(
+            "Spark standalone cluster at %s: %d worker(s) x %d core(s); logs in %s",
+            self.master_url,
+            self.workers,
+            self.cores,
+            self.home,
+        )
         return self
 
     def _wait_for_workers(self) -> None:
@@ -132,8 +178,10 @@ class LocalSparkCluster:
                 return
             time.sleep(0.5)
         self.stop()
-        raise ClusterError(f"{alive} of {self.workers} workers registered within {self.start_timeout:.0f}s; "
-                           f"see the logs in {self.home}")  # fmt: skip
+        raise ClusterError(
+            f"{alive} of {self.workers} workers registered within {self.start_timeout:.0f}s; "
+            f"see the logs in {self.home}"
+        )
 
     def stop(self) -> None:
         for proc in reversed(self._procs):

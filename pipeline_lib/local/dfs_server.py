@@ -60,9 +60,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
@@ -263,12 +261,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         headers = {
-            "ETag": entry.etag, "Last-Modified": self.date_time_string(), "x-ms-blob-type": "BlockBlob",
-            "x-ms-creation-time": self.date_time_string(), "x-ms-resource-type": "file",
-            "Content-Type": entry.content_type or "application/octet-stream", "x-ms-server-encrypted": "false",
+            "ETag": entry.etag,
+            "Last-Modified": self.date_time_string(),
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-creation-time": self.date_time_string(),
+            "x-ms-resource-type": "file",
+            "Content-Type": entry.content_type or "application/octet-stream",
+            "x-ms-server-encrypted": "false",
             **({"Content-MD5": entry.content_md5} if entry.content_md5 else {}),
             **{f"x-ms-meta-{k}": v for k, v in entry.metadata.items()},
-        }  # fmt: skip
+        }
         self.send_response(200)
         for k, v in headers.items():
             self.send_header(k, v)

@@ -36,9 +36,15 @@ def execute_notebook(path: Path, out_dir: Path, parameters: dict[str, object], t
     executed = out_dir / path.name
     started = time.monotonic()
     papermill.execute_notebook(
-        str(path), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
-        log_output=False, execution_timeout=int(timeout), cwd=str(path.parent.parent),
-    )  # fmt: skip
+        str(path),
+        str(executed),
+        parameters=parameters,
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=False,
+        execution_timeout=int(timeout),
+        cwd=str(path.parent.parent),
+    )
     body, _ = HTMLExporter().from_filename(str(executed))
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
@@ -46,9 +52,7 @@ def execute_notebook(path: Path, out_dir: Path, parameters: dict[str, object], t
     return executed
 
 
-def run_notebooks(
-    out_dir: Path, env: str, overrides: Sequence[str], names: Sequence[str] | None = None
-) -> list[Path]:
+def run_notebooks(out_dir: Path, env: str, overrides: Sequence[str], names: Sequence[str] | None = None) -> list[Path]:
     """Execute the notebooks (all, or `names`) against the settings of `env` + `overrides`."""
     folder = notebooks_dir()
     chosen = sorted(folder.glob("*.ipynb")) if not names else [folder / n for n in names]

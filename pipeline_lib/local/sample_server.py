@@ -473,10 +473,26 @@ def _h_slow(rng: random.Random, plan: HostilePlan, name: str) -> None:
 
 
 _HOSTILE_FAULTS = (
-    _h_ok, _h_ok, _h_ok_encoded, _h_status_line, _h_informational, _h_status, _h_redirect, _h_redirect,
-    _h_content_length, _h_content_length, _h_chunked, _h_chunked, _h_content_encoding, _h_headers, _h_headers,
-    _h_retry_after, _h_content_type, _h_early_close, _h_slow,
-)  # fmt: skip
+    _h_ok,
+    _h_ok,
+    _h_ok_encoded,
+    _h_status_line,
+    _h_informational,
+    _h_status,
+    _h_redirect,
+    _h_redirect,
+    _h_content_length,
+    _h_content_length,
+    _h_chunked,
+    _h_chunked,
+    _h_content_encoding,
+    _h_headers,
+    _h_headers,
+    _h_retry_after,
+    _h_content_type,
+    _h_early_close,
+    _h_slow,
+)
 
 
 class _Handler(BaseHTTPRequestHandler):

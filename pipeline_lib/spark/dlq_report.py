@@ -62,12 +62,18 @@ def error_history(dlq: DataFrame, task_id: str) -> pd.DataFrame:
     out: list[dict[str, Any]] = []
     for row in rows:
         for entry in json.loads(row.error_history_json or "[]"):
-            out.append({
-                "at": entry.get("at"), "stage": entry.get("stage"), "attempt": entry.get("attempt"),
-                "category": entry.get("category"), "http_status": entry.get("http_status"),
-                "message": entry.get("message"), "dead_letter": row.dlq_id,
-                "source": f"{row.source_topic}/{row.source_partition}/{row.source_offset}",
-            })  # fmt: skip
+            out.append(
+                {
+                    "at": entry.get("at"),
+                    "stage": entry.get("stage"),
+                    "attempt": entry.get("attempt"),
+                    "category": entry.get("category"),
+                    "http_status": entry.get("http_status"),
+                    "message": entry.get("message"),
+                    "dead_letter": row.dlq_id,
+                    "source": f"{row.source_topic}/{row.source_partition}/{row.source_offset}",
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -119,8 +125,17 @@ def journey(
         for r in inventory.filter(match).collect():
             trace_id = trace_id or r.trace_id
             times += [t for t in (r.event_produced_at, r.first_seen_at, r.recorded_at, r.updated_at) if t]
-            rows.append(_row(r.recorded_at or r.updated_at, "table", "xact_attachments", r.task_id, r.attempt,
-                             r.status, f"{r.stage} {r.error_category or ''} {r.blob_path or ''}".strip()))  # fmt: skip
+            rows.append(
+                _row(
+                    r.recorded_at or r.updated_at,
+                    "table",
+                    "xact_attachments",
+                    r.task_id,
+                    r.attempt,
+                    r.status,
+                    f"{r.stage} {r.error_category or ''} {r.blob_path or ''}".strip(),
+                )
+            )
     if dlq is not None:
         match = F.col("task_id") == F.lit(task_id) if task_id else F.col("trace_id") == F.lit(trace_id)
         for r in dlq.filter(match).collect():
@@ -151,8 +166,15 @@ def _aware(value: datetime) -> datetime:
 
 
 def _row(at: Any, source: str, where: str, task: str | None, attempt: Any, what: Any, detail: Any) -> dict[str, Any]:
-    return {"time": pd.Timestamp(_aware(at)) if at else pd.NaT, "source": source, "where": where,
-            "task_id": task, "attempt": attempt, "what": what, "detail": redact_payload(str(detail or ""))}  # fmt: skip
+    return {
+        "time": pd.Timestamp(_aware(at)) if at else pd.NaT,
+        "source": source,
+        "where": where,
+        "task_id": task,
+        "attempt": attempt,
+        "what": what,
+        "detail": redact_payload(str(detail or "")),
+    }
 
 
 def _message_row(record: InputRecord) -> dict[str, Any]:
@@ -166,8 +188,11 @@ def _message_row(record: InputRecord) -> dict[str, Any]:
     if "xact.retry.forwarded_at" in record.headers:
         what = f"{what} (forwarded by the retry scheduler)"
     return {
-        "time": pd.Timestamp(record.source.timestamp), "source": "topic",
+        "time": pd.Timestamp(record.source.timestamp),
+        "source": "topic",
         "where": f"{record.source.topic}/{record.source.partition}/{record.source.offset}",
-        "task_id": task.get("task_id"), "attempt": task.get("attempt"), "what": what,
+        "task_id": task.get("task_id"),
+        "attempt": task.get("attempt"),
+        "what": what,
         "detail": redact_payload(record.text)[:300],
-    }  # fmt: skip
+    }

@@ -32,11 +32,18 @@ def health_now(metrics: DataFrame, now: datetime | None = None) -> pd.DataFrame:
     """Is anything wrong right now? Per stage: its last batch, how long ago, its lag and rate."""
     now = now or datetime.now(UTC)
     latest = metrics.groupBy("stage").agg(F.max_by(F.struct(*metrics.columns), "batch_time").alias("m"))
-    frame = latest.select(
-        "stage", F.col("m.batch_id").alias("last_batch"), F.col("m.batch_time").alias("last_batch_at"),
-        F.col("m.lag_max").alias("lag"), F.col("m.processed_rows_per_second").alias("rows_per_second"),
-        F.col("m.duration_ms").alias("last_batch_ms"),
-    ).orderBy("stage").toPandas()  # fmt: skip
+    frame = (
+        latest.select(
+            "stage",
+            F.col("m.batch_id").alias("last_batch"),
+            F.col("m.batch_time").alias("last_batch_at"),
+            F.col("m.lag_max").alias("lag"),
+            F.col("m.processed_rows_per_second").alias("rows_per_second"),
+            F.col("m.duration_ms").alias("last_batch_ms"),
+        )
+        .orderBy("stage")
+        .toPandas()
+    )
     if frame.empty:
         return frame
     stamps = pd.to_datetime(frame["last_batch_at"], utc=True)
@@ -102,12 +109,14 @@ def latency_percentiles(attachments: DataFrame, every: str = "10 minutes") -> pd
     frame = (
         done.groupBy(F.window("recorded_at", every).start.alias("time"))
         .agg(
-            F.percentile_approx(latency, 0.5).alias("p50"), F.percentile_approx(latency, 0.95).alias("p95"),
-            F.percentile_approx(latency, 0.99).alias("p99"), F.count("*").alias("tasks"),
+            F.percentile_approx(latency, 0.5).alias("p50"),
+            F.percentile_approx(latency, 0.95).alias("p95"),
+            F.percentile_approx(latency, 0.99).alias("p99"),
+            F.count("*").alias("tasks"),
         )
         .orderBy("time")
         .toPandas()
-    )  # fmt: skip
+    )
     return frame.set_index("time") if not frame.empty else frame
 
 

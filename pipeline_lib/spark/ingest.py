@@ -65,8 +65,19 @@ def dead_letter_row(
 ) -> tuple:
     """A dead letter as a ROUTED_SCHEMA row, ready for kafka_records."""
     headers = header_entries(dead.headers())
-    return ("dlq", dead.dlq_id, dedup_key, legacy_key, dead.event_id, None, dlq_topic, key, dead.encode(), headers,
-            None)  # fmt: skip
+    return (
+        "dlq",
+        dead.dlq_id,
+        dedup_key,
+        legacy_key,
+        dead.event_id,
+        None,
+        dlq_topic,
+        key,
+        dead.encode(),
+        headers,
+        None,
+    )
 
 
 def routed_rows(result: IngestResult, pending_topic: str, dlq_topic: str, producer_key: str | None) -> list[tuple]:
@@ -83,14 +94,38 @@ def routed_rows(result: IngestResult, pending_topic: str, dlq_topic: str, produc
         event_id, revision = event["event_id"], event["revision"]
         ekey = event_key(event_id, revision)
         legacy_ekey = event_key(event_id, result.legacy_revision) if result.legacy_revision else None
-        rows.append(("event", f"{event_id}/{revision}", ekey, legacy_ekey, event_id, event["event_date"], None, None,
-                     None, None, event))  # fmt: skip
+        rows.append(
+            (
+                "event",
+                f"{event_id}/{revision}",
+                ekey,
+                legacy_ekey,
+                event_id,
+                event["event_date"],
+                None,
+                None,
+                None,
+                None,
+                event,
+            )
+        )
     for task in result.tasks:
         legacy = result.legacy_task_ids.get(task.task_id)
         rows.append(
-            ("task", task.task_id, task_key(task.task_id), legacy and task_key(legacy), task.event_id, task.event_date,
-             pending_topic, task.trace_id, task.encode(), header_entries(task.headers()), None)
-        )  # fmt: skip
+            (
+                "task",
+                task.task_id,
+                task_key(task.task_id),
+                legacy and task_key(legacy),
+                task.event_id,
+                task.event_date,
+                pending_topic,
+                task.trace_id,
+                task.encode(),
+                header_entries(task.headers()),
+                None,
+            )
+        )
     for dead in result.dead:
         # A malformed event has no trace id: keep the producer's key (redacted) for the operator. A
         # refused URL's dead letter goes with its event's revision: a redelivery emits it again only if new.

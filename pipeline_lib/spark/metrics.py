@@ -84,8 +84,9 @@ class MetricsRecorder:
                     log.warning("the Spark session stopped: %d metric row(s) were not recorded", len(rows))
                     return 0
                 self.buffer.put_back(rows)
-                log.warning("could not record %d metric row(s) (kept for the next try): %s", len(rows),
-                            failure_summary(exc))  # fmt: skip
+                log.warning(
+                    "could not record %d metric row(s) (kept for the next try): %s", len(rows), failure_summary(exc)
+                )
                 return 0
 
     def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
@@ -116,5 +117,6 @@ def delete_old_metrics(spark: SparkSession, settings: Settings, today: date | No
     table = require_table(spark, spec)
     cutoff = (today or datetime.now(UTC).date()) - timedelta(days=settings.metrics.retention_days)
     table.delete(F.col("batch_date") < F.lit(cutoff.isoformat()))
-    log.info("%s: rows before %s deleted (metrics.retention_days %d)", spec.name, cutoff,
-             settings.metrics.retention_days)  # fmt: skip
+    log.info(
+        "%s: rows before %s deleted (metrics.retention_days %d)", spec.name, cutoff, settings.metrics.retention_days
+    )

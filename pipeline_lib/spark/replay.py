@@ -31,9 +31,12 @@ log = get_logger("dlq")
 def selection_filter(selection: DlqSelection) -> Column:
     cond = F.col("status").isin(*selection.statuses)
     for column, values in (
-        ("task_id", selection.task_ids), ("trace_id", selection.trace_ids), ("category", selection.categories),
-        ("host", selection.hosts), ("stage", selection.stages),
-    ):  # fmt: skip
+        ("task_id", selection.task_ids),
+        ("trace_id", selection.trace_ids),
+        ("category", selection.categories),
+        ("host", selection.hosts),
+        ("stage", selection.stages),
+    ):
         if values:
             cond = cond & F.col(column).isin(*values)
     if selection.since:
@@ -108,14 +111,18 @@ def replay(
         return report
     produce(settings, settings.topics.pending.name, [(t.trace_id, t.encode(), t.headers()) for t in tasks])
     _mark(
-        spark, settings, [r["dlq_id"] for r in report.replayed],
+        spark,
+        settings,
+        [r["dlq_id"] for r in report.replayed],
         {
-            "status": F.lit("replayed"), "replay_id": F.lit(report.replay_id),
-            "replayed_at": F.current_timestamp(), "replay_selection": F.lit(selection.to_json()),
+            "status": F.lit("replayed"),
+            "replay_id": F.lit(report.replay_id),
+            "replayed_at": F.current_timestamp(),
+            "replay_selection": F.lit(selection.to_json()),
             "replay_count": F.col("replay_count") + 1,
             "note": F.lit(truncate(redact(note), 2000)) if note else F.col("note"),
         },
-    )  # fmt: skip
+    )
     log.info("replay %s: %d task(s) re-published to %s", report.replay_id, len(tasks), settings.topics.pending.name)
     return report
 
@@ -125,8 +132,10 @@ def resolve(spark: SparkSession, settings: Settings, selection: DlqSelection, no
     note = resolve_note(note)
     dlq_ids = [r.dlq_id for r in select_dead_letters(spark, settings, selection).select("dlq_id").collect()]
     resolved = {
-        "status": F.lit("resolved"), "resolved_at": F.current_timestamp(), "note": F.lit(truncate(redact(note), 2000))
-    }  # fmt: skip
+        "status": F.lit("resolved"),
+        "resolved_at": F.current_timestamp(),
+        "note": F.lit(truncate(redact(note), 2000)),
+    }
     _mark(spark, settings, dlq_ids, resolved)
     return len(dlq_ids)
 

@@ -1,9 +1,9 @@
 """Results: xact.downloads.results -> xact_attachments, exactly one row per task.
 
-    source (Kafka results) -> the per-record function (table_rows.result_row: a typed result, or
-    the record's dead letter) -> sinks.ResultsBatchWriter: unreadable results -> xact.downloads.dlq
-    (stage `results`, with provenance), then the winning outcome per task -> MERGE into
-    xact_attachments (which outcome wins: spark/sinks.py)
+source (Kafka results) -> the per-record function (table_rows.result_row: a typed result, or
+the record's dead letter) -> sinks.ResultsBatchWriter: unreadable results -> xact.downloads.dlq
+(stage `results`, with provenance), then the winning outcome per task -> MERGE into
+xact_attachments (which outcome wins: spark/sinks.py)
 """
 
 from __future__ import annotations

@@ -203,6 +203,8 @@ def _tick(settings: Settings) -> None:
         tick = (None, b"tick", {H_RETRY_TICK: iso_utc(datetime.now(UTC))})
         produce(settings, settings.retry_topics[0], [tick], producer=producer, timeout=15)
     except Exception as exc:  # noqa: BLE001 - the query itself reports Kafka problems; this must not
-        log.warning("[%s] could not write the start tick (%s): held retries wait for the next new one",
-                    Stage.RETRY_SCHEDULER.value, type(exc).__name__)  # fmt: skip
-
+        log.warning(
+            "[%s] could not write the start tick (%s): held retries wait for the next new one",
+            Stage.RETRY_SCHEDULER.value,
+            type(exc).__name__,
+        )

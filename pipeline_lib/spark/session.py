@@ -144,8 +144,9 @@ def with_option_redaction(spark: SparkSession) -> SparkSession:
     try:
         spark.conf.set("spark.sql.redaction.options.regex", OPTION_REDACTION)
     except Exception as exc:  # noqa: BLE001 - a refused conf must not stop a job or a notebook
-        log.warning("could not set spark.sql.redaction.options.regex (%s): plans may show Kafka options",
-                    type(exc).__name__)  # fmt: skip
+        log.warning(
+            "could not set spark.sql.redaction.options.regex (%s): plans may show Kafka options", type(exc).__name__
+        )
     return spark
 
 

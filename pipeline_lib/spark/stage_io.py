@@ -66,9 +66,16 @@ def routed_records(stage_for: Callable[[Settings], Stage]) -> Callable[[Settings
                 for index, (out, (topic, key, value, headers)) in enumerate(zip(routed.messages, rows, strict=True)):
                     first = index == 0  # bytes and openings counted once per outcome
                     yield (
-                        out.outcome, topic, key, value, header_entries(headers), size if first else 0,
-                        opened if first else 0, refetched if first else 0, peak,
-                    )  # fmt: skip
+                        out.outcome,
+                        topic,
+                        key,
+                        value,
+                        header_entries(headers),
+                        size if first else 0,
+                        opened if first else 0,
+                        refetched if first else 0,
+                        peak,
+                    )
 
         return process
 
@@ -81,8 +88,7 @@ def io_metrics(outcomes: tuple[str, ...]) -> Callable[[Settings], list[Column]]:
 
     def metrics(settings: Settings) -> list[Column]:
         tiers = {
-            delay_label(d): topic
-            for d, topic in zip(settings.retry.delays_seconds, settings.retry_topics, strict=True)
+            delay_label(d): topic for d, topic in zip(settings.retry.delays_seconds, settings.retry_topics, strict=True)
         }
         outcome = F.col("outcome")
         return [

@@ -106,8 +106,12 @@ class Supervisor:
                     return EXIT_OK
                 stuck = [s for s in self.states.values() if self.available_now and s.failures >= AVAILABLE_NOW_TRIES]
                 if stuck:  # a run meant to drain and stop must not wait forever
-                    log.error("[run] %s failed %d times in a row; giving up: %s",
-                              stuck[0].name, stuck[0].failures, stuck[0].last_error)  # fmt: skip
+                    log.error(
+                        "[run] %s failed %d times in a row; giving up: %s",
+                        stuck[0].name,
+                        stuck[0].failures,
+                        stuck[0].last_error,
+                    )
                     self.stop()
                     return EXIT_FAILED
                 if deadline is not None and now >= deadline:
@@ -160,8 +164,10 @@ class Supervisor:
         finally:
             self._spark_log_level(previous)
         if abandoned:
-            log.warning("[run] stopped with a batch in flight in %s: not committed, it runs again at the next start",
-                        ", ".join(abandoned))  # fmt: skip
+            log.warning(
+                "[run] stopped with a batch in flight in %s: not committed, it runs again at the next start",
+                ", ".join(abandoned),
+            )
             return EXIT_ABANDONED
         failed = [s.name for s in self.states.values() if s.state == "waiting" and s.failures]
         log.info("[run] stopped; every query between batches")
@@ -214,8 +220,13 @@ class Supervisor:
                 state.state = "finished"
                 return
             wait = self._failed(state, failure_summary(error), now)
-            log.error("[run] %s failed (%d in a row): %s; restarting from its checkpoint in %.0fs",
-                      state.name, state.failures, state.last_error, wait)  # fmt: skip
+            log.error(
+                "[run] %s failed (%d in a row): %s; restarting from its checkpoint in %.0fs",
+                state.name,
+                state.failures,
+                state.last_error,
+                wait,
+            )
             return
         if state.state == "waiting" and now >= state.restart_at:
             self._start(state, now)
@@ -228,8 +239,13 @@ class Supervisor:
                 if reason != self._kafka_said:  # the whole story once, then one short line per try
                     log.error("[run] %s: %s (trying again in %.0fs)", state.name, reason, wait)
                 else:
-                    log.warning("[run] %s: still cannot reach Kafka at %s (try %d; next in %.0fs)",
-                                state.name, self.settings.kafka.bootstrap_servers, state.failures, wait)  # fmt: skip
+                    log.warning(
+                        "[run] %s: still cannot reach Kafka at %s (try %d; next in %.0fs)",
+                        state.name,
+                        self.settings.kafka.bootstrap_servers,
+                        state.failures,
+                        wait,
+                    )
                 self._kafka_said = reason
                 return
             if self._kafka_said is not None:

@@ -66,7 +66,6 @@ EVENTS_SCHEMA = StructType(
 )
 
 
-
 def _schema(columns: tuple[TableColumn, ...]) -> StructType:
     return StructType([StructField(c.name, _TYPES[c.type], nullable=not c.required) for c in columns])
 
@@ -131,7 +130,10 @@ def dlq_table(settings: Settings) -> TableSpec:
 
 def metrics_table(settings: Settings) -> TableSpec:
     return TableSpec(
-        "xact_pipeline_metrics", settings.table_path("metrics"), METRICS_SCHEMA, ("stage", "run_id", "batch_id"),
+        "xact_pipeline_metrics",
+        settings.table_path("metrics"),
+        METRICS_SCHEMA,
+        ("stage", "run_id", "batch_id"),
         ("batch_date",),
     )
 

@@ -61,8 +61,14 @@ class UploadStage(RecordStage[CachedAttachment, UploadOutcome]):
         fetched = self._downloader.download(task)
         if fetched.cached is None:
             assert fetched.failure is not None
-            return replace(lost, task=task, failure=fetched.failure, refetch_failed=True, refetched=True,
-                           breaker_opened=fetched.breaker_opened)  # fmt: skip
+            return replace(
+                lost,
+                task=task,
+                failure=fetched.failure,
+                refetch_failed=True,
+                refetched=True,
+                breaker_opened=fetched.breaker_opened,
+            )
         return replace(self.uploader.upload(fetched.cached), refetched=True)
 
     def task_of(self, message: CachedAttachment) -> DownloadTask:
@@ -72,22 +78,42 @@ class UploadStage(RecordStage[CachedAttachment, UploadOutcome]):
         task, cached, at = outcome.task, outcome.cached, outcome.finished_at
         if outcome.stored is not None:
             result = result_message(
-                task, STAGE, "completed", at, bytes=outcome.stored.bytes, sha256=outcome.stored.sha256,
-                content_type=cached.content_type, downloaded_at=cached.downloaded_at, uploaded_at=iso_utc(at),
-            )  # fmt: skip
+                task,
+                STAGE,
+                "completed",
+                at,
+                bytes=outcome.stored.bytes,
+                sha256=outcome.stored.sha256,
+                content_type=cached.content_type,
+                downloaded_at=cached.downloaded_at,
+                uploaded_at=iso_utc(at),
+            )
             return Routed([OutMessage("completed", self.topics.results, task.trace_id, result)], outcome)
         assert outcome.failure is not None
         f = outcome.failure
         if outcome.refetch_failed:  # the source failed this host's download: route it as the download stage would
             failed, result_msg = route_failure(
-                task, f, stage="download", source=source, at=at, policy=self.retry_policy, topics=self.topics,
+                task,
+                f,
+                stage="download",
+                source=source,
+                at=at,
+                policy=self.retry_policy,
+                topics=self.topics,
                 return_topic=self.topics.pending,
-            )  # fmt: skip
+            )
             return Routed([failed, result_msg], outcome)
         failed, result_msg = route_failure(
-            task, f, stage=STAGE, source=source, at=at, policy=self.retry_policy, topics=self.topics,
-            return_topic=self.cached_topic, wrap=lambda retry: replace(cached, task=retry.to_dict()),
+            task,
+            f,
+            stage=STAGE,
+            source=source,
+            at=at,
+            policy=self.retry_policy,
+            topics=self.topics,
+            return_topic=self.cached_topic,
+            wrap=lambda retry: replace(cached, task=retry.to_dict()),
             # A lost or changed cache file needs a fresh download, at once, not an upload retry later.
             requeue_topic=self.topics.pending if f.category == "cache_lost" else None,
-        )  # fmt: skip
+        )
         return Routed([failed, result_msg], outcome)

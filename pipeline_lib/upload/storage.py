@@ -132,8 +132,11 @@ def check_blob_path(path: object) -> str:
         raise _refuse(path, "is not a relative path inside the lake")
     size = len(path.encode("utf-8", "surrogatepass"))
     if size > MAX_PATH_BYTES or len(parts) > MAX_PATH_SEGMENTS:
-        raise _refuse(path, f"takes {size} bytes in {len(parts)} segments, more than the lake's "
-                            f"{MAX_PATH_BYTES} bytes in {MAX_PATH_SEGMENTS} segments (paths.py)")  # fmt: skip
+        raise _refuse(
+            path,
+            f"takes {size} bytes in {len(parts)} segments, more than the lake's "
+            f"{MAX_PATH_BYTES} bytes in {MAX_PATH_SEGMENTS} segments (paths.py)",
+        )
     if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for part in parts):
         raise _refuse(path, f"has a segment longer than {MAX_COMPONENT} bytes of UTF-8 (paths.py)")
     return path
@@ -313,8 +316,13 @@ def _classify_azure(exc: Exception) -> Failure:
             return Failure("http_transient", True, f"storage returned 409 {code}", 409)
         headers = getattr(getattr(exc, "response", None), "headers", None) or {}
         result = classify_status(status, retry_after=headers.get("retry-after"))
-        return Failure(result.category, result.transient, f"storage returned {status} {code}: {exc.message}", status,
-                       result.retry_after_seconds)  # fmt: skip
+        return Failure(
+            result.category,
+            result.transient,
+            f"storage returned {status} {code}: {exc.message}",
+            status,
+            result.retry_after_seconds,
+        )
     if isinstance(exc, ClientAuthenticationError):
         return failure("connection", f"could not get a token for the storage endpoint: {exc}")
     if str(exc).startswith("MD5 mismatch"):  # the SDK's own check of a Content-MD5 the service echoed
@@ -355,9 +363,13 @@ class OneLakeStorage:
                 "attachment paths within OneLake's 1,024-character path: shorten storage.lake.files_prefix"
             )
         service = DataLakeServiceClient(
-            account_url, credential=credential, retry_total=sdk_retries, connection_timeout=timeout,
-            read_timeout=timeout, **client_kwargs,
-        )  # fmt: skip
+            account_url,
+            credential=credential,
+            retry_total=sdk_retries,
+            connection_timeout=timeout,
+            read_timeout=timeout,
+            **client_kwargs,
+        )
         self.client = service.get_file_system_client(file_system)
 
     @classmethod
@@ -365,8 +377,15 @@ class OneLakeStorage:
         lake = settings.storage.lake
         o = lake.onelake
         root = "/".join(p for p in (f"{o.lakehouse}.Lakehouse/Files" if o.lakehouse else "", lake.files_prefix) if p)
-        return cls(o.account_url, str(o.workspace), root, credential_for(settings), sdk_retries=o.sdk_retries,
-                   timeout=o.timeout_seconds, **client_kwargs)  # fmt: skip
+        return cls(
+            o.account_url,
+            str(o.workspace),
+            root,
+            credential_for(settings),
+            sdk_retries=o.sdk_retries,
+            timeout=o.timeout_seconds,
+            **client_kwargs,
+        )
 
     def _final(self, path: str) -> str:
         check_blob_path(path)

@@ -42,9 +42,12 @@ def test_every_stage_runs_on_this_runtime(spark, make_kafka_settings, sample_ser
         f"{sample_server.base_url}/files/smoke/gone.pdf?mode=status&status=404",
         f"{sample_server.base_url}/files/smoke/flaky.pdf?mode=flaky&fail=1&status=503",
     ]
-    event = {"type": "verisk.claims.property.xn.documentsReceived", "traceId": "SMOKE-1",
-             "utcDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "data": {"assignmentId": "A1", "attachments": urls}}  # fmt: skip
+    event = {
+        "type": "verisk.claims.property.xn.documentsReceived",
+        "traceId": "SMOKE-1",
+        "utcDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": {"assignmentId": "A1", "attachments": urls},
+    }
     produce(s, s.topics.events_raw.name, [("SMOKE-1", json.dumps(event)), ("SMOKE-bad", "not an event")])
 
     def run(start):

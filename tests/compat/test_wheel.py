@@ -52,8 +52,10 @@ def test_the_wheel_holds_the_package_its_settings_and_one_entry_point_per_job(wh
     with zipfile.ZipFile(wheel) as whl:
         names = whl.namelist()
         meta = whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert {n.split("/")[0] for n in names} == {"pipeline_lib", wheel.name.split("-")[0] + "-" +
-                                                wheel.name.split("-")[1] + ".dist-info"}  # fmt: skip
+    assert {n.split("/")[0] for n in names} == {
+        "pipeline_lib",
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }
     assert not any(n.startswith("jobs/") for n in names)  # jobs/*.py are spark-submit files, not a package
     for conf in ("base.yaml", "local.yaml", "fabric.yaml", "databricks.yaml"):
         assert f"pipeline_lib/_conf/{conf}" in names
@@ -62,8 +64,11 @@ def test_the_wheel_holds_the_package_its_settings_and_one_entry_point_per_job(wh
     assert entry_points["xact-pipeline"] == "pipeline_lib.cli:main"
     assert {f"xact-{job}" for job in JOBS} <= set(entry_points)
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
-    platform_provided = [r for r in requires if r.split(";")[0].split("[")[0].strip().lower().startswith(
-        ("pyspark", "delta-spark", "pandas", "pyarrow"))]  # fmt: skip
+    platform_provided = [
+        r
+        for r in requires
+        if r.split(";")[0].split("[")[0].strip().lower().startswith(("pyspark", "delta-spark", "pandas", "pyarrow"))
+    ]
     # The platform's Spark, Delta, pandas and pyarrow are never pinned outside the [local] extra.
     assert all("extra ==" in r or r.replace(" ", "").startswith("pandas>=") for r in platform_provided), requires
     assert not any("<" in r or "==" in r for r in platform_provided if "extra ==" not in r), requires
@@ -76,16 +81,27 @@ def test_the_wheel_installs_on_the_platform_pyspark_and_runs_outside_the_reposit
     created = run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     assert created.returncode == 0, created.stderr
     python = venv / "bin" / "python"
-    (purelib,) = [Path(p) for p in json.loads(run([str(python), "-c", "import json, site; print(json.dumps("
-                                                    "site.getsitepackages()))"], tmp_path).stdout)]  # fmt: skip
+    (purelib,) = [
+        Path(p)
+        for p in json.loads(
+            run([str(python), "-c", "import json, site; print(json.dumps(site.getsitepackages()))"], tmp_path).stdout
+        )
+    ]
     (purelib / "platform.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # the preinstalled runtime
 
     installed = run([str(python), "-m", "pip", "install", "--no-index", "--quiet", str(wheel)], tmp_path)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     check = run([str(python), "-m", "pip", "check"], tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
-    probe = run([str(python), "-c", "import pyspark, pipeline_lib, pipeline_lib.spark.dlq_report; "
-                                    "print(pyspark.__version__, pipeline_lib.__file__)"], tmp_path)  # fmt: skip
+    probe = run(
+        [
+            str(python),
+            "-c",
+            "import pyspark, pipeline_lib, pipeline_lib.spark.dlq_report; "
+            "print(pyspark.__version__, pipeline_lib.__file__)",
+        ],
+        tmp_path,
+    )
     assert probe.returncode == 0, probe.stderr
     version, where = probe.stdout.split()
     assert version == pyspark.__version__  # the platform's pyspark, untouched

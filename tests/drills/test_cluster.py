@@ -23,12 +23,19 @@ from tests.drills.harness import (
 def _run_on_cluster(spark, drill_settings, sample_server, tmp_path, name, node_local: bool, seed: int):
     cache = str(tmp_path / "cache")
     with LocalSparkCluster(tmp_path / "cluster", workers=2, node_local_path=cache if node_local else None) as cluster:
-        s = drill_settings(spark__master=cluster.master_url, spark__extra_conf=cluster.session_conf(),
-                           download__cache_dir=cache, kafka__min_partitions=4)  # fmt: skip
+        s = drill_settings(
+            spark__master=cluster.master_url,
+            spark__extra_conf=cluster.session_conf(),
+            download__cache_dir=cache,
+            kafka__min_partitions=4,
+        )
         records, work = make_events(sample_server, 16, seed=seed, kinds=("good", "good", "flaky", "gone"))
         report = Report(name)
-        report.injected = [f"2 workers x 1 core, {'one cache disk per worker' if node_local else 'a shared cache'}",
-                           f"{work.events} events", ", ".join(f"{n} {k}" for k, n in sorted(work.kinds.items()))]
+        report.injected = [
+            f"2 workers x 1 core, {'one cache disk per worker' if node_local else 'a shared cache'}",
+            f"{work.events} events",
+            ", ".join(f"{n} {k}" for k, n in sorted(work.kinds.items())),
+        ]
         log = tmp_path / "run.log"
         started = time.monotonic()
         produce_events(s, records)
@@ -64,7 +71,8 @@ def test_with_one_cache_per_worker_every_task_still_completes_by_refetching(
 ):
     """A user's mistake: a node-local cache path. Uploads on the other worker find no file and
     download it again there (no attempt used), so every task still completes; the cost is counted."""
-    report, leftovers = _run_on_cluster(spark, drill_settings, sample_server, tmp_path, "cluster, node-local caches",
-                                        True, 12)  # fmt: skip
+    report, leftovers = _run_on_cluster(
+        spark, drill_settings, sample_server, tmp_path, "cluster, node-local caches", True, 12
+    )
     assert report.refetches > 0 and report.refetches == len(leftovers)
     assert Path(tmp_path / "cache").exists()

@@ -148,13 +148,17 @@ def test_the_onelake_lake_answering_503_for_a_while_loses_nothing(spark, drill_s
     (tmp_path / "dfs").mkdir()
     with DfsServer(tmp_path / "dfs") as dfs:
         s = drill_settings(
-            retry__delays_seconds=MANY_TIERS, upload__breaker__open_seconds=10, upload__breaker__failure_threshold=3,
-            storage__lake__backend="onelake", storage__lake__onelake__account_url=dfs.url,
-            storage__lake__onelake__workspace="ws", storage__lake__onelake__lakehouse="lh",
+            retry__delays_seconds=MANY_TIERS,
+            upload__breaker__open_seconds=10,
+            upload__breaker__failure_threshold=3,
+            storage__lake__backend="onelake",
+            storage__lake__onelake__account_url=dfs.url,
+            storage__lake__onelake__workspace="ws",
+            storage__lake__onelake__lakehouse="lh",
             storage__lake__onelake__auth="token_provider",
             storage__lake__onelake__token_provider="pipeline_lib.local.dfs_server:any_token",
             storage__lake__onelake__sdk_retries=0,
-        )  # fmt: skip
+        )
         records, work = make_events(sample_server, 16, seed=4, kinds=("good", "good", "flaky"))
         report = Report("OneLake answering 503")
         log = tmp_path / "run.log"
@@ -200,8 +204,9 @@ def _in_namespace(pid: int, *command: str) -> subprocess.CompletedProcess[bytes]
 
 
 def test_the_local_lake_read_only_for_a_while_loses_nothing(spark, drill_settings, sample_server, tmp_path):
-    s = drill_settings(retry__delays_seconds=MANY_TIERS, upload__breaker__open_seconds=10,
-                       upload__breaker__failure_threshold=3)  # fmt: skip
+    s = drill_settings(
+        retry__delays_seconds=MANY_TIERS, upload__breaker__open_seconds=10, upload__breaker__failure_threshold=3
+    )
     lake_root = Path(s.storage.resolve(s.storage.lake.local_root))
     lake_root.mkdir(parents=True, exist_ok=True)
     records, work = make_events(sample_server, 16, seed=5, kinds=("good", "good", "flaky"))
@@ -266,9 +271,11 @@ def test_a_source_host_down_longer_than_its_breaker_window(spark, drill_settings
     """Its tasks wait for the breaker's probes without using attempts, and complete once it is back;
     another host's tasks complete meanwhile."""
     s = drill_settings(
-        retry__delays_seconds=[1, 2, 4, 8, 16, 32], download__breaker__open_seconds=15,
-        download__breaker__failure_threshold=3, url_policy__allowed_networks=["127.0.0.1/32", "::1/128"],
-    )  # fmt: skip
+        retry__delays_seconds=[1, 2, 4, 8, 16, 32],
+        download__breaker__open_seconds=15,
+        download__breaker__failure_threshold=3,
+        url_policy__allowed_networks=["127.0.0.1/32", "::1/128"],
+    )
     other = SampleFileServer().start()
     down_host = SampleFileServer().start()
     port = int(down_host.base_url.rsplit(":", 1)[1])

@@ -20,15 +20,21 @@ def test_demo_runs_end_to_end_and_prints_a_summary(tmp_path):
     port = free_port()
     out = subprocess.run(
         [
-            sys.executable, "-m", "pipeline_lib.cli", "demo",
+            sys.executable,
+            "-m",
+            "pipeline_lib.cli",
+            "demo",
             f"--set=local_kafka.home={tmp_path / 'broker'}",
             f"--set=local_kafka.port={port}",
             f"--set=local_kafka.controller_port={free_port()}",
             f"--set=kafka.bootstrap_servers=127.0.0.1:{port}",
             f"--set=storage.root={tmp_path / 'var'}",
         ],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = out.stdout
     # 12 good events (indexes 0..11 carry 0..3 attachments), 1 duplicate, 1 event whose two

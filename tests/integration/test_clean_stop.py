@@ -47,22 +47,39 @@ def trace_lines(text: str) -> list[str]:
 
 
 def produce_results(settings, dates: int = RESULT_DATES) -> None:
-    produce(settings, settings.topics.results.name, [
-        (f"{i:032x}", AttachmentResult(task_id=f"{i:032x}", trace_id=f"T{i}", attempt=0, stage="download",
-                                       status="retrying", occurred_at="2026-11-27T10:00:00Z",
-                                       event_date=(FIRST_DAY + timedelta(days=i)).isoformat()).encode())
-        for i in range(dates)
-    ])  # fmt: skip
+    produce(
+        settings,
+        settings.topics.results.name,
+        [
+            (
+                f"{i:032x}",
+                AttachmentResult(
+                    task_id=f"{i:032x}",
+                    trace_id=f"T{i}",
+                    attempt=0,
+                    stage="download",
+                    status="retrying",
+                    occurred_at="2026-11-27T10:00:00Z",
+                    event_date=(FIRST_DAY + timedelta(days=i)).isoformat(),
+                ).encode(),
+            )
+            for i in range(dates)
+        ],
+    )
 
 
 def produce_events(settings, count: int = MAX_LITERAL_IDS) -> None:
     """`count` events of distinct dates, one attachment each: a batch that ingest looks up by literal ids."""
     events = [
-        {"type": "verisk.claims.property.xn.documentsReceived", "version": "1", "traceId": f"stop-{i}",
-         "utcDateTime": f"{(FIRST_DAY + timedelta(days=i)).isoformat()}T08:00:00Z",
-         "data": {"assignmentId": f"A{i}", "attachments": [f"https://files.example.com/claims/{i}.pdf"]}}
+        {
+            "type": "verisk.claims.property.xn.documentsReceived",
+            "version": "1",
+            "traceId": f"stop-{i}",
+            "utcDateTime": f"{(FIRST_DAY + timedelta(days=i)).isoformat()}T08:00:00Z",
+            "data": {"assignmentId": f"A{i}", "attachments": [f"https://files.example.com/claims/{i}.pdf"]},
+        }
         for i in range(count)
-    ]  # fmt: skip
+    ]
     produce(settings, settings.topics.events_raw.name, [(e["traceId"], json.dumps(e)) for e in events])
 
 
@@ -89,8 +106,12 @@ def job(settings, stage: str, *extra: str) -> subprocess.Popen:
     log = Path(settings.storage.root) / f"{stage}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "pipeline_lib.cli", stage, *args, *extra], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline_lib.cli", stage, *args, *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
 
 def finish(proc: subprocess.Popen, settings, stage: str, timeout: float = 120) -> tuple[int, str]:

@@ -51,8 +51,12 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     assert len(rows) == 3 and {r.status for r in rows.values()} == {"open"}
     dead = rows[tasks[0].task_id]
     assert (dead.stage, dead.category, dead.http_status, dead.host, dead.attempts) == (
-        "download", "http_permanent", 404, "127.0.0.1", 1,
-    )  # fmt: skip
+        "download",
+        "http_permanent",
+        404,
+        "127.0.0.1",
+        1,
+    )
     assert "SECRET" not in dead.url and "SECRET" not in dead.task_json
     assert dead.source_topic == s.topics.pending.name and json.loads(dead.error_history_json)[0]["http_status"] == 404
     assert (rows["dlq"].category, rows["dlq"].payload) == ("malformed", "not a dead letter")

@@ -87,6 +87,10 @@ def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_s
     assert sorted(r.status for r in results) == ["dead", "dead", "dead", "downloaded", "downloaded", "retrying"]
 
     assert {k: metrics[k] for k in ("cached", "retry", "dead", "malformed", "breaker_openings")} == {
-        "cached": 2, "retry": 1, "dead": 3, "malformed": 1, "breaker_openings": 0,
-    }  # fmt: skip
+        "cached": 2,
+        "retry": 1,
+        "dead": 3,
+        "malformed": 1,
+        "breaker_openings": 0,
+    }
     assert metrics["bytes"] == 203_000 and metrics["worker_peak_rss_bytes"] > 0

@@ -45,17 +45,27 @@ def cache_files(settings):
 
 
 def event(trace, event_type, at, urls):
-    return json.dumps({"type": f"verisk.claims.property.xn.{event_type}", "utcDateTime": at, "traceId": trace,
-                       "data": {"assignmentId": "A1", "attachments": urls}})  # fmt: skip
+    return json.dumps(
+        {
+            "type": f"verisk.claims.property.xn.{event_type}",
+            "utcDateTime": at,
+            "traceId": trace,
+            "data": {"assignmentId": "A1", "attachments": urls},
+        }
+    )
 
 
 def test_two_events_of_one_trace_listing_one_url_are_two_tasks_end_to_end(spark, make_kafka_settings, sample_server):
     s = make_kafka_settings()
     url = sample_server.url("shared/photo.jpg", 20_000)
-    produce(s, s.topics.events_raw.name, [
-        ("T-1", event("T-1", "documentsReceived", "2026-11-26T10:00:00Z", [url])),
-        ("T-1", event("T-1", "documentsReceived", "2026-11-27T09:00:00Z", [url])),  # a later event, same URL
-    ])  # fmt: skip
+    produce(
+        s,
+        s.topics.events_raw.name,
+        [
+            ("T-1", event("T-1", "documentsReceived", "2026-11-26T10:00:00Z", [url])),
+            ("T-1", event("T-1", "documentsReceived", "2026-11-27T09:00:00Z", [url])),  # a later event, same URL
+        ],
+    )
     for start in (run_ingest, run_download, run_upload, run_results):
         run_available_now(start, spark, s)
 
@@ -98,8 +108,16 @@ def _task(server):
 def test_a_dead_letter_reprocessed_later_or_stamped_another_day_adds_no_second_row(spark, kafka_settings):
     s = kafka_settings
     source = SourceRef(s.topics.pending.name, 0, 5)
-    first = DeadLetter(dlq_id="a" * 32, stage="download", category="http_permanent", reason="HTTP 404",
-                       failed_at="2026-11-26T23:59:59.000Z", attempts=1, source=source, task_id="1" * 32)  # fmt: skip
+    first = DeadLetter(
+        dlq_id="a" * 32,
+        stage="download",
+        category="http_permanent",
+        reason="HTTP 404",
+        failed_at="2026-11-26T23:59:59.000Z",
+        attempts=1,
+        source=source,
+        task_id="1" * 32,
+    )
     after_midnight = DeadLetter(**{**first.__dict__, "failed_at": "2026-11-27T00:00:03.000Z"})  # re-emitted
     produce(s, s.topics.dlq.name, [("k", first.encode()), ("junk", b"\xff not a dead letter")])
     run_available_now(run_dlq_table, spark, s)

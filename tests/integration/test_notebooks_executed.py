@@ -63,24 +63,37 @@ def pipeline_run(spark, kafka_broker, tmp_path_factory, request):
     root = tmp_path_factory.mktemp("nbrun")
     server = SampleFileServer().start()
     request.addfinalizer(server.stop)
-    s = load_settings("local", overrides={
-        "kafka": {"bootstrap_servers": kafka_broker.bootstrap}, "storage": {"root": str(root / "var")},
-        "retry": {"delays_seconds": [1, 2]}, "metrics": {"enabled": True, "flush_seconds": 1},
-        "topics": {n: {"name": f"nb.{n}", "partitions": p} for n, p in
-                   (("events_raw", 2), ("pending", 2), ("cached", 2), ("results", 2), ("dlq", 2))},
-    })  # fmt: skip
+    s = load_settings(
+        "local",
+        overrides={
+            "kafka": {"bootstrap_servers": kafka_broker.bootstrap},
+            "storage": {"root": str(root / "var")},
+            "retry": {"delays_seconds": [1, 2]},
+            "metrics": {"enabled": True, "flush_seconds": 1},
+            "topics": {
+                n: {"name": f"nb.{n}", "partitions": p}
+                for n, p in (("events_raw", 2), ("pending", 2), ("cached", 2), ("results", 2), ("dlq", 2))
+            },
+        },
+    )
     create_topics(kafka_broker.bootstrap, s.topic_partitions())
     now = datetime.now(UTC)
     good = sample_event(1, server.base_url, trace_prefix="nb", attachments=2)
     failing = sample_event(2, server.base_url, trace_prefix="nb", attachments=0)
-    failing["data"] = {"assignmentId": "A2", "attachments": [
-        f"{server.base_url}/files/nb/gone.pdf?mode=status&status=404",
-        f"{server.base_url}/files/nb/retried.pdf?mode=flaky&fail=1&status=503",
-        presigned(f"{server.base_url}/files/nb/old.pdf", now - timedelta(hours=3)),
-        "ftp://files.example.com/refused.pdf",
-    ]}  # fmt: skip
-    produce(s, s.topics.events_raw.name, [("nb-1", json.dumps(good)), ("nb-2", json.dumps(failing)),
-                                          ("nb-bad", "not an event")])  # fmt: skip
+    failing["data"] = {
+        "assignmentId": "A2",
+        "attachments": [
+            f"{server.base_url}/files/nb/gone.pdf?mode=status&status=404",
+            f"{server.base_url}/files/nb/retried.pdf?mode=flaky&fail=1&status=503",
+            presigned(f"{server.base_url}/files/nb/old.pdf", now - timedelta(hours=3)),
+            "ftp://files.example.com/refused.pdf",
+        ],
+    }
+    produce(
+        s,
+        s.topics.events_raw.name,
+        [("nb-1", json.dumps(good)), ("nb-2", json.dumps(failing)), ("nb-bad", "not an event")],
+    )
     for start in (run_ingest, run_download, run_upload, run_results, run_dlq_table):
         run_available_now(start, spark, s)
     time.sleep(2.5)  # the retried task's tier (1 s) has passed
@@ -94,8 +107,9 @@ def pipeline_run(spark, kafka_broker, tmp_path_factory, request):
 
 
 def run_notebook(name, settings, tmp_path, **parameters):
-    out = execute_notebook(notebooks_dir() / name, tmp_path, {"env": "local", "overrides": overrides_for(settings),
-                                                              **parameters})  # fmt: skip
+    out = execute_notebook(
+        notebooks_dir() / name, tmp_path, {"env": "local", "overrides": overrides_for(settings), **parameters}
+    )
     nb = json.loads(out.read_text())
     assert out.with_suffix(".html").exists()
     for cell in nb["cells"]:
@@ -108,8 +122,9 @@ def run_notebook(name, settings, tmp_path, **parameters):
 
 def test_the_dlq_notebook_summarises_drills_into_a_retried_task_and_dry_runs_a_replay(pipeline_run, tmp_path):
     settings, retried = pipeline_run
-    nb, text = run_notebook("dlq_analysis.ipynb", settings, tmp_path, task_id=retried.task_id,
-                           categories=["http_permanent"])  # fmt: skip
+    nb, text = run_notebook(
+        "dlq_analysis.ipynb", settings, tmp_path, task_id=retried.task_id, categories=["http_permanent"]
+    )
     for category in ("http_permanent", "expired", "policy", "malformed"):
         assert category in text
     assert "would replay 1 dead letter(s)" in text  # the 404, selected by category

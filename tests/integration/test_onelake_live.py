@@ -28,10 +28,18 @@ pytestmark = [
 
 
 def test_a_small_file_round_trips_through_real_onelake():
-    settings = load_settings("local", overrides={"storage": {"lake": {
-        "backend": "onelake", "files_prefix": "xact/live-test",
-        "onelake": {"workspace": WORKSPACE, "lakehouse": LAKEHOUSE, "auth": "service_principal"},
-    }}})  # fmt: skip
+    settings = load_settings(
+        "local",
+        overrides={
+            "storage": {
+                "lake": {
+                    "backend": "onelake",
+                    "files_prefix": "xact/live-test",
+                    "onelake": {"workspace": WORKSPACE, "lakehouse": LAKEHOUSE, "auth": "service_principal"},
+                }
+            }
+        },
+    )
     storage = OneLakeStorage.from_settings(settings)
     data = os.urandom(1024)
     path = f"{uuid.uuid4().hex}.bin"

@@ -33,21 +33,34 @@ def dead_letters(settings):
 
 
 # Poisons that used to stop a query (issue #13), plus plain garbage.
-HOSTILE_TASK_FIELDS = [{"url": 7}, {"attempt": "2"}, {"attempt": 10**12}, {"task_id": "../../x"},
-                       {"blob_path": "../../../etc/cron.d/x"}, {"due_at": "9999-12-31T23:59:59-01:00"}]  # fmt: skip
+HOSTILE_TASK_FIELDS = [
+    {"url": 7},
+    {"attempt": "2"},
+    {"attempt": 10**12},
+    {"task_id": "../../x"},
+    {"blob_path": "../../../etc/cron.d/x"},
+    {"due_at": "9999-12-31T23:59:59-01:00"},
+]
 
 
 def test_ingest_survives_hostile_events(spark, make_kafka_settings):
     s = make_kafka_settings(url_policy__allowed_hosts=[".example.com"])
     good = [json.dumps(sample_event(i, "https://files.example.com", attachments=1)) for i in range(1, 4)]
     poison = [
-        json.dumps({**sample_event(9, "https://files.example.com", attachments=0),
-                    "data": {"assignmentId": "A", "attachments": ["https://files.example.com:99999/a.pdf",
-                                                                  "https://[files.example.com/b.pdf"]}}),
-        json.dumps({**sample_event(8, "https://files.example.com", attachments=0),
-                    "utcDateTime": "9999-12-31T23:59:59-01:00"}),
+        json.dumps(
+            {
+                **sample_event(9, "https://files.example.com", attachments=0),
+                "data": {
+                    "assignmentId": "A",
+                    "attachments": ["https://files.example.com:99999/a.pdf", "https://[files.example.com/b.pdf"],
+                },
+            }
+        ),
+        json.dumps(
+            {**sample_event(8, "https://files.example.com", attachments=0), "utcDateTime": "9999-12-31T23:59:59-01:00"}
+        ),
         b"\xff\xfe not utf-8",
-    ]  # fmt: skip
+    ]
     produce(s, s.topics.events_raw.name, [("k", v) for v in [good[0], *poison, *good[1:]]])
     run_until(run_ingest, spark, s, lambda: len(messages(s, s.topics.pending.name)) >= 3 and len(dead_letters(s)) >= 4)
     tasks = [DownloadTask.decode(v) for v in messages(s, s.topics.pending.name)]
@@ -59,9 +72,11 @@ def test_ingest_survives_hostile_events(spark, make_kafka_settings):
 
 def test_download_survives_poison_tasks_and_a_hostile_source(spark, make_kafka_settings, sample_server):
     s = make_kafka_settings(
-        download__total_timeout_seconds=3, download__read_timeout_seconds=2,
-        url_policy__allow_private_addresses=False, url_policy__allowed_networks=["127.0.0.1/32"],
-    )  # fmt: skip
+        download__total_timeout_seconds=3,
+        download__read_timeout_seconds=2,
+        url_policy__allow_private_addresses=False,
+        url_policy__allowed_networks=["127.0.0.1/32"],
+    )
     good = [sample_task(sample_server.url(f"good/{i}.pdf", 5000), f"{i}.pdf", trace_id=f"G{i}") for i in range(3)]
     hostile = [
         sample_task(sample_server.url(f"h/{seed}.pdf", mode="hostile", seed=seed), f"{seed}.pdf", trace_id=f"H{seed}")
@@ -123,13 +138,27 @@ def test_results_survive_poison_results(spark, kafka_settings):
 def test_the_retry_scheduler_survives_poison_retry_messages(spark, kafka_settings):
     s = kafka_settings
     tier = s.retry_topics[0]
-    task = sample_task("https://files.example.com/s.pdf", "s.pdf", trace_id="S1", attempt=1,
-                       due_at="2026-01-01T00:00:00.000Z", retry_stage="download",
-                       return_topic=s.topics.pending.name)  # fmt: skip
+    task = sample_task(
+        "https://files.example.com/s.pdf",
+        "s.pdf",
+        trace_id="S1",
+        attempt=1,
+        due_at="2026-01-01T00:00:00.000Z",
+        retry_stage="download",
+        return_topic=s.topics.pending.name,
+    )
     headers = task.headers()
     far = {**headers, "xact.retry.due_at": "2199-12-31T00:00:00Z"}
-    produce(s, tier, [("S1", task.encode(), headers), ("p", "x", far), ("p", "y", {"xact.retry.due_at": "²"}),
-                      ("S1b", task.encode(), headers)])  # fmt: skip
+    produce(
+        s,
+        tier,
+        [
+            ("S1", task.encode(), headers),
+            ("p", "x", far),
+            ("p", "y", {"xact.retry.due_at": "²"}),
+            ("S1b", task.encode(), headers),
+        ],
+    )
 
     run_until(run_retry_scheduler, spark, s, lambda: messages(s, s.topics.pending.name) and len(dead_letters(s)) == 2)
     assert all(d.stage == "retry" and d.source.topic == tier for d in dead_letters(s))
@@ -138,10 +167,16 @@ def test_the_retry_scheduler_survives_poison_retry_messages(spark, kafka_setting
 
 def test_the_dlq_table_job_turns_poison_into_rows_and_never_writes_back_to_the_dlq(spark, kafka_settings):
     s = kafka_settings
-    good = DeadLetter(dlq_id="b" * 32, stage="download", category="expired", reason="expired",
-                      failed_at="2026-11-27T10:00:00.000Z")  # fmt: skip
-    hostile = json.dumps({**json.loads(good.encode()), "dlq_id": "c" * 32,
-                          "error_history": [{"http_status": "NaN"}, {"http_status": 10**30}]})  # fmt: skip
+    good = DeadLetter(
+        dlq_id="b" * 32, stage="download", category="expired", reason="expired", failed_at="2026-11-27T10:00:00.000Z"
+    )
+    hostile = json.dumps(
+        {
+            **json.loads(good.encode()),
+            "dlq_id": "c" * 32,
+            "error_history": [{"http_status": "NaN"}, {"http_status": 10**30}],
+        }
+    )
     produce(s, s.topics.dlq.name, [("a", good.encode()), ("b", b"\xff"), ("c", hostile), ("d", "[]")])
 
     def done():

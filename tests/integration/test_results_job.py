@@ -20,9 +20,16 @@ T1, T2 = "1" * 32, "2" * 32  # task ids are 32 hex characters (ids.py)
 
 def result(task, attempt, status, at, **kw) -> str:
     return AttachmentResult(
-        task_id=task, trace_id="T1", attempt=attempt, stage="upload" if status == "completed" else "download",
-        status=status, occurred_at=at, event_date="2026-11-20", blob_path=f"s/A/T1/{task}.pdf", **kw,
-    ).encode()  # fmt: skip
+        task_id=task,
+        trace_id="T1",
+        attempt=attempt,
+        stage="upload" if status == "completed" else "download",
+        status=status,
+        occurred_at=at,
+        event_date="2026-11-20",
+        blob_path=f"s/A/T1/{task}.pdf",
+        **kw,
+    ).encode()
 
 
 def run_once(spark, settings):
@@ -31,13 +38,17 @@ def run_once(spark, settings):
 
 def test_results_job_keeps_one_row_per_task_across_batches_and_dead_letters_bad_input(spark, kafka_settings):
     topic = kafka_settings.topics.results.name
-    produce(kafka_settings, topic, [
-        ("t1", result(T1, 0, "retrying", "2026-11-27T10:00:00Z", http_status=503)),
-        ("t1", result(T1, 1, "completed", "2026-11-27T10:10:00Z", bytes=42, sha256="ab" * 32)),
-        ("t1", result(T1, 1, "completed", "2026-11-27T10:10:00Z", bytes=42, sha256="ab" * 32)),  # duplicate
-        ("t1", "garbage"),  # same key: 4th record of t1's partition, offset 3
-        ("t2", result(T2, 0, "dead", "2026-11-27T10:05:00Z", error_category="permanent", http_status=404)),
-    ])  # fmt: skip
+    produce(
+        kafka_settings,
+        topic,
+        [
+            ("t1", result(T1, 0, "retrying", "2026-11-27T10:00:00Z", http_status=503)),
+            ("t1", result(T1, 1, "completed", "2026-11-27T10:10:00Z", bytes=42, sha256="ab" * 32)),
+            ("t1", result(T1, 1, "completed", "2026-11-27T10:10:00Z", bytes=42, sha256="ab" * 32)),  # duplicate
+            ("t1", "garbage"),  # same key: 4th record of t1's partition, offset 3
+            ("t2", result(T2, 0, "dead", "2026-11-27T10:05:00Z", error_category="permanent", http_status=404)),
+        ],
+    )
     run_once(spark, kafka_settings)
     # A late, older outcome of t1 arrives in a later batch after a restart.
     produce(kafka_settings, topic, [("t1", result(T1, 0, "retrying", "2026-11-27T09:59:00Z", http_status=429))])

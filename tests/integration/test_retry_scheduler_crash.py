@@ -46,8 +46,11 @@ def start_scheduler(settings, log: Path) -> subprocess.Popen:
     out = log.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline_lib.cli", "retry-scheduler", *cli_overrides(settings)],
-        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while b"[retry-scheduler] started" not in log.read_bytes().split(b"--- restart ---")[-1]:
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -74,9 +77,14 @@ def test_kill_9_mid_run_loses_nothing_and_forwards_nothing_early(make_kafka_sett
         for i in range(COUNT):
             due = now + timedelta(seconds=8 + i * 0.75)  # due one after another, 8 to 25 s from now
             waiting = sample_task(
-                f"http://127.0.0.1:9/f{i}.pdf", f"f{i}.pdf", trace_id=f"T-{i}", attempt=1, due_at=iso_utc(due),
-                retry_stage="download", return_topic=settings.topics.pending.name,
-            )  # fmt: skip
+                f"http://127.0.0.1:9/f{i}.pdf",
+                f"f{i}.pdf",
+                trace_id=f"T-{i}",
+                attempt=1,
+                due_at=iso_utc(due),
+                retry_stage="download",
+                return_topic=settings.topics.pending.name,
+            )
             records.append((waiting.trace_id, waiting.encode(), waiting.headers()))
         produce(settings, settings.retry_topics[0], records)
 

@@ -62,8 +62,10 @@ def test_a_failing_task_goes_through_every_tier_in_order_never_early_then_to_the
     assert [h["attempt"] for h in history] == [0, 1, 2, 3]
 
     # One message per tier, in order, each carrying the next attempt and its due time.
-    tiers = [[DownloadTask.decode(v) for _, v, h in consume_all(settings, topic) if H_RETRY_TICK not in h]
-             for topic in settings.retry_topics]  # fmt: skip
+    tiers = [
+        [DownloadTask.decode(v) for _, v, h in consume_all(settings, topic) if H_RETRY_TICK not in h]
+        for topic in settings.retry_topics
+    ]
     assert [[t.attempt for t in tier] for tier in tiers] == [[1], [2], [3]]
     for delay, (retry,), failed, next_attempt in zip(DELAYS, tiers, history, history[1:], strict=False):
         waited = (ts(next_attempt["at"]) - ts(failed["at"])).total_seconds()
@@ -90,8 +92,14 @@ def test_a_restarted_scheduler_forwards_held_retries_when_due_without_new_input(
 
     settings = make_kafka_settings(retry__delays_seconds=[30], streaming__trigger_interval_seconds=TRIGGER)
     due = datetime.now(UTC) + timedelta(seconds=15)  # beyond the first run's start-up and batch
-    task = sample_task("http://127.0.0.1:9/held.pdf", "held.pdf", attempt=1, due_at=iso_utc(due),
-                       retry_stage="download", return_topic=settings.topics.pending.name)  # fmt: skip
+    task = sample_task(
+        "http://127.0.0.1:9/held.pdf",
+        "held.pdf",
+        attempt=1,
+        due_at=iso_utc(due),
+        retry_stage="download",
+        return_topic=settings.topics.pending.name,
+    )
     produce(settings, settings.retry_topics[0], [(task.trace_id, task.encode(), task.headers())])
     run_available_now(run_retry_scheduler, spark, settings)  # reads it and holds it: not due yet
     assert list(consume_all(settings, settings.topics.pending.name, idle_timeout=1)) == []

@@ -54,8 +54,12 @@ def test_run_moves_events_through_every_stage_and_stops_cleanly_on_sigterm(spark
     log = Path(s.storage.root) / "run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline_lib.cli", "run", *args_for(s)], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline_lib.cli", "run", *args_for(s)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         deadline = time.monotonic() + 240
         while completed_rows(s) < 6:
@@ -79,10 +83,22 @@ def test_run_moves_events_through_every_stage_and_stops_cleanly_on_sigterm(spark
 def test_kafka_unreachable_is_one_line_naming_the_servers_and_is_retried(tmp_path):
     dead = f"127.0.0.1:{free_port()}"
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline_lib.cli", "ingest", f"--set=kafka.bootstrap_servers={dead}",
-         f"--set=storage.root={tmp_path}", "--set=streaming.restart_initial_seconds=2", "--timeout", "14"],
-        capture_output=True, text=True, timeout=180, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline_lib.cli",
+            "ingest",
+            f"--set=kafka.bootstrap_servers={dead}",
+            f"--set=storage.root={tmp_path}",
+            "--set=streaming.restart_initial_seconds=2",
+            "--timeout",
+            "14",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
     lines = [line for line in out.stderr.splitlines() if "cannot reach Kafka" in line]
     assert len(lines) >= 2, out.stderr[-3000:]  # said, then tried again after the cooldown
     assert dead in lines[0] and "xact-pipeline kafka start" in lines[0] and "kafka.bootstrap_servers" in lines[0]
@@ -105,9 +121,13 @@ def test_a_failing_query_is_restarted_from_its_checkpoint_with_a_growing_cooldow
             seen.append(rows)
 
         return (
-            read_topics(spark_, settings, [topic]).writeStream.queryName("flaky").foreachBatch(handle)
-            .option("checkpointLocation", settings.checkpoint("flaky")).trigger(processingTime="1 second").start()
-        )  # fmt: skip
+            read_topics(spark_, settings, [topic])
+            .writeStream.queryName("flaky")
+            .foreachBatch(handle)
+            .option("checkpointLocation", settings.checkpoint("flaky"))
+            .trigger(processingTime="1 second")
+            .start()
+        )
 
     produce(s, topic, [("k", f"v{i}") for i in range(5)])
     supervisor = Supervisor(spark, s, {"flaky": flaky}, ["flaky"], check_kafka=True)

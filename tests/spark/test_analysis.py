@@ -28,19 +28,56 @@ def ts(text):
 @pytest.fixture
 def dlq(spark):
     entry = {"stage": "download", "category": "http_transient", "http_status": 503, "message": "HTTP 503"}
-    history = json.dumps([{**entry, "at": "2026-11-27T10:00:00Z", "attempt": 0},
-                          {**entry, "at": "2026-11-27T10:00:05Z", "attempt": 1}])  # fmt: skip
+    history = json.dumps(
+        [{**entry, "at": "2026-11-27T10:00:00Z", "attempt": 0}, {**entry, "at": "2026-11-27T10:00:05Z", "attempt": 1}]
+    )
     rows = [
-        Row(dlq_id="d1", task_id="t1", category="exhausted", stage="download", host="a.example", http_status=503,
-            attempts=2, failed_at=ts("2026-11-27 10:00:06"), status="open", error_history_json=history,
-            source_topic="pending", source_partition=1, source_offset=9),
-        Row(dlq_id="d2", task_id="t2", category="http_permanent", stage="download", host="a.example", http_status=404,
-            attempts=1, failed_at=ts("2026-11-27 11:30:00"), status="open", error_history_json=None,
-            source_topic="pending", source_partition=0, source_offset=3),
-        Row(dlq_id="d3", task_id=None, category="malformed", stage="ingest", host=None, http_status=None,
-            attempts=0, failed_at=ts("2026-11-27 11:45:00"), status="open", error_history_json=None,
-            source_topic="raw", source_partition=0, source_offset=1),
-    ]  # fmt: skip
+        Row(
+            dlq_id="d1",
+            task_id="t1",
+            category="exhausted",
+            stage="download",
+            host="a.example",
+            http_status=503,
+            attempts=2,
+            failed_at=ts("2026-11-27 10:00:06"),
+            status="open",
+            error_history_json=history,
+            source_topic="pending",
+            source_partition=1,
+            source_offset=9,
+        ),
+        Row(
+            dlq_id="d2",
+            task_id="t2",
+            category="http_permanent",
+            stage="download",
+            host="a.example",
+            http_status=404,
+            attempts=1,
+            failed_at=ts("2026-11-27 11:30:00"),
+            status="open",
+            error_history_json=None,
+            source_topic="pending",
+            source_partition=0,
+            source_offset=3,
+        ),
+        Row(
+            dlq_id="d3",
+            task_id=None,
+            category="malformed",
+            stage="ingest",
+            host=None,
+            http_status=None,
+            attempts=0,
+            failed_at=ts("2026-11-27 11:45:00"),
+            status="open",
+            error_history_json=None,
+            source_topic="raw",
+            source_partition=0,
+            source_offset=1,
+        ),
+    ]
     return spark.createDataFrame(rows)
 
 
@@ -60,15 +97,25 @@ def test_a_task_s_error_history_lists_each_attempt_and_where_its_source_sits(dlq
 @pytest.fixture
 def metrics(spark):
     def row(stage, at, lag, rate, outcomes, openings=0):
-        return Row(stage=stage, batch_id=1, batch_time=ts(at), lag_max=lag, processed_rows_per_second=rate,
-                   input_rows_per_second=rate, duration_ms=500, outcomes=outcomes,
-                   breaker_openings=openings)  # fmt: skip
+        return Row(
+            stage=stage,
+            batch_id=1,
+            batch_time=ts(at),
+            lag_max=lag,
+            processed_rows_per_second=rate,
+            input_rows_per_second=rate,
+            duration_ms=500,
+            outcomes=outcomes,
+            breaker_openings=openings,
+        )
 
-    return spark.createDataFrame([
-        row("download", "2026-11-27 10:00:10", 5, 10.0, {"cached": 4, "retry": 2, "retry_5m": 2, "dead": 1}, 1),
-        row("download", "2026-11-27 10:01:10", 0, 30.0, {"cached": 6, "retry": 1, "retry_10m": 1, "dead": 0}),
-        row("results", "2026-11-27 10:00:40", 2, 50.0, {"results": 9}),
-    ])  # fmt: skip
+    return spark.createDataFrame(
+        [
+            row("download", "2026-11-27 10:00:10", 5, 10.0, {"cached": 4, "retry": 2, "retry_5m": 2, "dead": 1}, 1),
+            row("download", "2026-11-27 10:01:10", 0, 30.0, {"cached": 6, "retry": 1, "retry_10m": 1, "dead": 0}),
+            row("results", "2026-11-27 10:00:40", 2, 50.0, {"results": 9}),
+        ]
+    )
 
 
 def test_health_now_gives_each_stage_s_last_batch_age_and_lag(metrics):
@@ -86,8 +133,12 @@ def test_rates_retries_per_tier_dead_letters_and_openings_over_time(metrics):
 
 
 def test_latency_percentiles_from_the_event_s_produce_time_to_the_row_s_visibility(spark):
-    rows = [Row(status="completed", event_produced_at=ts("2026-11-27 10:00:00"),
-                recorded_at=ts(f"2026-11-27 10:00:{s:02d}")) for s in (2, 4, 6, 8, 40)]  # fmt: skip
+    rows = [
+        Row(
+            status="completed", event_produced_at=ts("2026-11-27 10:00:00"), recorded_at=ts(f"2026-11-27 10:00:{s:02d}")
+        )
+        for s in (2, 4, 6, 8, 40)
+    ]
     rows.append(Row(status="dead", event_produced_at=ts("2026-11-27 10:00:00"), recorded_at=ts("2026-11-27 10:09:00")))
     latency = latency_percentiles(spark.createDataFrame(rows))
     (bucket,) = latency.itertuples()

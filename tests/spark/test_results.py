@@ -28,10 +28,17 @@ T1, T2 = "1" * 32, "2" * 32
 
 def result(task=T1, attempt=0, status="retrying", at="2026-11-27T10:00:00Z", **kw) -> str:
     fields = dict(
-        task_id=task, trace_id="T1", attempt=attempt, stage="download", status=status, occurred_at=at,
-        event_date="2026-11-20", attachment_url="https://h/c/a.PDF?X-Amz-Signature=SECRET",
-        blob_path="documentsReceived/A1/T1/A1_a_0123456789.PDF", created_at="2026-11-27T09:59:00Z",
-    )  # fmt: skip
+        task_id=task,
+        trace_id="T1",
+        attempt=attempt,
+        stage="download",
+        status=status,
+        occurred_at=at,
+        event_date="2026-11-20",
+        attachment_url="https://h/c/a.PDF?X-Amz-Signature=SECRET",
+        blob_path="documentsReceived/A1/T1/A1_a_0123456789.PDF",
+        created_at="2026-11-27T09:59:00Z",
+    )
     fields.update(kw)
     return AttachmentResult(**fields).encode()
 
@@ -61,24 +68,40 @@ def spec(spark, make_settings):
 
 
 def test_parse_dead_letters_unreadable_results_with_a_reason_and_provenance(spark):
-    parsed = parse_results(kafka_df(spark, [
-        result(), "not json", '{"schema": "download_task", "version": 1}',
-        '{"schema": "attachment_result", "version": 1, "trace_id": "T"}',
-        result().replace("2026-11-27T10:00:00Z", "yesterday"),
-        result().replace("2026-11-20", "someday"),
-        result().replace('"attempt":0', '"attempt":"0"'),
-        result().replace('"attempt":0', '"attempt":9223372036854775807'),
-    ]), "dlq").collect()  # fmt: skip
+    parsed = parse_results(
+        kafka_df(
+            spark,
+            [
+                result(),
+                "not json",
+                '{"schema": "download_task", "version": 1}',
+                '{"schema": "attachment_result", "version": 1, "trace_id": "T"}',
+                result().replace("2026-11-27T10:00:00Z", "yesterday"),
+                result().replace("2026-11-20", "someday"),
+                result().replace('"attempt":0', '"attempt":"0"'),
+                result().replace('"attempt":0', '"attempt":9223372036854775807'),
+            ],
+        ),
+        "dlq",
+    ).collect()
     assert [r.kind for r in parsed] == ["result"] + ["dlq"] * 7
     dead = [json.loads(r.value) for r in parsed[1:]]
     assert all(d["category"] == "malformed" and d["stage"] == "results" for d in dead)
     assert [d["source"]["offset"] for d in dead] == list(range(1, 8)) and {r.topic for r in parsed[1:]} == {"dlq"}
     reasons = [d["reason"] for d in dead]
-    for reason, expected in zip(reasons, [
-        "body is not JSON", "expected a attachment_result message, got schema 'download_task'",
-        "missing required field(s)", "field occurred_at must be an ISO 8601 time",
-        "field event_date must be a date", "field attempt must be int, got str", "field attempt is 9223372036854775807",
-    ], strict=True):  # fmt: skip
+    for reason, expected in zip(
+        reasons,
+        [
+            "body is not JSON",
+            "expected a attachment_result message, got schema 'download_task'",
+            "missing required field(s)",
+            "field occurred_at must be an ISO 8601 time",
+            "field event_date must be a date",
+            "field attempt must be int, got str",
+            "field attempt is 9223372036854775807",
+        ],
+        strict=True,
+    ):
         assert expected in reason, reason
     row = result_rows(parse_results(kafka_df(spark, [result()]), "dlq")).first()
     assert row.file_type == "pdf" and row.attempts == 1 and "SECRET" not in row.attachment_url
@@ -88,12 +111,15 @@ DONE = "2026-11-27T10:09:00Z"
 
 
 def test_latest_outcome_wins_within_a_batch_and_first_seen_is_the_earliest(spark):
-    rows = good_rows(spark, [
-        result(attempt=1, status="completed", stage="upload", at=DONE, bytes=10, uploaded_at=DONE),
-        result(attempt=0, status="retrying", at="2026-11-27T10:00:00Z", http_status=503),
-        result(attempt=1, status="downloaded", at="2026-11-27T10:08:00Z"),
-        result(attempt=1, status="completed", stage="upload", at=DONE, bytes=10, uploaded_at=DONE),
-    ])  # fmt: skip
+    rows = good_rows(
+        spark,
+        [
+            result(attempt=1, status="completed", stage="upload", at=DONE, bytes=10, uploaded_at=DONE),
+            result(attempt=0, status="retrying", at="2026-11-27T10:00:00Z", http_status=503),
+            result(attempt=1, status="downloaded", at="2026-11-27T10:08:00Z"),
+            result(attempt=1, status="completed", stage="upload", at=DONE, bytes=10, uploaded_at=DONE),
+        ],
+    )
     (row,) = latest_per_task(rows).collect()
     assert (row.status, row.attempt, row.attempts, row.bytes) == ("completed", 1, 2, 10)
     assert row.first_seen_at == datetime(2026, 11, 27, 10, 0) and row.updated_at == datetime(2026, 11, 27, 10, 9)
@@ -103,10 +129,18 @@ def test_a_late_older_outcome_never_overwrites_a_newer_one(spark, spec):
     merge_results(
         latest_per_task(good_rows(spark, [result(attempt=2, status="completed", at="2026-11-27T11:00:00Z")])), spec
     )
-    merge_results(latest_per_task(good_rows(spark, [
-        result(attempt=1, status="retrying", at="2026-11-27T10:30:00Z", http_status=429),
-        result(task=T2, attempt=0, status="dead", at="2026-11-27T10:31:00Z", error_category="permanent"),
-    ])), spec)  # fmt: skip
+    merge_results(
+        latest_per_task(
+            good_rows(
+                spark,
+                [
+                    result(attempt=1, status="retrying", at="2026-11-27T10:30:00Z", http_status=429),
+                    result(task=T2, attempt=0, status="dead", at="2026-11-27T10:31:00Z", error_category="permanent"),
+                ],
+            )
+        ),
+        spec,
+    )
     rows = {r.task_id: r for r in table_rows(spark, spec).collect()}
     assert set(rows) == {T1, T2}
     assert rows[T1].status == "completed" and rows[T1].attempt == 2 and rows[T1].http_status is None
@@ -119,8 +153,9 @@ def test_replaying_a_whole_batch_changes_nothing(spark, spec):
     merge_results(batch, spec)
     before = table_rows(spark, spec).collect()
     merge_results(batch, spec)
-    assert_df_equality(table_rows(spark, spec), spark.createDataFrame(before, table_rows(spark, spec).schema),
-                       ignore_row_order=True)  # fmt: skip
+    assert_df_equality(
+        table_rows(spark, spec), spark.createDataFrame(before, table_rows(spark, spec).schema), ignore_row_order=True
+    )
     assert table_rows(spark, spec).count() == 2
 
 
@@ -184,8 +219,9 @@ def test_a_replayed_task_that_completes_replaces_its_dead_row(spark, spec):
     merge_results(
         latest_per_task(good_rows(spark, [result(attempt=4, status="dead", at="2026-11-27T11:00:00Z")])), spec
     )
-    replayed = [result(attempt=0, status="downloaded", at="2026-11-27T12:00:00Z", replay_id="replay-1",
-                       replay_generation=1)]  # fmt: skip
+    replayed = [
+        result(attempt=0, status="downloaded", at="2026-11-27T12:00:00Z", replay_id="replay-1", replay_generation=1)
+    ]
     merge_results(latest_per_task(good_rows(spark, replayed)), spec)
     (row,) = table_rows(spark, spec).collect()
     assert (row.status, row.attempt, row.replay_generation, row.replay_id) == ("downloaded", 0, 1, "replay-1")
@@ -219,9 +255,19 @@ def test_a_merge_reads_only_the_partitions_of_its_batch_dates(spark, spec):
 
 
 def test_batch_facts_count_dead_letters_and_gather_every_result_date_in_one_pass(spark):
-    parsed = parse_results(kafka_df(spark, [
-        result(event_date="2026-11-01"), "not json", result(task=T2), result(task=T2, attempt=1), "{}",
-    ]), "dlq")  # fmt: skip
+    parsed = parse_results(
+        kafka_df(
+            spark,
+            [
+                result(event_date="2026-11-01"),
+                "not json",
+                result(task=T2),
+                result(task=T2, attempt=1),
+                "{}",
+            ],
+        ),
+        "dlq",
+    )
     assert batch_facts(parsed) == (2, [date(2026, 11, 1), date(2026, 11, 20)])
     assert batch_facts(parse_results(kafka_df(spark, ["not json"]), "dlq")) == (1, [])
     assert batch_facts(parse_results(kafka_df(spark, [result()]), "dlq")) == (0, [date(2026, 11, 20)])
@@ -280,17 +326,41 @@ def test_an_upload_outcome_beats_the_downloaded_of_its_attempt_whatever_the_cloc
 
 def test_generation_then_attempt_outrank_stage_and_time(spark, spec):
     # A newer attempt's download beats an older attempt's upload even with a much earlier clock.
-    merge_results(latest_per_task(good_rows(spark, [
-        result(attempt=0, status="retrying", stage="upload", at="2026-11-27T12:00:00Z"),
-    ])), spec)  # fmt: skip
-    merge_results(latest_per_task(good_rows(spark, [
-        result(attempt=1, status="downloaded", at="2026-11-27T09:00:00Z"),
-    ])), spec)  # fmt: skip
+    merge_results(
+        latest_per_task(
+            good_rows(
+                spark,
+                [
+                    result(attempt=0, status="retrying", stage="upload", at="2026-11-27T12:00:00Z"),
+                ],
+            )
+        ),
+        spec,
+    )
+    merge_results(
+        latest_per_task(
+            good_rows(
+                spark,
+                [
+                    result(attempt=1, status="downloaded", at="2026-11-27T09:00:00Z"),
+                ],
+            )
+        ),
+        spec,
+    )
     assert table_rows(spark, spec).first().attempt == 1
     # A replay (generation 1) beats any outcome of generation 0 that is not completed.
-    merge_results(latest_per_task(good_rows(spark, [
-        result(attempt=0, status="retrying", at="2026-11-27T08:00:00Z", replay_generation=1),
-    ])), spec)  # fmt: skip
+    merge_results(
+        latest_per_task(
+            good_rows(
+                spark,
+                [
+                    result(attempt=0, status="retrying", at="2026-11-27T08:00:00Z", replay_generation=1),
+                ],
+            )
+        ),
+        spec,
+    )
     row = table_rows(spark, spec).first()
     assert (row.replay_generation, row.attempt, row.status) == (1, 0, "retrying")
 
@@ -300,24 +370,38 @@ def _expected_winner(outcomes: list[dict]) -> tuple:
     stage_rank = {"download": 1, "upload": 2}
 
     def key(o: dict) -> tuple:
-        return (o["status"] == "completed", o["gen"], o["status"] == "dead", o["attempt"], stage_rank[o["stage"]],
-                o["at"])  # fmt: skip
+        return (
+            o["status"] == "completed",
+            o["gen"],
+            o["status"] == "dead",
+            o["attempt"],
+            stage_rank[o["stage"]],
+            o["at"],
+        )
 
     best = max(outcomes, key=key)
     return best["status"], best["gen"], best["attempt"], best["stage"]
 
 
-_outcome = st.fixed_dictionaries({
-    "gen": st.integers(0, 1), "attempt": st.integers(0, 2), "stage": st.sampled_from(["download", "upload"]),
-    "status": st.sampled_from(["downloaded", "retrying", "dead", "completed"]),
-    "skew_ms": st.integers(-5_000, 5_000),  # each outcome's host clock, off by up to 5 s
-})  # fmt: skip
+_outcome = st.fixed_dictionaries(
+    {
+        "gen": st.integers(0, 1),
+        "attempt": st.integers(0, 2),
+        "stage": st.sampled_from(["download", "upload"]),
+        "status": st.sampled_from(["downloaded", "retrying", "dead", "completed"]),
+        "skew_ms": st.integers(-5_000, 5_000),  # each outcome's host clock, off by up to 5 s
+    }
+)
 
 
 # Each example takes a few Spark jobs and two MERGEs: few examples, and no shrinking (a failure
 # prints its example as generated).
-@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=4,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(outcomes=st.lists(_outcome, min_size=2, max_size=5), split=st.integers(1, 4))
 def test_generated_outcomes_with_skewed_clocks_fold_by_lineage_not_by_clocks(spark, spec, outcomes, split):
     base = datetime(2026, 11, 27, 10)
@@ -329,8 +413,7 @@ def test_generated_outcomes_with_skewed_clocks_fold_by_lineage_not_by_clocks(spa
         assume(len(set(keys)) == len(keys))
     task = uuid.uuid4().hex  # one table for every example: a task of its own each
     values = [
-        result(task, o["attempt"], o["status"], o["at"], stage=o["stage"], replay_generation=o["gen"])
-        for o in outcomes
+        result(task, o["attempt"], o["status"], o["at"], stage=o["stage"], replay_generation=o["gen"]) for o in outcomes
     ]
     expected = _expected_winner(outcomes)
     (row,) = latest_per_task(good_rows(spark, values)).collect()  # one batch

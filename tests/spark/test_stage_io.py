@@ -9,10 +9,16 @@ from pipeline_lib.spark.stage_query import _records
 
 def _batch(offsets: list[int]) -> pa.RecordBatch:
     n = len(offsets)
-    return pa.RecordBatch.from_pydict({
-        "key": [b"k"] * n, "value": [b"v"] * n, "topic": ["t"] * n, "partition": [0] * n, "offset": offsets,
-        "timestamp_ms": [1_764_000_000_000] * n,
-    })  # fmt: skip
+    return pa.RecordBatch.from_pydict(
+        {
+            "key": [b"k"] * n,
+            "value": [b"v"] * n,
+            "topic": ["t"] * n,
+            "partition": [0] * n,
+            "offset": offsets,
+            "timestamp_ms": [1_764_000_000_000] * n,
+        }
+    )
 
 
 def test_the_records_of_every_arrow_batch_come_as_one_stream_in_order_one_batch_at_a_time():

@@ -12,8 +12,18 @@ from benchmarks.common import Row, table_lines
 def test_a_ratio_target_and_an_absolute_bound_are_judged_the_way_they_point():
     faster = Row("download", "small", "files/s", "curl", reference=1000, figure=450, runs=3, target=0.4)
     assert faster.ratio == pytest.approx(0.45) and faster.met is True and faster.target_text() == ">= 0.4x"
-    slow = Row("latency", "p95", "s", "floor", reference=1.0, figure=7.5, runs=3, target=5.0, target_absolute=True,
-               higher_is_better=False)  # fmt: skip
+    slow = Row(
+        "latency",
+        "p95",
+        "s",
+        "floor",
+        reference=1.0,
+        figure=7.5,
+        runs=3,
+        target=5.0,
+        target_absolute=True,
+        higher_is_better=False,
+    )
     assert slow.met is False and slow.target_text() == "<= 5 s"
     assert Row("scaling", "1 worker", "files/s", "-", reference=None, figure=10, runs=1).met is None
 

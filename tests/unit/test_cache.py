@@ -36,10 +36,21 @@ def test_a_task_id_maps_to_a_file_two_levels_below_the_cache(tmp_path):
 @pytest.mark.parametrize(
     "bad",
     [
-        "", "../" + "a" * 29, "A" * 32, "a" * 31, "a" * 33, "a" * 32 + "\n", "/" + "a" * 31, "g" * 32,
-        "a" * 16 + "/" + "a" * 15, "..", "٠" * 32, None, 12345,
+        "",
+        "../" + "a" * 29,
+        "A" * 32,
+        "a" * 31,
+        "a" * 33,
+        "a" * 32 + "\n",
+        "/" + "a" * 31,
+        "g" * 32,
+        "a" * 16 + "/" + "a" * 15,
+        "..",
+        "٠" * 32,
+        None,
+        12345,
     ],
-)  # fmt: skip
+)
 def test_anything_but_32_lowercase_hex_characters_is_refused(tmp_path, bad):
     with pytest.raises(InvalidTaskId) as caught:
         cache_path(tmp_path, bad)

@@ -48,7 +48,7 @@ SRC = SourceRef(SETTINGS.topics.events_raw.name, 0, 7, "2026-12-03T11:59:59.000Z
 DOWNLOAD = DownloadStage(SETTINGS, downloader=object())  # type: ignore[arg-type]  # route() only: no I/O
 UPLOAD = UploadStage(SETTINGS, uploader=object())  # type: ignore[arg-type]
 # A failure message as long as failures get: every history entry and reason at its bound.
-LONG_FAILURE = "\x01\\\"é𝄞" * 3000
+LONG_FAILURE = '\x01\\"é𝄞' * 3000
 
 # Pieces that grow fast when encoded (JSON escapes of control characters take 6 bytes, astral
 # characters 4 bytes of UTF-8), repeated to sizes around and over the contracts' MAX_TEXT.
@@ -60,19 +60,32 @@ def _url(path: str, query: str) -> str:
     return f"https://files.example.com/{path}?{query}"
 
 
-_event = st.fixed_dictionaries({
-    "traceId": _text, "type": st.builds(lambda t: f"verisk.claims.{t}", _text),
-    "assignmentId": _text, "estimateVersion": _text, "note": _text,
-    "attachments": st.lists(st.builds(_url, _text, _text), max_size=3),
-})  # fmt: skip
+_event = st.fixed_dictionaries(
+    {
+        "traceId": _text,
+        "type": st.builds(lambda t: f"verisk.claims.{t}", _text),
+        "assignmentId": _text,
+        "estimateVersion": _text,
+        "note": _text,
+        "attachments": st.lists(st.builds(_url, _text, _text), max_size=3),
+    }
+)
 
 
 def _raw(fields: dict) -> str:
-    return json.dumps({
-        "traceId": fields["traceId"], "type": fields["type"], "utcDateTime": "2026-12-03T10:00:00Z",
-        "data": {"assignmentId": fields["assignmentId"], "estimateVersion": fields["estimateVersion"],
-                 "note": fields["note"], "attachments": fields["attachments"]},
-    })  # fmt: skip
+    return json.dumps(
+        {
+            "traceId": fields["traceId"],
+            "type": fields["type"],
+            "utcDateTime": "2026-12-03T10:00:00Z",
+            "data": {
+                "assignmentId": fields["assignmentId"],
+                "estimateVersion": fields["estimateVersion"],
+                "note": fields["note"],
+                "attachments": fields["attachments"],
+            },
+        }
+    )
 
 
 class Seen(dict[str, int]):
@@ -102,8 +115,13 @@ def _deliver(message: OutMessage, seen: Seen) -> DownloadTask | CachedAttachment
         return None
     seen.records.append((topic, key, value, headers, None))
     if topic in SETTINGS.retry_topics:
-        waiting = schedule_record(record, header_map(headers.items()), frozenset(
-            {SETTINGS.topics.pending.name, SETTINGS.topics.cached.name}), NOW, 10**6)  # fmt: skip
+        waiting = schedule_record(
+            record,
+            header_map(headers.items()),
+            frozenset({SETTINGS.topics.pending.name, SETTINGS.topics.cached.name}),
+            NOW,
+            10**6,
+        )
         assert not isinstance(waiting, DeadLetter), waiting.reason
         topic = waiting.return_topic  # the scheduler forwards it there when due
     if topic == SETTINGS.topics.pending.name:
@@ -149,9 +167,13 @@ def chain(raw: str, result: IngestResult | None = None) -> Seen:
         assert task == emitted  # download reads exactly what ingest emitted
         assert isinstance(task, DownloadTask)
         stored = CachedAttachment(
-            task=task.to_dict(), cache_uri=f"file:///cache/{task.task_id}", bytes=10, sha256="0" * 64,
-            content_type="application/pdf", downloaded_at="2026-12-03T12:00:00Z",
-        )  # fmt: skip
+            task=task.to_dict(),
+            cache_uri=f"file:///cache/{task.task_id}",
+            bytes=10,
+            sha256="0" * 64,
+            content_type="application/pdf",
+            downloaded_at="2026-12-03T12:00:00Z",
+        )
         routed = DOWNLOAD.route(DownloadOutcome(task, NOW, NOW, cached=stored), SRC)
         cached = [c for c in (_deliver(m, seen) for m in routed.messages) if c is not None]
         assert len(cached) == 1 and isinstance(cached[0], CachedAttachment)
@@ -175,8 +197,16 @@ def test_an_event_just_under_the_producer_limit_becomes_dead_letters_not_an_unwr
     # be a record over 1,000,000 bytes: the event stays, its attachments are dead letters naming the limit.
     url = _url("a.pdf", "x=" + "%00" * 300)
     heavy = "\x00" * 50_000
-    raw = _raw({"traceId": heavy, "type": "verisk.claims.documentsReceived", "assignmentId": heavy,
-                "estimateVersion": heavy, "note": "n", "attachments": [url, url + "1", url + "2"]})  # fmt: skip
+    raw = _raw(
+        {
+            "traceId": heavy,
+            "type": "verisk.claims.documentsReceived",
+            "assignmentId": heavy,
+            "estimateVersion": heavy,
+            "note": "n",
+            "attachments": [url, url + "1", url + "2"],
+        }
+    )
     assert len(raw.encode()) < MAX_REQUEST
     result = ingest_record(raw, SRC, POLICY, NOW, OPTIONS)
     assert result.tasks == [] and result.event is not None and len(result.dead) == 3
@@ -186,14 +216,33 @@ def test_an_event_just_under_the_producer_limit_becomes_dead_letters_not_an_unwr
 
 def test_a_url_or_field_longer_than_a_message_field_holds_is_refused_at_ingest_naming_the_limit():
     long_url = _url("a.pdf", "q=" + "x" * MAX_TEXT)
-    fields = {"traceId": "T", "type": "t.documentsReceived", "assignmentId": "A", "estimateVersion": "1",
-              "note": "n", "attachments": [long_url]}  # fmt: skip
+    fields = {
+        "traceId": "T",
+        "type": "t.documentsReceived",
+        "assignmentId": "A",
+        "estimateVersion": "1",
+        "note": "n",
+        "attachments": [long_url],
+    }
     result = ingest_record(_raw(fields), SRC, POLICY, NOW)
     (dead,) = result.dead
     assert dead.category == "malformed" and "contracts.MAX_TEXT" in dead.reason and dead.task_id
     too_long = "T" * (MAX_TEXT + 1)
-    (dead,) = ingest_record(_raw({"traceId": too_long, "type": "t.x", "assignmentId": "A", "estimateVersion": "1",
-                                  "note": "n", "attachments": []}), SRC, POLICY, NOW).dead  # fmt: skip
+    (dead,) = ingest_record(
+        _raw(
+            {
+                "traceId": too_long,
+                "type": "t.x",
+                "assignmentId": "A",
+                "estimateVersion": "1",
+                "note": "n",
+                "attachments": [],
+            }
+        ),
+        SRC,
+        POLICY,
+        NOW,
+    ).dead
     assert dead.category == "malformed" and "field traceId is 65,537 characters" in dead.reason
 
 
@@ -206,11 +255,31 @@ def test_ingest_keeps_room_for_what_later_stages_add(limit):
 
 def test_results_and_cached_messages_decode_as_their_readers_do():
     # The readers' own decoders: a smoke test that _deliver checks what the stages really read.
-    (task,) = ingest_record(_raw({"traceId": "T", "type": "t.documentsReceived", "assignmentId": "A",
-                                  "estimateVersion": "1", "note": "n",
-                                  "attachments": [_url("a.pdf", "sig=S")]}), SRC, POLICY, NOW).tasks  # fmt: skip
-    seen = chain(json.dumps({"traceId": "T", "type": "t.documentsReceived", "utcDateTime": "2026-12-03T10:00:00Z",
-                              "data": {"assignmentId": "A", "attachments": [task.url]}}))  # fmt: skip
+    (task,) = ingest_record(
+        _raw(
+            {
+                "traceId": "T",
+                "type": "t.documentsReceived",
+                "assignmentId": "A",
+                "estimateVersion": "1",
+                "note": "n",
+                "attachments": [_url("a.pdf", "sig=S")],
+            }
+        ),
+        SRC,
+        POLICY,
+        NOW,
+    ).tasks
+    seen = chain(
+        json.dumps(
+            {
+                "traceId": "T",
+                "type": "t.documentsReceived",
+                "utcDateTime": "2026-12-03T10:00:00Z",
+                "data": {"assignmentId": "A", "attachments": [task.url]},
+            }
+        )
+    )
     assert {"task", "cached", "result", "retry", "dead", "completed"} <= set(seen)
     assert AttachmentResult.KIND and seen["dead"] == 2  # one from each stage's exhausted retries
 
@@ -220,8 +289,16 @@ def test_a_long_multibyte_trace_id_never_makes_a_dead_letter_over_the_limit():
     # fourth time: 65,536 four-byte characters make a 787 KB task whose exhausted dead letter would
     # be over 1 MB. Ingest refuses it up front, naming the limit; a shorter one flows through.
     for trace, refused in (("𝄞" * MAX_TEXT, True), ("𝄞" * 20_000, False)):
-        raw = _raw({"traceId": trace, "type": "t.documentsReceived", "assignmentId": "A", "estimateVersion": "1",
-                    "note": "n" * (MAX_TEXT + 5), "attachments": [_url("a.pdf", "sig=S")]})  # fmt: skip
+        raw = _raw(
+            {
+                "traceId": trace,
+                "type": "t.documentsReceived",
+                "assignmentId": "A",
+                "estimateVersion": "1",
+                "note": "n" * (MAX_TEXT + 5),
+                "attachments": [_url("a.pdf", "sig=S")],
+            }
+        )
         result = ingest_record(raw, SRC, POLICY, NOW, OPTIONS)
         assert result.event is not None  # a long note is stored, not refused: no later stage carries it
         assert (len(result.dead), len(result.tasks)) == ((1, 0) if refused else (0, 1))

@@ -83,8 +83,14 @@ def _placed(key: str, shape: str, value: Any) -> tuple[dict[str, Any], str]:
 def test_the_numeric_settings_are_all_found():
     keys = {key for key, _, _ in NUMERIC}
     assert len(keys) >= 35
-    assert {"download.connect_timeout_seconds", "download.breaker.open_seconds", "retry.delays_seconds",
-            "streaming.stage_trigger_seconds", "kafka.min_partitions", "local_kafka.port"} <= keys  # fmt: skip
+    assert {
+        "download.connect_timeout_seconds",
+        "download.breaker.open_seconds",
+        "retry.delays_seconds",
+        "streaming.stage_trigger_seconds",
+        "kafka.min_partitions",
+        "local_kafka.port",
+    } <= keys
     dicts = {key for key, _, shape in NUMERIC if shape == "dict"}
     assert dicts <= set(MAPPING_KEYS), f"add a valid key for {sorted(dicts - set(MAPPING_KEYS))} to MAPPING_KEYS"
 
@@ -198,13 +204,36 @@ hostname = st.lists(label, min_size=1, max_size=4).map(".".join).filter(lambda h
 def unmatchable(draw: st.DrawFn) -> str:
     host = draw(hostname)
     return draw(
-        st.sampled_from([
-            f"https://{host}", f"http://{host}/", f"{host}:443", f"{host}/files", f"{host}?x=1", f" {host}",
-            f"{host} ", f"{host}\t", f"files {host}", "", " ", f"user@{host}", f"{host}.*", f"a.*.{host}",
-            f"*{host}", "*", f"**.{host}", f"[{host}]", f"{host}..", f"..{host}", f"{host}#x", "10.0.0", f"*.{host}:80",
-            f"-{host}", f"{host}%eth0",
-        ])
-    )  # fmt: skip
+        st.sampled_from(
+            [
+                f"https://{host}",
+                f"http://{host}/",
+                f"{host}:443",
+                f"{host}/files",
+                f"{host}?x=1",
+                f" {host}",
+                f"{host} ",
+                f"{host}\t",
+                f"files {host}",
+                "",
+                " ",
+                f"user@{host}",
+                f"{host}.*",
+                f"a.*.{host}",
+                f"*{host}",
+                "*",
+                f"**.{host}",
+                f"[{host}]",
+                f"{host}..",
+                f"..{host}",
+                f"{host}#x",
+                "10.0.0",
+                f"*.{host}:80",
+                f"-{host}",
+                f"{host}%eth0",
+            ]
+        )
+    )
 
 
 @given(bad=unmatchable(), good=hostname, before=st.integers(min_value=0, max_value=2))
@@ -221,8 +250,13 @@ def test_an_allowed_host_that_can_never_match_is_refused_naming_its_index_and_th
     assert message.count("url_policy.allowed_hosts[") == 1  # the good entries pass
 
 
-@given(host=hostname, sub=label, form=st.sampled_from(["exact", "suffix", "wildcard"]), upper=st.booleans(),
-       dot=st.booleans())  # fmt: skip
+@given(
+    host=hostname,
+    sub=label,
+    form=st.sampled_from(["exact", "suffix", "wildcard"]),
+    upper=st.booleans(),
+    dot=st.booleans(),
+)
 @settings(max_examples=150, deadline=None)
 def test_every_accepted_host_entry_matches_the_hosts_it_says_and_no_other(host, sub, form, upper, dot):
     entry = {"exact": host, "suffix": f".{host}", "wildcard": f"*.{host}"}[form]
@@ -266,26 +300,49 @@ def test_ip_address_entries_match_the_url_that_names_them():
         ({"url_policy": {"allowed_schemes": []}}, "url_policy.allowed_schemes", "allows no scheme"),
         ({"url_policy": {"allowed_schemes": ["ftp"]}}, "url_policy.allowed_schemes[0]", "'http' or 'https'"),
         ({"url_policy": {"allowed_networks": ["10.0.0.1/8"]}}, "url_policy.allowed_networks[0]", "host bits zero"),
-        ({"kafka": {"bootstrap_servers": "https://ns.servicebus.windows.net"}}, "kafka.bootstrap_servers",
-         "must be host:port"),
+        (
+            {"kafka": {"bootstrap_servers": "https://ns.servicebus.windows.net"}},
+            "kafka.bootstrap_servers",
+            "must be host:port",
+        ),
         ({"kafka": {"bootstrap_servers": "a:9092,"}}, "kafka.bootstrap_servers", "'' is not host:port"),
         ({"kafka": {"bootstrap_servers": "a:70000"}}, "kafka.bootstrap_servers", "must be host:port"),
-        ({"kafka": {"producer_options": {"kafka.linger.ms": 5}}}, "kafka.producer_options.kafka.linger.ms",
-         "Spark's kafka. prefix"),
-        ({"kafka": {"consumer_options": {"bootstrap.servers": "x:1"}}}, "kafka.consumer_options.bootstrap.servers",
-         "set by the pipeline"),
-        ({"kafka": {"librdkafka_options": {"ssl.key.password": "x"}}}, "kafka.librdkafka_options.ssl.key.password",
-         "secrets are never settings"),
-        ({"kafka": {"librdkafka_options": {"socket.keepalive.enable": True}}},
-         "kafka.librdkafka_options.socket.keepalive.enable", "quote a flag"),
-        ({"kafka": {"producer_options": {"linger.ms": 2**63}}}, "kafka.producer_options.linger.ms",
-         "whole number from -9223372036854775808 to 9223372036854775807"),
-        ({"kafka": {"oauth": {"token_endpoint_url": "http://login/x"}}}, "kafka.oauth.token_endpoint_url",
-         "https URL"),
-        ({"storage": {"lake": {"onelake": {"account_url": "onelake.dfs.fabric.microsoft.com"}}}},
-         "storage.lake.onelake.account_url", "https URL"),
-        ({"storage": {"lake": {"onelake": {"token_provider": "module.function"}}}},
-         "storage.lake.onelake.token_provider", "'package.module:function'"),
+        (
+            {"kafka": {"producer_options": {"kafka.linger.ms": 5}}},
+            "kafka.producer_options.kafka.linger.ms",
+            "Spark's kafka. prefix",
+        ),
+        (
+            {"kafka": {"consumer_options": {"bootstrap.servers": "x:1"}}},
+            "kafka.consumer_options.bootstrap.servers",
+            "set by the pipeline",
+        ),
+        (
+            {"kafka": {"librdkafka_options": {"ssl.key.password": "x"}}},
+            "kafka.librdkafka_options.ssl.key.password",
+            "secrets are never settings",
+        ),
+        (
+            {"kafka": {"librdkafka_options": {"socket.keepalive.enable": True}}},
+            "kafka.librdkafka_options.socket.keepalive.enable",
+            "quote a flag",
+        ),
+        (
+            {"kafka": {"producer_options": {"linger.ms": 2**63}}},
+            "kafka.producer_options.linger.ms",
+            "whole number from -9223372036854775808 to 9223372036854775807",
+        ),
+        ({"kafka": {"oauth": {"token_endpoint_url": "http://login/x"}}}, "kafka.oauth.token_endpoint_url", "https URL"),
+        (
+            {"storage": {"lake": {"onelake": {"account_url": "onelake.dfs.fabric.microsoft.com"}}}},
+            "storage.lake.onelake.account_url",
+            "https URL",
+        ),
+        (
+            {"storage": {"lake": {"onelake": {"token_provider": "module.function"}}}},
+            "storage.lake.onelake.token_provider",
+            "'package.module:function'",
+        ),
         ({"storage": {"lake": {"files_prefix": "../elsewhere"}}}, "storage.lake.files_prefix", "relative path"),
         ({"storage": {"lake": {"files_prefix": "/abs"}}}, "storage.lake.files_prefix", "relative path"),
         ({"storage": {"root": " var"}}, "storage.root", "spaces or a newline around it"),
@@ -303,10 +360,13 @@ def test_ip_address_entries_match_the_url_that_names_them():
         ({"spark": {"extra_conf": {"spark ui": "x"}}}, "spark.extra_conf.spark ui", "Spark configuration key"),
         ({"spark": {"app_name": ""}}, "spark.app_name", "must not be empty"),
         ({"local_kafka": {"heap": "0m"}}, "local_kafka.heap", "JVM heap size"),
-        ({"kafka": {"connection_string": {"vault": "x y", "secret": "s"}}}, "kafka.connection_string.vault",
-         "secret scope name"),
+        (
+            {"kafka": {"connection_string": {"vault": "x y", "secret": "s"}}},
+            "kafka.connection_string.vault",
+            "secret scope name",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_name_url_and_path_setting_has_a_form(overrides, named, message):
     with pytest.raises(ConfigError) as caught:
         load_settings("local", overrides=overrides)
@@ -324,14 +384,19 @@ def test_a_secret_pasted_as_a_secret_name_is_refused_without_echoing_it():
 
 
 def test_accepted_forms_load():
-    s = load_settings("local", overrides={
-        "kafka": {"bootstrap_servers": "b1.example.com:9093, [::1]:9092,SASL_SSL://b2:9093",
-                  "producer_options": {"linger.ms": 20, "compression.type": "lz4", "retries": -1}},
-        "storage": {"lake": {"files_prefix": ""}},
-        "spark": {"extra_conf": {"spark.ui.port": "0"}},
-        "local_kafka": {"heap": "2g"},
-        "retry": {"delays_seconds": [1, 7 * 86400], "max_retry_after_seconds": None},
-    })  # fmt: skip
+    s = load_settings(
+        "local",
+        overrides={
+            "kafka": {
+                "bootstrap_servers": "b1.example.com:9093, [::1]:9092,SASL_SSL://b2:9093",
+                "producer_options": {"linger.ms": 20, "compression.type": "lz4", "retries": -1},
+            },
+            "storage": {"lake": {"files_prefix": ""}},
+            "spark": {"extra_conf": {"spark.ui.port": "0"}},
+            "local_kafka": {"heap": "2g"},
+            "retry": {"delays_seconds": [1, 7 * 86400], "max_retry_after_seconds": None},
+        },
+    )
     assert s.kafka.producer_options["retries"] == -1 and s.retry.delays_seconds == (1, 604800)
 
 

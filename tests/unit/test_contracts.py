@@ -82,16 +82,23 @@ def test_attachment_result_validates_status_and_redacts():
     from pipeline_lib.contracts import AttachmentResult
 
     res = AttachmentResult(
-        task_id=T1, trace_id="T", attempt=1, stage="download", status="retrying",
-        occurred_at="2026-01-01T00:00:00Z", event_date="2026-01-01",
-        attachment_url="https://h/a.pdf?X-Amz-Signature=S3CRET", error_message="503 from https://h/a.pdf?sig=S3CRET",
-    )  # fmt: skip
+        task_id=T1,
+        trace_id="T",
+        attempt=1,
+        stage="download",
+        status="retrying",
+        occurred_at="2026-01-01T00:00:00Z",
+        event_date="2026-01-01",
+        attachment_url="https://h/a.pdf?X-Amz-Signature=S3CRET",
+        error_message="503 from https://h/a.pdf?sig=S3CRET",
+    )
     assert "S3CRET" not in res.encode()
     assert AttachmentResult.decode(res.encode()) == res
     assert res.headers()["xact.task_id"] == T1 and res.headers()["xact.attempt"] == "1"
     with pytest.raises(ContractError, match="status 'lost' is not one of completed, downloaded, retrying, dead"):
-        AttachmentResult(task_id="t", trace_id="T", attempt=0, stage="download", status="lost",
-                         occurred_at="x", event_date="y")  # fmt: skip
+        AttachmentResult(
+            task_id="t", trace_id="T", attempt=0, stage="download", status="lost", occurred_at="x", event_date="y"
+        )
 
 
 @pytest.mark.parametrize(
@@ -121,8 +128,14 @@ def test_a_field_of_the_wrong_type_or_out_of_range_is_a_contract_error(change, m
 
 
 def test_a_cached_attachment_validates_its_nested_task_at_decode():
-    cached = CachedAttachment(task=TASK.to_dict(), cache_uri="file:///c/x", bytes=3, sha256="a" * 64,
-                              content_type=None, downloaded_at="2026-01-01T00:00:03.000Z")  # fmt: skip
+    cached = CachedAttachment(
+        task=TASK.to_dict(),
+        cache_uri="file:///c/x",
+        bytes=3,
+        sha256="a" * 64,
+        content_type=None,
+        downloaded_at="2026-01-01T00:00:03.000Z",
+    )
     assert CachedAttachment.decode(cached.encode()).download_task == TASK
     for task in ("not an object", {**TASK.to_dict(), "url": None}, {**TASK.to_dict(), "schema": "x"}):
         body = {**json.loads(cached.encode()), "task": task}
@@ -133,9 +146,14 @@ def test_a_cached_attachment_validates_its_nested_task_at_decode():
 
 
 def test_a_dead_letter_source_must_be_a_real_provenance():
-    dead = DeadLetter(dlq_id="d", stage="s", category="c", reason="r", failed_at="2026-01-01T00:00:00Z",
-                      source=SourceRef("t", 0, 1))  # fmt: skip
-    for source in ({"topic": 1, "partition": 0, "offset": 1}, {"topic": "t", "partition": -1, "offset": 1},
-                   {"topic": "t", "partition": 0, "offset": 1, "extra": 1}, "t/0/1"):  # fmt: skip
+    dead = DeadLetter(
+        dlq_id="d", stage="s", category="c", reason="r", failed_at="2026-01-01T00:00:00Z", source=SourceRef("t", 0, 1)
+    )
+    for source in (
+        {"topic": 1, "partition": 0, "offset": 1},
+        {"topic": "t", "partition": -1, "offset": 1},
+        {"topic": "t", "partition": 0, "offset": 1, "extra": 1},
+        "t/0/1",
+    ):
         with pytest.raises(ContractError, match="field source"):
             DeadLetter.decode(json.dumps({**json.loads(dead.encode()), "source": source}))

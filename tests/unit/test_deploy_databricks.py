@@ -22,15 +22,22 @@ VAR = re.compile(r"\$\{var\.([a-z_]+)\}")
 
 def bundle() -> tuple[dict, list[tuple[Path, dict]]]:
     root = yaml.safe_load((ROOT / "databricks.yml").read_text())
-    resources = [(Path(p), yaml.safe_load(Path(p).read_text()))
-                 for pattern in root["include"] for p in sorted(glob.glob(str(ROOT / pattern)))]  # fmt: skip
+    resources = [
+        (Path(p), yaml.safe_load(Path(p).read_text()))
+        for pattern in root["include"]
+        for p in sorted(glob.glob(str(ROOT / pattern)))
+    ]
     return root, resources
 
 
 def tasks() -> list[tuple[Path, str, dict]]:
     _, resources = bundle()
-    return [(path, name, task) for path, doc in resources for name, job in doc["resources"]["jobs"].items()
-            for task in job["tasks"]]  # fmt: skip
+    return [
+        (path, name, task)
+        for path, doc in resources
+        for name, job in doc["resources"]["jobs"].items()
+        for task in job["tasks"]
+    ]
 
 
 def substitute(value, variables: dict[str, object]):
@@ -54,8 +61,10 @@ def target_variables(target: str, *, filled: bool = True) -> dict[str, object]:
     missing = [n for n, v in values.items() if v is None]
     assert not missing, f"target {target} leaves variables without a value: {missing}"
     if filled:
-        values = {n: PLACEHOLDER.sub(lambda m: m.group(1).replace("-", ""), v) if isinstance(v, str) else v
-                  for n, v in values.items()}  # fmt: skip
+        values = {
+            n: PLACEHOLDER.sub(lambda m: m.group(1).replace("-", ""), v) if isinstance(v, str) else v
+            for n, v in values.items()
+        }
     return values
 
 
@@ -89,8 +98,13 @@ def test_every_task_runs_a_console_script_of_the_built_wheel_with_arguments_it_a
         entry = wheel_task["entry_point"]
         assert entry in scripts, f"{path.name}: {name} names entry point {entry}, not in the wheel"
         params = substitute(wheel_task["parameters"], target_variables("prod"))
-        parser = build_parser() if entry == "xact-pipeline" else run_parser() if entry == "xact-run" else (
-            job_parser(entry.removeprefix("xact-")))  # fmt: skip
+        parser = (
+            build_parser()
+            if entry == "xact-pipeline"
+            else run_parser()
+            if entry == "xact-run"
+            else (job_parser(entry.removeprefix("xact-")))
+        )
         args = parser.parse_args(params)
         assert args.env == "databricks"
         assert [lib["whl"] for lib in task["libraries"]] == ["../dist/*.whl"]

@@ -60,9 +60,13 @@ def publish(staged: Path, environment: str) -> dict[str, dict]:
     from azure.core.credentials import TokenCredential
 
     credential = type("Offline", (DummyCredential, TokenCredential), {})()
-    workspace = fabric_cicd.FabricWorkspace(workspace_id=WORKSPACE, repository_directory=str(staged),
-                                            item_type_in_scope=deploy.ITEM_TYPES, environment=environment,
-                                            token_credential=credential)  # fmt: skip
+    workspace = fabric_cicd.FabricWorkspace(
+        workspace_id=WORKSPACE,
+        repository_directory=str(staged),
+        item_type_in_scope=deploy.ITEM_TYPES,
+        environment=environment,
+        token_credential=credential,
+    )
     sent: dict[str, dict] = {}
 
     def invoke(method, url, body="{}", files=None, **kwargs):
@@ -72,8 +76,14 @@ def publish(staged: Path, environment: str) -> dict[str, dict]:
         if method == "GET" and "/lakehouses/" in url:
             return {**reply, "body": {"properties": {"sqlEndpointProperties": {"provisioningStatus": "Success"}}}}
         if method == "GET" and url.endswith("/environments/"):
-            return {**reply, "body": {"value": [{"displayName": "xact_environment",
-                                                 "properties": {"publishDetails": {"state": "success"}}}]}}  # fmt: skip
+            return {
+                **reply,
+                "body": {
+                    "value": [
+                        {"displayName": "xact_environment", "properties": {"publishDetails": {"state": "success"}}}
+                    ]
+                },
+            }
         if method == "GET":
             return {**reply, "body": {"value": []}}
         item_id = str(uuid.uuid4())
@@ -92,9 +102,13 @@ def parts(item: dict) -> dict[str, bytes]:
 
 
 def test_the_repository_parses_as_fabric_cicd_expects(staged, offline):
-    workspace = fabric_cicd.FabricWorkspace(workspace_id=WORKSPACE, repository_directory=str(staged),
-                                            item_type_in_scope=deploy.ITEM_TYPES, environment=ENVIRONMENTS[0],
-                                            token_credential=type("C", (DummyCredential,), {})())  # fmt: skip
+    workspace = fabric_cicd.FabricWorkspace(
+        workspace_id=WORKSPACE,
+        repository_directory=str(staged),
+        item_type_in_scope=deploy.ITEM_TYPES,
+        environment=ENVIRONMENTS[0],
+        token_credential=type("C", (DummyCredential,), {})(),
+    )
     workspace._refresh_repository_items()
     found = {kind: sorted(items) for kind, items in workspace.repository_items.items()}
     assert found == {
@@ -109,10 +123,18 @@ def test_the_repository_parses_as_fabric_cicd_expects(staged, offline):
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(staged, offline, environment):
     sent = publish(staged, environment)
-    assert set(sent) >= {"xact_lakehouse", "xact_environment", "xact_pipeline", "xact_tables_maintain",
-                         "xact_dlq_replay", "dlq_analysis", "pipeline_health", "ingest_overview"}  # fmt: skip
+    assert set(sent) >= {
+        "xact_lakehouse",
+        "xact_environment",
+        "xact_pipeline",
+        "xact_tables_maintain",
+        "xact_dlq_replay",
+        "dlq_analysis",
+        "pipeline_health",
+        "ingest_overview",
+    }
 
-    (wheel_path, wheel_bytes), = [(p, b) for p, b in parts(sent["xact_environment"]).items() if p.endswith(".whl")]
+    ((wheel_path, wheel_bytes),) = [(p, b) for p, b in parts(sent["xact_environment"]).items() if p.endswith(".whl")]
     assert wheel_path.startswith("Libraries/CustomLibraries/xact_pipeline-")
     local = staged.parent / "check.whl"
     local.write_bytes(wheel_bytes)
@@ -130,7 +152,8 @@ def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(stage
         assert parsed.env == "fabric"
         settings = load_settings("fabric", overrides=parsed.overrides)  # no placeholder left; every key known
         assert settings.kafka.connection_string.vault.startswith("https://") and environment.lower() in (
-            settings.kafka.bootstrap_servers)  # fmt: skip
+            settings.kafka.bootstrap_servers
+        )
 
     for notebook in ("dlq_analysis", "pipeline_health", "ingest_overview"):
         content = json.loads(parts(sent[notebook])["notebook-content.ipynb"])

@@ -25,8 +25,17 @@ def test_the_table_schemas_are_the_declared_columns_in_order():
 def test_the_per_record_rows_are_the_table_columns_spark_does_not_stamp():
     assert RESULT_COLUMNS == tuple(f.name for f in ATTACHMENTS_SCHEMA if f.name != "recorded_at")
     assert set(RESULT_TIMESTAMPS) <= set(RESULT_COLUMNS) and "created_at" in RESULT_TIMESTAMPS
-    stamped = {"status", "note", "replay_id", "replayed_at", "replay_selection", "replay_count", "resolved_at",
-               "first_seen_at", "updated_at"}  # fmt: skip
+    stamped = {
+        "status",
+        "note",
+        "replay_id",
+        "replayed_at",
+        "replay_selection",
+        "replay_count",
+        "resolved_at",
+        "first_seen_at",
+        "updated_at",
+    }
     assert DLQ_COLUMNS == tuple(f.name for f in DLQ_SCHEMA if f.name not in stamped)
     assert DLQ_TIMESTAMPS == ("failed_at", "source_timestamp")
 

@@ -58,8 +58,11 @@ POLICY = RetryPolicy((300, 600, 1200, 2400), ("p.retry.5m", "p.retry.10m", "p.re
 def test_each_attempt_goes_to_its_tier_and_the_last_has_none():
     steps = [POLICY.next_step(a, NOW) for a in range(5)]
     assert [(s.topic, s.delay_seconds, s.next_attempt) for s in steps[:4]] == [
-        ("p.retry.5m", 300, 1), ("p.retry.10m", 600, 2), ("p.retry.20m", 1200, 3), ("p.retry.40m", 2400, 4),
-    ]  # fmt: skip
+        ("p.retry.5m", 300, 1),
+        ("p.retry.10m", 600, 2),
+        ("p.retry.20m", 1200, 3),
+        ("p.retry.40m", 2400, 4),
+    ]
     assert steps[0].due_at == NOW + timedelta(seconds=300)
     assert steps[4] is None and POLICY.max_attempts == 5
 
@@ -134,8 +137,16 @@ def _route_refusal(task, at, max_age=600.0):
 
     policy = RetryPolicy((5, 10), ("t5", "t10"), max_task_age_seconds=max_age, breaker_open_seconds=60)
     refused = Failure("circuit_open", True, "circuit breaker for h is open; no request made", retry_after_seconds=42)
-    return route_failure(task, refused, stage="download", source=None, at=at, policy=policy,
-                         topics=Topics("results", "dlq", "pending"), return_topic="pending")  # fmt: skip
+    return route_failure(
+        task,
+        refused,
+        stage="download",
+        source=None,
+        at=at,
+        policy=policy,
+        topics=Topics("results", "dlq", "pending"),
+        return_topic="pending",
+    )
 
 
 def test_a_breaker_refusal_waits_for_the_probe_without_using_an_attempt():
@@ -167,7 +178,8 @@ def test_a_full_cache_waits_its_tier_without_using_an_attempt():
     task = sample_task("https://h/a.pdf", attempt=1, first_attempt_at="2026-11-27T11:59:00.000Z")
     topics = Topics("results", "dlq", "pending")
     full = failure("disk_full", "the cache is full")
-    held, _ = route_failure(task, full, stage="download", source=None, at=at, policy=policy, topics=topics,
-                            return_topic="pending")  # fmt: skip
+    held, _ = route_failure(
+        task, full, stage="download", source=None, at=at, policy=policy, topics=topics, return_topic="pending"
+    )
     assert (held.outcome, held.topic, held.message.attempt) == ("held", "t10", 1)
     assert held.message.due_at == "2026-11-27T12:00:10.000Z"  # its tier's delay

@@ -24,17 +24,17 @@ BASE = "https://files.example.com/claims/download"
 # One signed query per form, as its signer writes them (two signings of one object differ in values).
 SIGNED = {
     "s3-sigv4": "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA{n}%2F20261203%2Fus-east-1%2Fs3%2Faws4_request"
-                "&X-Amz-Date=20261203T1{n}0000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
-                "&X-Amz-Security-Token=tok{n}&X-Amz-Signature=abc{n}&x-id=GetObject"
-                "&response-content-disposition=attachment%3B%20filename%3Dv{n}.pdf",
+    "&X-Amz-Date=20261203T1{n}0000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+    "&X-Amz-Security-Token=tok{n}&X-Amz-Signature=abc{n}&x-id=GetObject"
+    "&response-content-disposition=attachment%3B%20filename%3Dv{n}.pdf",
     "s3-sigv2": "AWSAccessKeyId=AKIA{n}&Expires=17000000{n}&Signature=sig{n}%3D&x-amz-security-token=t{n}",
     "gcs-v4": "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa{n}%40p.iam.gserviceaccount.com"
-              "&X-Goog-Date=20261203T1{n}0000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host&X-Goog-Signature=f{n}",
+    "&X-Goog-Date=20261203T1{n}0000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host&X-Goog-Signature=f{n}",
     "gcs-v2": "GoogleAccessId=sa{n}%40p.iam.gserviceaccount.com&Expires=17000000{n}&Signature=s{n}",
     "azure-sas": "sv=2022-11-02&ss=b&srt=o&sp=r&se=2026-12-0{n}T00%3A00%3A00Z&st=2026-12-01&spr=https"
-                 "&sig=Z{n}%3D&skoid=o{n}&sktid=t&skt=x{n}&ske=y&sks=b&skv=2022-11-02&skdutid=d{n}&rscd=inline{n}",
+    "&sig=Z{n}%3D&skoid=o{n}&sktid=t&skt=x{n}&ske=y&sks=b&skv=2022-11-02&skdutid=d{n}&rscd=inline{n}",
     "claimx": "systemDate=17330000{n}000&expires=3600000",
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("form", sorted(SIGNED))
@@ -77,8 +77,12 @@ def test_configured_parameters_are_ignored_case_insensitively():
 
 
 def _event(urls: list) -> dict:
-    return {"traceId": "T-1", "type": "verisk.claims.property.xn.documentsReceived",
-            "utcDateTime": "2026-12-03T10:00:00Z", "data": {"assignmentId": "A1", "attachments": urls}}  # fmt: skip
+    return {
+        "traceId": "T-1",
+        "type": "verisk.claims.property.xn.documentsReceived",
+        "utcDateTime": "2026-12-03T10:00:00Z",
+        "data": {"assignmentId": "A1", "attachments": urls},
+    }
 
 
 _name = st.text(st.characters(codec="ascii", categories=["L", "N"], include_characters="-_."), min_size=1, max_size=8)
@@ -88,8 +92,14 @@ _plain_params = st.lists(st.tuples(_name, _value), max_size=4).map(
 )
 
 
-@given(form=st.sampled_from(sorted(SIGNED)), plain=_plain_params, n1=st.integers(0, 9), n2=st.integers(0, 9),
-       order=st.randoms(use_true_random=False), case=st.booleans())  # fmt: skip
+@given(
+    form=st.sampled_from(sorted(SIGNED)),
+    plain=_plain_params,
+    n1=st.integers(0, 9),
+    n2=st.integers(0, 9),
+    order=st.randoms(use_true_random=False),
+    case=st.booleans(),
+)
 def test_identity_is_the_non_signing_parameters_whatever_the_signature_order_or_case(form, plain, n1, n2, order, case):
     """Generated: signed URLs of one object, signed twice, parameters shuffled and re-cased."""
 

@@ -36,13 +36,20 @@ OAUTH = [
 def platform_settings(env: str, *extra: str):
     """A platform overlay with its placeholders filled, as a user's --set would."""
     vault = ["kafka.connection_string.vault=https://kv.vault.azure.net/"] if env == "fabric" else []
-    return load_settings(env, overrides=[*vault, f"kafka.bootstrap_servers={EH}",
-        "kafka.oauth.token_endpoint_url=https://login.microsoftonline.com/t/oauth2/v2.0/token",
-        "kafka.oauth.scope=https://ns.servicebus.windows.net/.default",
-        "storage.root=abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse",
-        "storage.lake.onelake.workspace=ws", "storage.lake.onelake.lakehouse=lh",
-        "download.cache_dir=/shared/cache", *extra,
-    ])  # fmt: skip
+    return load_settings(
+        env,
+        overrides=[
+            *vault,
+            f"kafka.bootstrap_servers={EH}",
+            "kafka.oauth.token_endpoint_url=https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "kafka.oauth.scope=https://ns.servicebus.windows.net/.default",
+            "storage.root=abfss://ws@onelake.dfs.fabric.microsoft.com/lh.Lakehouse",
+            "storage.lake.onelake.workspace=ws",
+            "storage.lake.onelake.lakehouse=lh",
+            "download.cache_dir=/shared/cache",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture
@@ -200,9 +207,7 @@ def test_the_platform_overlays_respect_event_hubs_producer_limits(env, fake_dbut
 
 
 # Any text, marked so that it cannot be a substring of an option's name or of a non-secret value.
-secret_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=80).map(
-    lambda t: f"S3CR3T{t}"
-)
+secret_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=80).map(lambda t: f"S3CR3T{t}")
 
 
 @settings(max_examples=60, deadline=None)
@@ -211,13 +216,18 @@ def test_no_secret_reaches_a_printable_option(connection_string, client_secret):
     import os
 
     saved = {k: os.environ.get(k) for k in ("EVENTHUBS_CONNECTION_STRING", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")}
-    os.environ.update(EVENTHUBS_CONNECTION_STRING=connection_string, AZURE_CLIENT_ID="cid",
-                      AZURE_CLIENT_SECRET=client_secret)  # fmt: skip
+    os.environ.update(
+        EVENTHUBS_CONNECTION_STRING=connection_string, AZURE_CLIENT_ID="cid", AZURE_CLIENT_SECRET=client_secret
+    )
     try:
         plain = load_settings("local", overrides=["kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=PLAIN"])
         oauth = load_settings("local", overrides=OAUTH)
-        for options in (kafka_sink_options(plain.kafka), kafka_source_options(oauth.kafka),
-                        librdkafka_config(plain.kafka), librdkafka_config(oauth.kafka)):  # fmt: skip
+        for options in (
+            kafka_sink_options(plain.kafka),
+            kafka_source_options(oauth.kafka),
+            librdkafka_config(plain.kafka),
+            librdkafka_config(oauth.kafka),
+        ):
             shown = repr(printable(options))
             assert connection_string not in shown and client_secret not in shown
             assert MASK in shown

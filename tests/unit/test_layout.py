@@ -25,9 +25,12 @@ def all_modules() -> list[str]:
 def test_the_walk_sees_every_subpackage():
     modules = all_modules()
     for expected in (
-        "pipeline_lib.events", "pipeline_lib.download.downloader", "pipeline_lib.upload.storage",
-        "pipeline_lib.local.broker", "pipeline_lib.spark.tables",
-    ):  # fmt: skip
+        "pipeline_lib.events",
+        "pipeline_lib.download.downloader",
+        "pipeline_lib.upload.storage",
+        "pipeline_lib.local.broker",
+        "pipeline_lib.spark.tables",
+    ):
         assert expected in modules
 
 

@@ -105,10 +105,10 @@ def _repeat(unit: str, size: int, prefix: str = "", suffix: str = "") -> str:
 # --- Hostile patterns ----------------------------------------------------------------------------
 
 PIECES = [
-    "\\", "\\\\", "%", "%25", "%3A", "%3F", "%3D", "%26", "%40", "=", "&", "?", "#", ":", ";", "@", "/", "\\/",
-    "\\u00", "\\u0026", "\\u003d", "\\u003f", '"', "'", '\\"', "{", "[", "(", "<", " ", "\n", "a", "0", ".", "-",
-    "key=", "sig=", "password", "token:", "Authorization: ", "Bearer ", "Digest a=b,", "eyJhbGci.", "&amp;",
-    "https://", "http://h/", "mailto:", "u:p@h", "x@", "X-Amz-Date=1&",
+    "\\", "\\\\", "%", "%25", "%3A", "%3F", "%3D", "%26", "%40", "=", "&", "?", "#", ":", ";", "@", "/", "\\/", "\\u00",
+    "\\u0026", "\\u003d", "\\u003f", '"', "'", '\\"', "{", "[", "(", "<", " ", "\n", "a", "0", ".", "-", "key=", "sig=",
+    "password", "token:", "Authorization: ", "Bearer ", "Digest a=b,", "eyJhbGci.", "&amp;", "https://", "http://h/",
+    "mailto:", "u:p@h", "x@", "X-Amz-Date=1&",
 ]  # fmt: skip
 # A prefix that passes the cheap checks in front of the rules, so the rules run on the whole record.
 PREFIXES = ["", "?a=b&c=d ", "https://h.example.com/p?q=1 ", "password=x ", "u:p@h ", "Authorization: "]
@@ -223,10 +223,17 @@ def test_retry_header_readers_are_linear(unit, shape):
             return [(f"h{i}{unit}", unit.encode()) for i in range(max(1, n // (len(unit) * 2 + 6)))]
         value = _repeat(unit, n).encode()
         due, topic, task = b"2026-12-03T00:00:00Z", b"xact.downloads.pending", b"a" * 32
-        due, topic, task = {"long due time": (value, topic, task), "long topic": (due, value, task),
-                            "long task id": (due, topic, value)}[shape]  # fmt: skip
-        return [("xact.retry.due_at", due), ("xact.retry.return_topic", topic), ("xact.task_id", task),
-                {"key": "xact.attempt", "value": b"1"}]  # fmt: skip
+        due, topic, task = {
+            "long due time": (value, topic, task),
+            "long topic": (due, value, task),
+            "long task id": (due, topic, value),
+        }[shape]
+        return [
+            ("xact.retry.due_at", due),
+            ("xact.retry.return_topic", topic),
+            ("xact.task_id", task),
+            {"key": "xact.attempt", "value": b"1"},
+        ]
 
     record = records.InputRecord("k", b"{}", SRC)
 
@@ -245,22 +252,40 @@ def test_input_records_is_linear(unit, many):
     def columns(n: int) -> dict[str, list[Any]]:
         count = max(1, n // 64) if many else 1
         value = (unit * (64 if many else max(1, n // len(unit)))).encode()
-        return {"key": [b"k" + value[:8]] * count, "value": [value] * count, "topic": ["t"] * count,
-                "partition": [0] * count, "offset": list(range(count)), "timestamp_ms": [1.0e12] * count}  # fmt: skip
+        return {
+            "key": [b"k" + value[:8]] * count,
+            "value": [value] * count,
+            "topic": ["t"] * count,
+            "partition": [0] * count,
+            "offset": list(range(count)),
+            "timestamp_ms": [1.0e12] * count,
+        }
 
     assert_linear(records.input_records, columns)
 
 
 # --- Events --------------------------------------------------------------------------------------
 
-EVENT_SHAPES = ["note", "description", "data as a string", "attachment url", "many attachments", "many keys",
-                "deep nesting", "trace id"]  # fmt: skip
+EVENT_SHAPES = [
+    "note",
+    "description",
+    "data as a string",
+    "attachment url",
+    "many attachments",
+    "many keys",
+    "deep nesting",
+    "trace id",
+]
 
 
 def _event(shape: str, unit: str, prefix: str, n: int) -> str:
     data: dict[str, Any] = {"assignmentId": "A1", "attachments": ["https://files.example.com/a.pdf?sig=x"]}
-    event: dict[str, Any] = {"type": "verisk.claims.property.xn.documentsReceived", "traceId": "T-1",
-                             "utcDateTime": "2026-12-01T00:00:00Z", "data": data}  # fmt: skip
+    event: dict[str, Any] = {
+        "type": "verisk.claims.property.xn.documentsReceived",
+        "traceId": "T-1",
+        "utcDateTime": "2026-12-01T00:00:00Z",
+        "data": data,
+    }
     text = _repeat(unit, n, prefix)
     if shape in ("note", "description"):
         data[shape] = text
@@ -314,15 +339,31 @@ def test_ingest_record_is_linear(case):
 # --- Contracts -----------------------------------------------------------------------------------
 
 TASK = {
-    "schema": "download_task", "version": 1, "task_id": "a" * 32, "trace_id": "T-1", "event_id": "b" * 32,
-    "url": "https://files.example.com/a.pdf?sig=x", "blob_path": "s/A1/T-1/a.pdf", "status_subtype": "s",
-    "assignment_id": "A1", "event_type": "e", "event_time": "2026-12-01T00:00:00Z", "event_date": "2026-12-01",
+    "schema": "download_task",
+    "version": 1,
+    "task_id": "a" * 32,
+    "trace_id": "T-1",
+    "event_id": "b" * 32,
+    "url": "https://files.example.com/a.pdf?sig=x",
+    "blob_path": "s/A1/T-1/a.pdf",
+    "status_subtype": "s",
+    "assignment_id": "A1",
+    "event_type": "e",
+    "event_time": "2026-12-01T00:00:00Z",
+    "event_date": "2026-12-01",
     "created_at": "2026-12-01T00:00:00Z",
-}  # fmt: skip
+}
 RESULT = {
-    "schema": "attachment_result", "version": 1, "task_id": "a" * 32, "trace_id": "T-1", "attempt": 0,
-    "stage": "download", "status": "dead", "occurred_at": "2026-12-01T00:00:00Z", "event_date": "2026-12-01",
-}  # fmt: skip
+    "schema": "attachment_result",
+    "version": 1,
+    "task_id": "a" * 32,
+    "trace_id": "T-1",
+    "attempt": 0,
+    "stage": "download",
+    "status": "dead",
+    "occurred_at": "2026-12-01T00:00:00Z",
+    "event_date": "2026-12-01",
+}
 BODY_SHAPES = ["long field", "a field under the size limit", "unknown field", "many unknown fields", "long history"]
 
 
@@ -368,8 +409,16 @@ def test_cached_attachment_decode_is_linear(case, where):
     shape, unit = case
 
     def body(n: int) -> str:
-        cached = {"schema": "cached_attachment", "version": 1, "task": TASK, "cache_uri": "file:///c/a", "bytes": 1,
-                  "sha256": "c" * 64, "content_type": None, "downloaded_at": "2026-12-01T00:00:00Z"}  # fmt: skip
+        cached = {
+            "schema": "cached_attachment",
+            "version": 1,
+            "task": TASK,
+            "cache_uri": "file:///c/a",
+            "bytes": 1,
+            "sha256": "c" * 64,
+            "content_type": None,
+            "downloaded_at": "2026-12-01T00:00:00Z",
+        }
         if where == "task":
             cached["task"] = _body(TASK, shape, "trace_id", unit, n)
         else:
@@ -401,8 +450,14 @@ def test_dead_letter_construction_is_linear(pattern, where):
         if where == "payload":
             return DeadLetter.malformed("ingest", "not JSON", text, SRC, NOW)
         if where == "reason":
-            return DeadLetter(dlq_id="d" * 32, stage="download", category="permanent", reason=text,
-                              failed_at="2026-12-01T00:00:00Z", source=SRC)  # fmt: skip
+            return DeadLetter(
+                dlq_id="d" * 32,
+                stage="download",
+                category="permanent",
+                reason=text,
+                failed_at="2026-12-01T00:00:00Z",
+                source=SRC,
+            )
         return DeadLetter.malformed("ingest", "bad event", json.dumps({"event": text}), SRC, NOW)
 
     assert_linear(dead, lambda n: _repeat(unit, n, prefix))
@@ -425,8 +480,8 @@ def test_userinfo_scan_is_the_userinfo_regex(text):
 
 
 KEY_PIECES = list(":=,\"' \t\\[-_.aKk%;&/") + [
-    "password", "sig", "token", "Authorization", "PASSWORD", "api_key", "\u017fig", "\u212a", "key", "pass",
-    "cookie", "Bearer ", "sessionid", "code", "code=", "x", "\n", "\\u0026", "é",
+    "password", "sig", "token", "Authorization", "PASSWORD", "api_key", "\u017fig", "\u212a", "key", "pass", "cookie",
+    "Bearer ", "sessionid", "code", "code=", "x", "\n", "\\u0026", "é",
 ]  # fmt: skip
 key_texts = st.lists(st.sampled_from(KEY_PIECES), max_size=25).map("".join)
 

@@ -8,14 +8,31 @@ from hypothesis import strategies as st
 from pipeline_lib.metrics import METRIC_COLUMNS, MetricsBuffer, metric_row
 
 PROGRESS = {
-    "id": "q-1", "runId": "r-1", "name": "download", "timestamp": "2026-11-27T10:00:00.000Z", "batchId": 7,
-    "numInputRows": 40, "inputRowsPerSecond": 12.5, "processedRowsPerSecond": 20.0,
+    "id": "q-1",
+    "runId": "r-1",
+    "name": "download",
+    "timestamp": "2026-11-27T10:00:00.000Z",
+    "batchId": 7,
+    "numInputRows": 40,
+    "inputRowsPerSecond": 12.5,
+    "processedRowsPerSecond": 20.0,
     "durationMs": {"triggerExecution": 2100, "addBatch": 1800, "latestOffset": 12},
-    "sources": [{"metrics": {"maxOffsetsBehindLatest": "3", "avgOffsetsBehindLatest": "1.5"}},
-                {"metrics": {"maxOffsetsBehindLatest": "9", "avgOffsetsBehindLatest": "4.5"}}],
-    "observedMetrics": {"download": {"cached": 30, "retry": 8, "retry_5m": 8, "dead": 2, "bytes": 1000,
-                                     "breaker_openings": 1, "worker_peak_rss_bytes": 123456}},
-}  # fmt: skip
+    "sources": [
+        {"metrics": {"maxOffsetsBehindLatest": "3", "avgOffsetsBehindLatest": "1.5"}},
+        {"metrics": {"maxOffsetsBehindLatest": "9", "avgOffsetsBehindLatest": "4.5"}},
+    ],
+    "observedMetrics": {
+        "download": {
+            "cached": 30,
+            "retry": 8,
+            "retry_5m": 8,
+            "dead": 2,
+            "bytes": 1000,
+            "breaker_openings": 1,
+            "worker_peak_rss_bytes": 123456,
+        }
+    },
+}
 
 
 def test_a_batch_progress_becomes_one_row_with_its_outcomes_lag_and_durations():

@@ -117,15 +117,25 @@ def test_every_component_and_derived_name_fits_and_the_path_is_deterministic(
 @PROPS
 @given(subtypes, texts, texts, urls(), urls(), task_ids, task_ids, versions)
 @example(
-    "documentsReceived", "A" * 245, "T", "https://h/x." + "e" * 244, "https://h/x." + "e" * 244,
-    "0123456789" + "a" * 22, "f123456789" + "a" * 22, None,
-)  # fmt: skip
+    "documentsReceived",
+    "A" * 245,
+    "T",
+    "https://h/x." + "e" * 244,
+    "https://h/x." + "e" * 244,
+    "0123456789" + "a" * 22,
+    "f123456789" + "a" * 22,
+    None,
+)
 @example(  # a kept extension that looks like the other task's suffix, against a shortened name
-    "documentsReceived", "A", "T",
+    "documentsReceived",
+    "A",
+    "T",
     "https://h/" + "S" * 229 + ".x_bbbbbbbbbb",
     "https://h/" + "S" * 229 + "_aaaaaaaaaa.x" + "Z" * 20,
-    "a" * 32, "b" * 32, None,
-)  # fmt: skip
+    "a" * 32,
+    "b" * 32,
+    None,
+)
 def test_two_task_ids_never_share_a_path_whatever_the_lengths(subtype, assignment, trace, url1, url2, t1, t2, version):
     """Two tasks in the same folder (same subtype, assignment, trace and version), any URLs: the
     task id's first 10 hex characters are always recoverable from the name, so they tell the paths
@@ -149,20 +159,10 @@ def test_real_task_ids_of_one_event_never_share_a_path(event, url1, url2):
 
 secrets_ = st.text("0123456789ABCDEFabcdef", min_size=12, max_size=40).map(lambda s: "Zq9" + s)
 SECRET_FORMS = [
-    "?X-Amz-Signature={s}",
-    "%3FX-Amz-Signature%3D{s}",
-    "%253FX-Amz-Signature%253D{s}",
-    "%25253Fsig%25253D{s}",
-    "%3fsig={s}",
-    "#{s}",
-    "%23{s}",
-    "%2523{s}",
-    ";jsessionid={s}",
-    "%3Bjsessionid%3D{s}",
-    ";JSESSIONID%253D{s}",
-    ";a;jsessionid={s};b=c",
-    "&sig={s}",
-]
+    "?X-Amz-Signature={s}", "%3FX-Amz-Signature%3D{s}", "%253FX-Amz-Signature%253D{s}", "%25253Fsig%25253D{s}",
+    "%3fsig={s}", "#{s}", "%23{s}", "%2523{s}", ";jsessionid={s}", "%3Bjsessionid%3D{s}", ";JSESSIONID%253D{s}",
+    ";a;jsessionid={s};b=c", "&sig={s}",
+]  # fmt: skip
 
 
 @PROPS
@@ -241,10 +241,14 @@ def test_the_long_path_has_a_255_byte_name():
 
 @pytest.fixture
 def upload_settings(tmp_path):
-    return load_settings("local", overrides={
-        "storage": {"root": str(tmp_path / "var"), "lake": {"local_root": str(tmp_path / "lake")}},
-        "download": {"cache_dir": str(tmp_path / "cache")}, "upload": {"chunk_bytes": 65536},
-    })  # fmt: skip
+    return load_settings(
+        "local",
+        overrides={
+            "storage": {"root": str(tmp_path / "var"), "lake": {"local_root": str(tmp_path / "lake")}},
+            "download": {"cache_dir": str(tmp_path / "cache")},
+            "upload": {"chunk_bytes": 65536},
+        },
+    )
 
 
 @pytest.fixture

@@ -147,8 +147,8 @@ def test_redaction_never_raises_and_is_idempotent(text):
 # Text made of the pieces the rules look for, so the generator reaches their corners.
 PIECES = list(":/?&=#@%;,\\\"' .-_*{}[]\n\tu0123456789aDFeyJ") + [
     "\\u0026", "\\u003d", "\\u003f", "%26", "%3D", "%3F", "%3A", "%40", "\\/", '\\"', "https://", "Authorization",
-    "password", "token", "sig", "Bearer ", "Digest ", "eyJabcd.efgh", "&amp;", "mailto:", "X-Amz-Date", "se",
-    "cookie", '{"', '":', "null",
+    "password", "token", "sig", "Bearer ", "Digest ", "eyJabcd.efgh", "&amp;", "mailto:", "X-Amz-Date", "se", "cookie",
+    '{"', '":', "null",
 ]  # fmt: skip
 tricky = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 
@@ -314,9 +314,17 @@ def test_a_secret_under_a_secret_name_is_hidden_in_text(form, name, secret, befo
 
 # Names that only end like a secret name, and ordinary values: what they hold stays visible.
 VISIBLE = [
-    "fileId=1001", "see fileId=1001 and page=3", "monkey=5", "bypass=1", "compass: north", "hotkey: F5",
-    "postal code: 90210", "error code: 404", "sessions=4", "passenger=2",
-]  # fmt: skip
+    "fileId=1001",
+    "see fileId=1001 and page=3",
+    "monkey=5",
+    "bypass=1",
+    "compass: north",
+    "hotkey: F5",
+    "postal code: 90210",
+    "error code: 404",
+    "sessions=4",
+    "passenger=2",
+]
 
 
 @pytest.mark.parametrize("text", VISIBLE)

@@ -7,8 +7,12 @@ ALLOWED = frozenset({"p", "c"})
 
 
 def test_a_retry_message_is_grouped_by_task_attempt_and_due_at_its_time():
-    headers = {"xact.retry.due_at": "2026-11-27T10:00:01.500Z", "xact.retry.return_topic": "p",
-               "xact.task_id": "t1", "xact.attempt": "2"}  # fmt: skip
+    headers = {
+        "xact.retry.due_at": "2026-11-27T10:00:01.500Z",
+        "xact.retry.return_topic": "p",
+        "xact.task_id": "t1",
+        "xact.attempt": "2",
+    }
     w = waiting_from_headers(headers, ALLOWED, "tier/0/5")
     assert (w.group, w.return_topic, w.due_ms) == ("t1/2", "p", 1795773601500)
     del headers["xact.task_id"]

@@ -21,12 +21,27 @@ from pipeline_lib.events import EVENT_FIELDS, ingest_record
 from tests.unit.test_chain import NOW, OPTIONS, POLICY, SETTINGS, SRC, chain
 
 # A secret: distinctive, so finding it is never an accident of other text.
-_secret = st.text(st.sampled_from("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"),
-                  min_size=12, max_size=24).map(lambda s: f"Zq9{s}")  # fmt: skip
-_key = st.sampled_from([
-    "sig", "X-Amz-Signature", "X-Goog-Signature", "Signature", "token", "access_token", "password", "pass",
-    "passwd", "key", "api_key", "session_id", "sessionid", "client_secret",
-])  # fmt: skip
+_secret = st.text(
+    st.sampled_from("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"), min_size=12, max_size=24
+).map(lambda s: f"Zq9{s}")
+_key = st.sampled_from(
+    [
+        "sig",
+        "X-Amz-Signature",
+        "X-Goog-Signature",
+        "Signature",
+        "token",
+        "access_token",
+        "password",
+        "pass",
+        "passwd",
+        "key",
+        "api_key",
+        "session_id",
+        "sessionid",
+        "client_secret",
+    ]
+)
 
 
 def _percent(text: str) -> str:
@@ -37,13 +52,15 @@ def _percent(text: str) -> str:
 ENCODINGS = {
     "raw query": lambda k, s: f"https://files.example.com/c/a.pdf?fileId=1&{k}={s}",
     "percent once": lambda k, s: "https://h.example.com/r?next=" + _percent(f"https://files.example.com/a.pdf?{k}={s}"),
-    "percent twice": lambda k, s: "https://h.example.com/r?next="
-    + _percent(f"https://files.example.com/a.pdf?{k}={s}").replace("%", "%25"),
+    "percent twice": lambda k, s: (
+        "https://h.example.com/r?next=" + _percent(f"https://files.example.com/a.pdf?{k}={s}").replace("%", "%25")
+    ),
     "json escape": lambda k, s: f"https://files.example.com/a.pdf\\u003fx=1\\u0026{k}\\u003d{s}",
     "amp entity": lambda k, s: f"https://files.example.com/a.pdf?x=1&amp;{k}={s}",
     "last segment": lambda k, s: f"https://files.example.com/c/report.pdf{_percent(f'?{k}={s}')}",
-    "last segment twice": lambda k, s: "https://files.example.com/c/report.pdf"
-    + _percent(f"?{k}={s}").replace("%", "%25"),
+    "last segment twice": lambda k, s: (
+        "https://files.example.com/c/report.pdf" + _percent(f"?{k}={s}").replace("%", "%25")
+    ),
     "jsessionid": lambda k, s: f"https://files.example.com/c/a.pdf;jsessionid={s}",
     "keyed text": lambda k, s: f"note for the adjuster: {k}={s} thanks",
     "quoted json": lambda k, s: f'{{"{k}": "{s}"}}',
@@ -62,9 +79,10 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: str) -> None:
 
 def _event(carriers: dict[str, str], attachments: list[Any]) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "type": "verisk.claims.property.xn.documentsReceived", "utcDateTime": "2026-12-03T10:00:00Z",
+        "type": "verisk.claims.property.xn.documentsReceived",
+        "utcDateTime": "2026-12-03T10:00:00Z",
         "data": {"assignmentId": "A1", "attachments": attachments},
-    }  # fmt: skip
+    }
     for spec in _TEXT_FIELDS:
         _set(event, spec.path, carriers.get(spec.column, "plain"))
     event.setdefault("traceId", "T-1")
@@ -101,7 +119,11 @@ def test_a_secret_in_any_field_in_any_encoding_reaches_no_table_path_or_message(
             stored += [value, key or "", _strings(headers), _strings(row)]
         else:  # work topics: everything but the live URL
             kind = json.loads(value)["schema"]
-            task = DownloadTask.decode(value) if kind == DownloadTask.KIND else CachedAttachment.decode(value).download_task  # noqa: E501
+            task = (
+                DownloadTask.decode(value)
+                if kind == DownloadTask.KIND
+                else CachedAttachment.decode(value).download_task
+            )
             stored += [key or "", _strings({k: v for k, v in task.to_dict().items() if k != "url"})]
     text = "\n".join(stored)
     for secret in secrets:

@@ -88,42 +88,66 @@ def test_noise_lines_are_dropped_wherever_they_fall():
 
 
 DAEMON_FRAMES = st.lists(
-    st.sampled_from([
-        ['  File "/x/pyspark/daemon.py", line 95, in worker\n', "    outfile.flush()\n"],
-        ['  File "/x/pyspark/daemon.py", line 95, in worker\n', "    outfile.flush()\n", "    ^^^^^^^^^^^^^^^\n"],
-        ['  File "/x/lib/pyspark.zip/pyspark/daemon.py", line 280, in manager\n'],
-    ]),
-    min_size=1, max_size=3,
-).map(lambda frames: [line for frame in frames for line in frame])  # fmt: skip
+    st.sampled_from(
+        [
+            ['  File "/x/pyspark/daemon.py", line 95, in worker\n', "    outfile.flush()\n"],
+            ['  File "/x/pyspark/daemon.py", line 95, in worker\n', "    outfile.flush()\n", "    ^^^^^^^^^^^^^^^\n"],
+            ['  File "/x/lib/pyspark.zip/pyspark/daemon.py", line 280, in manager\n'],
+        ]
+    ),
+    min_size=1,
+    max_size=3,
+).map(lambda frames: [line for frame in frames for line in frame])
 PEER_GONE = st.sampled_from(["BrokenPipeError", "ConnectionResetError"])
 DAEMON_BLOCK = st.tuples(st.booleans(), DAEMON_FRAMES, PEER_GONE).map(
-    lambda b: ([DAEMON_FLUSH_HEADER + "\n"] if b[0] else [])
-    + ["Traceback (most recent call last):\n", *b[1], f"{b[2]}: [Errno 32] Broken pipe\n"]
-    + (["\n"] if b[0] else [])  # the daemon's print() of header and trace ends in a blank line
+    lambda b: (
+        ([DAEMON_FLUSH_HEADER + "\n"] if b[0] else [])
+        + ["Traceback (most recent call last):\n", *b[1], f"{b[2]}: [Errno 32] Broken pipe\n"]
+        + (["\n"] if b[0] else [])
+    )  # the daemon's print() of header and trace ends in a blank line
 )
 # Lines that must pass: arbitrary text (including what looks like a trace's parts), and whole
 # traces that are not the daemon's at a closed peer.
-SPECIAL = [DAEMON_FLUSH_HEADER, "Traceback (most recent call last):", '  File "/x/pyspark/daemon.py", line 1, in w',
-           "    outfile.flush()", "BrokenPipeError: [Errno 32] Broken pipe", "  ^^^^"]  # fmt: skip
+SPECIAL = [
+    DAEMON_FLUSH_HEADER,
+    "Traceback (most recent call last):",
+    '  File "/x/pyspark/daemon.py", line 1, in w',
+    "    outfile.flush()",
+    "BrokenPipeError: [Errno 32] Broken pipe",
+    "  ^^^^",
+]
 OTHER_LINE = st.one_of(st.text(st.characters(blacklist_characters="\r\n"), max_size=40), st.sampled_from(SPECIAL)).map(
     lambda text: text + "\n"
 )
-OTHER_FRAMES = st.lists(st.sampled_from([
-    ['  File "/w/pipeline_lib/routing.py", line 3, in run\n', "    stage(record)\n"],
-    ['  File "/x/pyspark/daemon.py", line 95, in worker\n'],
-]), min_size=1, max_size=3)  # fmt: skip
+OTHER_FRAMES = st.lists(
+    st.sampled_from(
+        [
+            ['  File "/w/pipeline_lib/routing.py", line 3, in run\n', "    stage(record)\n"],
+            ['  File "/x/pyspark/daemon.py", line 95, in worker\n'],
+        ]
+    ),
+    min_size=1,
+    max_size=3,
+)
 OTHER_ERROR = st.sampled_from(["ValueError: bad", "KeyError: 'x'", "BrokenPipeError: [Errno 32]"])
-OTHER_TRACE = st.tuples(OTHER_FRAMES, OTHER_ERROR).filter(
-    lambda t: not (all("daemon.py" in f[0] for f in t[0]) and t[1].startswith("BrokenPipeError"))
-).map(lambda t: ["Traceback (most recent call last):\n", *(line for f in t[0] for line in f), t[1] + "\n"])  # fmt: skip
+OTHER_TRACE = (
+    st.tuples(OTHER_FRAMES, OTHER_ERROR)
+    .filter(lambda t: not (all("daemon.py" in f[0] for f in t[0]) and t[1].startswith("BrokenPipeError")))
+    .map(lambda t: ["Traceback (most recent call last):\n", *(line for f in t[0] for line in f), t[1] + "\n"])
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.tuples(st.just("drop"), DAEMON_BLOCK),
-    st.tuples(st.just("keep"), OTHER_LINE.map(lambda line: [line])),
-    st.tuples(st.just("keep"), OTHER_TRACE),
-), max_size=12))  # fmt: skip
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("drop"), DAEMON_BLOCK),
+            st.tuples(st.just("keep"), OTHER_LINE.map(lambda line: [line])),
+            st.tuples(st.just("keep"), OTHER_TRACE),
+        ),
+        max_size=12,
+    )
+)
 def test_only_the_daemons_closed_peer_traces_are_dropped_from_any_stream(parts):
     # A kept line that would complete a held block (a lone header, then a daemon trace) is not
     # ambiguous: a held block is forwarded whole as soon as a line does not continue it.

@@ -60,15 +60,27 @@ def _mutations(body: dict) -> st.SearchStrategy[bytes]:
 
 TASK_BODY = _valid_task().to_dict()
 CACHED_BODY = CachedAttachment(
-    task=TASK_BODY, cache_uri="file:///cache/x", bytes=3, sha256="a" * 64, content_type=None,
+    task=TASK_BODY,
+    cache_uri="file:///cache/x",
+    bytes=3,
+    sha256="a" * 64,
+    content_type=None,
     downloaded_at="2026-11-27T10:00:00.000Z",
-).to_dict()  # fmt: skip
+).to_dict()
 RESULT_BODY = result_message(_valid_task(), "download", "retrying", NOW, http_status=503).to_dict()
 DEAD_BODY = DeadLetter(
-    dlq_id="d" * 32, stage="download", category="http_permanent", reason="HTTP 404", failed_at="2026-11-27T10:00:00Z",
-    attempts=1, source=SOURCE, task_id=TASK_BODY["task_id"], trace_id="T-1", task=_valid_task().redacted(),
+    dlq_id="d" * 32,
+    stage="download",
+    category="http_permanent",
+    reason="HTTP 404",
+    failed_at="2026-11-27T10:00:00Z",
+    attempts=1,
+    source=SOURCE,
+    task_id=TASK_BODY["task_id"],
+    trace_id="T-1",
+    task=_valid_task().redacted(),
     error_history=[{"at": "2026-11-27T10:00:00Z", "http_status": 404}],
-).to_dict()  # fmt: skip
+).to_dict()
 
 
 def anything(body: dict) -> st.SearchStrategy[bytes | None]:
@@ -77,9 +89,13 @@ def anything(body: dict) -> st.SearchStrategy[bytes | None]:
 
 @pytest.mark.parametrize(
     ("cls", "body"),
-    [(DownloadTask, TASK_BODY), (CachedAttachment, CACHED_BODY), (AttachmentResult, RESULT_BODY),
-     (DeadLetter, DEAD_BODY)],
-)  # fmt: skip
+    [
+        (DownloadTask, TASK_BODY),
+        (CachedAttachment, CACHED_BODY),
+        (AttachmentResult, RESULT_BODY),
+        (DeadLetter, DEAD_BODY),
+    ],
+)
 def test_decode_returns_a_valid_message_or_a_contract_error_and_nothing_else(cls: type[Message], body):
     @FAST
     @given(anything(body))
@@ -95,14 +111,22 @@ def test_decode_returns_a_valid_message_or_a_contract_error_and_nothing_else(cls
 
 
 @FAST
-@given(st.one_of(
-    st.binary(max_size=300),
-    json_values.map(lambda v: json.dumps(v).encode()),
-    _mutations(sample_event(3, "https://files.example.com", now=NOW)),
-    _mutations({**sample_event(3, "https://files.example.com", now=NOW),
-                "data": {**sample_event(2, "https://files.example.com", now=NOW, attachments=0)["data"],
-                         "attachments": ["https://h:99999/a.pdf", "https://[::1/b.pdf", 7, None, "ftp://x/y"]}}),
-))  # fmt: skip
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        _mutations(sample_event(3, "https://files.example.com", now=NOW)),
+        _mutations(
+            {
+                **sample_event(3, "https://files.example.com", now=NOW),
+                "data": {
+                    **sample_event(2, "https://files.example.com", now=NOW, attachments=0)["data"],
+                    "attachments": ["https://h:99999/a.pdf", "https://[::1/b.pdf", 7, None, "ftp://x/y"],
+                },
+            }
+        ),
+    )
+)
 def test_ingest_record_decides_every_record_and_everything_it_emits_encodes(raw):
     result = ingest_record(raw, SOURCE, POLICY, NOW)
     assert result.event is not None or result.dead, "a record yields an events row or a dead letter"
@@ -161,12 +185,15 @@ def flaky_stage(tmp_path_factory):
 
 
 @FAST
-@given(st.lists(
-    st.sampled_from(["ok", "boom", "bad-route"]).map(
-        lambda kind: orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-1"})
-    ) | anything(TASK_BODY),
-    max_size=12,
-))  # fmt: skip
+@given(
+    st.lists(
+        st.sampled_from(["ok", "boom", "bad-route"]).map(
+            lambda kind: orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-1"})
+        )
+        | anything(TASK_BODY),
+        max_size=12,
+    )
+)
 def test_the_stage_loop_routes_every_record_exactly_once_in_order(flaky_stage, values):
     records = [InputRecord(f"k{i}", v, SourceRef("p", 0, i)) for i, v in enumerate(values)]
     routed = list(flaky_stage.process(records))
@@ -208,8 +235,12 @@ header_values = st.text(max_size=40) | st.sampled_from(
 
 
 @FAST
-@given(st.dictionaries(st.sampled_from(["xact.retry.due_at", "xact.retry.return_topic", "xact.task_id",
-                                        "xact.attempt", "other"]), header_values))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(["xact.retry.due_at", "xact.retry.return_topic", "xact.task_id", "xact.attempt", "other"]),
+        header_values,
+    )
+)
 def test_the_retry_scheduler_waits_for_or_dead_letters_every_message(headers):
     decision = schedule_record(
         InputRecord("k", b"v", SOURCE), headers, frozenset({"xact.downloads.pending"}), NOW, 3600
@@ -259,8 +290,9 @@ def test_the_stage_loop_reads_lazily_and_holds_at_most_its_window(flaky_stage, w
         for i in range(20):
             pulled += 1
             kind = ("ok", "boom", "bad-route")[i % 3]
-            yield InputRecord(f"k{i}", orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-{i}"}),
-                                SourceRef("p", 0, i))  # fmt: skip
+            yield InputRecord(
+                f"k{i}", orjson.dumps({**TASK_BODY, "assignment_id": f"{kind}-{i}"}), SourceRef("p", 0, i)
+            )
 
     offsets = []
     for routed in flaky_stage.process(records(), window=window):

@@ -92,7 +92,10 @@ def test_resolution_checks_every_address_without_connecting():
     "address", ["0.0.0.0", "::", "169.254.169.254", "fd00:ec2::254", "168.63.129.16", "100.100.100.200"]
 )
 def test_unspecified_and_metadata_addresses_are_refused_even_when_private_ones_are_allowed(address):
-    local = UrlPolicy(frozenset({"http", "https"}), allow_private_addresses=True,
-                      allowed_networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))  # fmt: skip
+    local = UrlPolicy(
+        frozenset({"http", "https"}),
+        allow_private_addresses=True,
+        allowed_networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")),
+    )
     with pytest.raises(UrlRefused, match="unspecified or a cloud metadata endpoint"):
         local.check_address(address)

@@ -180,11 +180,14 @@ def test_a_redirect_to_a_refused_address_never_connects_to_it(settings, server, 
 
 def test_the_watcher_would_have_seen_a_connection(tmp_path, server, watcher):
     port, accepted = watcher
-    allowed = load_settings("local", overrides={
-        "storage": {"root": str(tmp_path)},
-        "url_policy": {"allow_private_addresses": False, "allowed_networks": ["127.0.0.1/32", "127.0.0.2/32"]},
-        "download": {"read_timeout_seconds": 1},
-    })  # fmt: skip
+    allowed = load_settings(
+        "local",
+        overrides={
+            "storage": {"root": str(tmp_path)},
+            "url_policy": {"allow_private_addresses": False, "allowed_networks": ["127.0.0.1/32", "127.0.0.2/32"]},
+            "download": {"read_timeout_seconds": 1},
+        },
+    )
     fetch(allowed, server.url("r3.pdf", mode="redirect", to=f"http://127.0.0.2:{port}/x.pdf"))
     assert accepted  # the control: without the refusal the address is reached
 

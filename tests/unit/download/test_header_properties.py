@@ -34,9 +34,31 @@ latin1 = st.binary(max_size=40).map(lambda b: b.decode("latin-1"))
 header_text = st.one_of(
     st.text(max_size=40),
     latin1,
-    st.sampled_from(["5", " 5 ", "²", "5, 5", "-1", "0x10", "1e3", "+5", "9" * 25, "", "chunked", "Chunked",
-                     "chunked ", "gzip", "GZIP", "gzip, deflate", "gzip,", "br", "identity", "x-gzip"]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "5",
+            " 5 ",
+            "²",
+            "5, 5",
+            "-1",
+            "0x10",
+            "1e3",
+            "+5",
+            "9" * 25,
+            "",
+            "chunked",
+            "Chunked",
+            "chunked ",
+            "gzip",
+            "GZIP",
+            "gzip, deflate",
+            "gzip,",
+            "br",
+            "identity",
+            "x-gzip",
+        ]
+    ),
+)
 
 
 @QUICK
@@ -128,13 +150,43 @@ def test_the_stored_content_type_is_printable_ascii_and_bounded(value):
 
 # --- whole responses -----------------------------------------------------------------------------
 
-STATUS_LINES = [b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 302 Found", b"HTTP/1.1 503 Busy",
-                b"HTTP/1.1 404 Gone", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK", b"HTTP/1.1 999 X",
-                b""]  # fmt: skip
-HEADER_NAMES = [b"Content-Length", b"Transfer-Encoding", b"Content-Encoding", b"Content-Type", b"Location",
-                b"Retry-After", b"Connection"]  # fmt: skip
-HEADER_VALUES = [b"5", b"\xb2", b"-1", b"5, 6", b"9" * 30, b"chunked", b"gzip", b"deflate", b"br", b"application/pdf",
-                 b"text/html", b"/files/x.pdf", b"http://[::1", b"http://10.0.0.1/x.pdf", b"close", b"120"]  # fmt: skip
+STATUS_LINES = [
+    b"HTTP/1.1 200 OK",
+    b"HTTP/1.0 200 OK",
+    b"HTTP/1.1 302 Found",
+    b"HTTP/1.1 503 Busy",
+    b"HTTP/1.1 404 Gone",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK",
+    b"HTTP/1.1 999 X",
+    b"",
+]
+HEADER_NAMES = [
+    b"Content-Length",
+    b"Transfer-Encoding",
+    b"Content-Encoding",
+    b"Content-Type",
+    b"Location",
+    b"Retry-After",
+    b"Connection",
+]
+HEADER_VALUES = [
+    b"5",
+    b"\xb2",
+    b"-1",
+    b"5, 6",
+    b"9" * 30,
+    b"chunked",
+    b"gzip",
+    b"deflate",
+    b"br",
+    b"application/pdf",
+    b"text/html",
+    b"/files/x.pdf",
+    b"http://[::1",
+    b"http://10.0.0.1/x.pdf",
+    b"close",
+    b"120",
+]
 
 responses = st.builds(
     lambda status, headers, body, gz: (

@@ -53,8 +53,9 @@ def test_a_content_length_that_is_not_one_ascii_integer_is_a_permanent_failure(s
 
 
 def test_two_content_length_headers_are_refused(settings, raw_server):
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Length: 5", b"Content-Length: 5",
-                                                  body=b"hello"))  # fmt: skip
+    outcome = fetch(
+        settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Length: 5", b"Content-Length: 5", body=b"hello")
+    )
     assert outcome.failure.category == "http_permanent"
 
 
@@ -77,8 +78,9 @@ def test_a_huge_content_length_is_too_large_before_any_byte_is_read(settings, ra
     ],
 )
 def test_retry_after_garbage_is_ignored_never_raised(settings, raw_server, value, expected):
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 503 Busy", b"Retry-After: " + value,
-                                                  b"Content-Length: 0"))  # fmt: skip
+    outcome = fetch(
+        settings, raw_server, response(b"HTTP/1.1 503 Busy", b"Retry-After: " + value, b"Content-Length: 0")
+    )
     assert (outcome.failure.category, outcome.failure.retry_after_seconds) == ("http_transient", expected)
 
 
@@ -99,16 +101,18 @@ def test_retry_after_garbage_is_ignored_never_raised(settings, raw_server, value
     ],
 )
 def test_a_redirect_location_that_cannot_be_used_is_classified(settings, raw_server, location, category):
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 302 Found", b"Location: " + location,
-                                                  b"Content-Length: 0"))  # fmt: skip
+    outcome = fetch(
+        settings, raw_server, response(b"HTTP/1.1 302 Found", b"Location: " + location, b"Content-Length: 0")
+    )
     assert outcome.failure.category == category, outcome.failure.message
 
 
 def test_a_relative_redirect_is_followed(settings, raw_server):
     target = raw_server.url(response(b"HTTP/1.1 200 OK", b"Content-Length: 5", body=b"hello"))
     path = target.split(str(raw_server.port), 1)[1]
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 301 Moved", b"Location: " + path.encode(),
-                                                  b"Content-Length: 0"))  # fmt: skip
+    outcome = fetch(
+        settings, raw_server, response(b"HTTP/1.1 301 Moved", b"Location: " + path.encode(), b"Content-Length: 0")
+    )
     assert outcome.cached is not None and outcome.cached.bytes == 5
 
 
@@ -131,9 +135,14 @@ def test_a_status_line_http_client_refuses_is_a_connection_failure(settings, raw
 
 @pytest.mark.parametrize(
     ("status", "category"),
-    [(b"HTTP/1.1 999 Odd", "http_permanent"), (b"HTTP/1.1 103 Early Hints", "http_permanent"),
-     (b"HTTP/1.1 206 Partial", "http_permanent"), (b"HTTP/1.0 200 OK", None), (b"HTTP/0.9 200 OK", None)],
-)  # fmt: skip
+    [
+        (b"HTTP/1.1 999 Odd", "http_permanent"),
+        (b"HTTP/1.1 103 Early Hints", "http_permanent"),
+        (b"HTTP/1.1 206 Partial", "http_permanent"),
+        (b"HTTP/1.0 200 OK", None),
+        (b"HTTP/0.9 200 OK", None),
+    ],
+)
 def test_odd_but_readable_status_lines(settings, raw_server, status, category):
     outcome = fetch(settings, raw_server, response(status, b"Content-Length: 5", body=b"hello"))
     assert (outcome.failure.category if outcome.failure else None) == category
@@ -185,8 +194,11 @@ def test_bad_chunk_sizes_are_transient_failures(settings, raw_server, size):
 
 def test_a_chunked_body_is_stored_dechunked(settings, raw_server):
     body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked",
-                                                  b"Content-Length: 3", body=body))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked", b"Content-Length: 3", body=body),
+    )
     assert outcome.cached.bytes == 11  # chunked overrides Content-Length
 
 
@@ -194,8 +206,11 @@ def test_a_chunked_body_is_stored_dechunked(settings, raw_server):
 def test_a_transfer_encoding_other_than_chunked_is_refused(settings, raw_server, value):
     # "chunked " (trailing space): http.client does not de-chunk it, urllib3 thinks it does; the
     # chunk framing would be stored as the file.
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Transfer-Encoding: " + value,
-                                                  body=b"5\r\nhello\r\n0\r\n\r\n"))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Transfer-Encoding: " + value, body=b"5\r\nhello\r\n0\r\n\r\n"),
+    )
     assert outcome.failure.category == "http_permanent"
 
 
@@ -203,8 +218,11 @@ def test_a_transfer_encoding_other_than_chunked_is_refused(settings, raw_server,
 def test_a_content_encoding_urllib3_would_not_decode_is_refused(settings, raw_server, coding):
     # Without this the coded bytes would be stored as the file (urllib3 passes unknown codings through).
     wire = gzip.compress(b"hello")
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Encoding: " + coding,
-                                                  b"Content-Length: %d" % len(wire), body=wire))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Content-Encoding: " + coding, b"Content-Length: %d" % len(wire), body=wire),
+    )
     assert (outcome.failure.category, outcome.failure.transient) == ("http_permanent", False)
     assert "cannot be decoded" in outcome.failure.message
 
@@ -221,8 +239,11 @@ def test_a_content_encoding_urllib3_would_not_decode_is_refused(settings, raw_se
     ],
 )
 def test_supported_content_encodings_are_decoded(settings, raw_server, coding, wire):
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Encoding: " + coding,
-                                                  b"Content-Length: %d" % len(wire), body=wire))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Content-Encoding: " + coding, b"Content-Length: %d" % len(wire), body=wire),
+    )
     assert outcome.cached is not None and outcome.cached.bytes == 5000
 
 
@@ -236,23 +257,31 @@ def test_supported_content_encodings_are_decoded(settings, raw_server, coding, w
 )
 def test_a_coded_stream_cut_short_is_truncated_not_stored(settings, raw_server, coding, wire):
     # urllib3 decodes whatever arrived without an error: this used to store a partial file.
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Encoding: " + coding,
-                                                  b"Content-Length: %d" % len(wire), body=wire))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Content-Encoding: " + coding, b"Content-Length: %d" % len(wire), body=wire),
+    )
     assert outcome.failure.category == "truncated", outcome
 
 
 @pytest.mark.parametrize("wire", [b"\x00garbage", b"\x1f\x8b\x08garbage"])
 def test_a_garbage_coded_body_is_a_classified_failure(settings, raw_server, wire):
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Encoding: gzip",
-                                                  b"Content-Length: %d" % len(wire), body=wire))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Content-Encoding: gzip", b"Content-Length: %d" % len(wire), body=wire),
+    )
     assert outcome.failure.category == "truncated"
 
 
 def test_a_gzip_bomb_stops_at_max_bytes(download_settings, raw_server):
     wire = gzip.compress(b"\0" * 5_000_000, compresslevel=9)
-    outcome = fetch(download_settings(max_bytes=1_000_000), raw_server,
-                    response(b"HTTP/1.1 200 OK", b"Content-Encoding: gzip", b"Content-Length: %d" % len(wire),
-                             body=wire))  # fmt: skip
+    outcome = fetch(
+        download_settings(max_bytes=1_000_000),
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Content-Encoding: gzip", b"Content-Length: %d" % len(wire), body=wire),
+    )
     assert outcome.failure.category == "too_large"
 
 
@@ -266,8 +295,11 @@ def test_a_gzip_bomb_stops_at_max_bytes(download_settings, raw_server):
     ],
 )
 def test_the_stored_content_type_is_printable_and_bounded(settings, raw_server, content_type, stored):
-    outcome = fetch(settings, raw_server, response(b"HTTP/1.1 200 OK", b"Content-Type: " + content_type,
-                                                  b"Content-Length: 5", body=b"hello"))  # fmt: skip
+    outcome = fetch(
+        settings,
+        raw_server,
+        response(b"HTTP/1.1 200 OK", b"Content-Type: " + content_type, b"Content-Length: 5", body=b"hello"),
+    )
     assert outcome.cached.content_type == stored
 
 

@@ -22,10 +22,14 @@ def server(sample_server):
 
 @pytest.fixture
 def stage(tmp_path):
-    settings = load_settings("local", overrides={
-        "storage": {"root": str(tmp_path)}, "retry": {"delays_seconds": [1, 2, 4, 8]},
-        "download": {"concurrency": 4, "read_timeout_seconds": 2},
-    })  # fmt: skip
+    settings = load_settings(
+        "local",
+        overrides={
+            "storage": {"root": str(tmp_path)},
+            "retry": {"delays_seconds": [1, 2, 4, 8]},
+            "download": {"concurrency": 4, "read_timeout_seconds": 2},
+        },
+    )
     return DownloadStage(settings, Downloader.from_settings(settings, breakers=BreakerRegistry(100, 60)))
 
 
@@ -61,9 +65,13 @@ def test_a_transient_failure_goes_to_the_tier_of_its_attempt_with_history_and_du
     due = datetime.fromisoformat(retry.due_at.replace("Z", "+00:00"))
     assert (due - failed_at).total_seconds() == pytest.approx(2, abs=0.002)
     assert retry.history[-1] | {"at": None} == {
-        "at": None, "stage": "download", "attempt": 1, "category": "http_transient", "http_status": 503,
+        "at": None,
+        "stage": "download",
+        "attempt": 1,
+        "category": "http_transient",
+        "http_status": 503,
         "message": "HTTP 503 from the source",
-    }  # fmt: skip
+    }
     headers = retry.headers()
     assert headers["xact.retry.due_at"] == retry.due_at and headers["xact.attempt"] == "2"
     assert out["xact.downloads.results"].message.status == "retrying"

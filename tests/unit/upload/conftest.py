@@ -10,11 +10,15 @@ from pipeline_lib.local.dfs_server import DfsServer
 
 @pytest.fixture
 def settings(tmp_path):
-    return load_settings("local", overrides={
-        "storage": {"root": str(tmp_path / "var"), "lake": {"local_root": str(tmp_path / "lake")}},
-        "download": {"cache_dir": str(tmp_path / "cache")}, "retry": {"delays_seconds": [1, 2]},
-        "upload": {"chunk_bytes": 65536},
-    })  # fmt: skip
+    return load_settings(
+        "local",
+        overrides={
+            "storage": {"root": str(tmp_path / "var"), "lake": {"local_root": str(tmp_path / "lake")}},
+            "download": {"cache_dir": str(tmp_path / "cache")},
+            "retry": {"delays_seconds": [1, 2]},
+            "upload": {"chunk_bytes": 65536},
+        },
+    )
 
 
 @pytest.fixture

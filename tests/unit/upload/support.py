@@ -20,9 +20,14 @@ def cache(settings, name: str, data: bytes, **task_fields) -> CachedAttachment:
     path = cache_path(settings.cache_dir, task.task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return CachedAttachment(task=task.to_dict(), cache_uri=path.as_uri(), bytes=len(data),
-                            sha256=hashlib.sha256(data).hexdigest(), content_type="application/pdf",
-                            downloaded_at="2026-11-27T10:00:00.000Z")  # fmt: skip
+    return CachedAttachment(
+        task=task.to_dict(),
+        cache_uri=path.as_uri(),
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type="application/pdf",
+        downloaded_at="2026-11-27T10:00:00.000Z",
+    )
 
 
 def uploader(settings, storage=None) -> Uploader:
@@ -35,6 +40,13 @@ def onelake(dfs, tokens=None, retries=0) -> OneLakeStorage:
             tokens.append(time.time())
         return f"token-{len(tokens or [])}", int(time.time()) + 3600
 
-    return OneLakeStorage(dfs.url, "ws", "lh.Lakehouse/Files/xact/attachments", CallableTokenCredential(provider),
-                          sdk_retries=retries, connection_verify=dfs.ca_file,
-                          initial_backoff=0.1, random_jitter_range=0.05)  # fmt: skip
+    return OneLakeStorage(
+        dfs.url,
+        "ws",
+        "lh.Lakehouse/Files/xact/attachments",
+        CallableTokenCredential(provider),
+        sdk_retries=retries,
+        connection_verify=dfs.ca_file,
+        initial_backoff=0.1,
+        random_jitter_range=0.05,
+    )

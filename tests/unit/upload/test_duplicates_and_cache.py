@@ -187,8 +187,12 @@ def test_a_hostile_cache_uri_is_never_read(settings, tmp_path):
     stage = UploadStage(settings, uploader(settings))
     item = cache(settings, "h.pdf", b"x" * 10)
     cached_file(settings, item).unlink()
-    hostile = dataclasses.replace(item, cache_uri=secret.as_uri(), bytes=secret.stat().st_size,
-                                  sha256=hashlib.sha256(secret.read_bytes()).hexdigest())  # fmt: skip
+    hostile = dataclasses.replace(
+        item,
+        cache_uri=secret.as_uri(),
+        bytes=secret.stat().st_size,
+        sha256=hashlib.sha256(secret.read_bytes()).hexdigest(),
+    )
     routed = route(stage, hostile)
     assert routed.messages[0].outcome == "refetch"
     assert not [p for p in Path(settings.storage.lake.local_root).rglob("*") if p.is_file()]
@@ -209,8 +213,14 @@ def test_the_file_uploaded_is_the_task_ids_cache_file_whatever_the_uri_says(sett
 def test_a_malformed_task_id_is_dead_lettered_without_reading_anything(settings, dfs, task_id):
     stage = UploadStage(settings, uploader(settings, onelake(dfs)))
     task = sample_task("https://files.example.com/t.pdf", "t.pdf", task_id=task_id)
-    item = CachedAttachment(task=task.to_dict(), cache_uri="file:///etc/passwd", bytes=1, sha256="0" * 64,
-                            content_type=None, downloaded_at="2026-11-27T10:00:00.000Z")  # fmt: skip
+    item = CachedAttachment(
+        task=task.to_dict(),
+        cache_uri="file:///etc/passwd",
+        bytes=1,
+        sha256="0" * 64,
+        content_type=None,
+        downloaded_at="2026-11-27T10:00:00.000Z",
+    )
     (routed,) = stage.process([InputRecord("k", item.encode(), SourceRef("cached", 0, 1))])
     (dead,) = routed.messages  # refused when decoded: no task to report a result for
     assert (dead.topic, dead.message.category) == (settings.topics.dlq.name, "malformed")

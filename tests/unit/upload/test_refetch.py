@@ -26,9 +26,14 @@ def elsewhere(server, name: str, size: int, status: int | None = None, **task_fi
     """A cached message whose file was written on another host: nothing in this host's cache."""
     params = {"mode": "status", "status": status} if status else {}
     task = sample_task(server.url(name, size, **params), name, **task_fields)
-    return CachedAttachment(task=task.to_dict(), cache_uri=f"file:///other-host/cache/{task.task_id}", bytes=size,
-                            sha256=sample_sha256(name, size), content_type="application/pdf",
-                            downloaded_at="2026-11-27T10:00:00.000Z")  # fmt: skip
+    return CachedAttachment(
+        task=task.to_dict(),
+        cache_uri=f"file:///other-host/cache/{task.task_id}",
+        bytes=size,
+        sha256=sample_sha256(name, size),
+        content_type="application/pdf",
+        downloaded_at="2026-11-27T10:00:00.000Z",
+    )
 
 
 def test_a_cache_file_on_another_host_is_downloaded_here_and_uploaded_without_an_attempt(settings, sample_server):

@@ -214,8 +214,13 @@ def test_a_cache_read_error_during_a_local_put_is_a_cache_problem_not_a_lake_fai
     failing_open(monkeypatch, source)
     lake = LocalLake(tmp_path / "lake", "p")
     with pytest.raises(CacheProblem) as caught:
-        lake.put(verified_chunks(source, 300, sha(b"x" * 300), 100), "a/b.pdf", size=300, sha256=sha(b"x" * 300),
-                 content_type=None)  # fmt: skip
+        lake.put(
+            verified_chunks(source, 300, sha(b"x" * 300), 100),
+            "a/b.pdf",
+            size=300,
+            sha256=sha(b"x" * 300),
+            content_type=None,
+        )
     assert isinstance(caught.value, CacheUnreadable)
     assert [p for p in (tmp_path / "lake").rglob("*") if p.is_file()] == []  # no temp file left, nothing final
 
@@ -227,8 +232,13 @@ def test_a_cache_read_error_during_a_onelake_put_is_a_cache_problem_and_the_temp
     source.write_bytes(b"x" * 300)
     failing_open(monkeypatch, source)
     with pytest.raises(CacheUnreadable):
-        onelake(dfs).put(verified_chunks(source, 300, sha(b"x" * 300), 100), "a/b.pdf", size=300,
-                         sha256=sha(b"x" * 300), content_type=None)  # fmt: skip
+        onelake(dfs).put(
+            verified_chunks(source, 300, sha(b"x" * 300), 100),
+            "a/b.pdf",
+            size=300,
+            sha256=sha(b"x" * 300),
+            content_type=None,
+        )
     assert dfs.files == {} and "delete" in [op for op, _, _ in dfs.log]
 
 
@@ -244,8 +254,19 @@ def test_changed_chunks_stop_before_the_flush(dfs):
 
 # Blob paths stay inside the lake.
 
-HOSTILE_PATHS = ["../../outside.pdf", "/etc/passwd", "a/../../x.pdf", "a//b.pdf", "a/./b.pdf", "", "a\\..\\b",
-                 "a/b\x00.pdf", "a/b/", "..", "a/\n/b"]  # fmt: skip
+HOSTILE_PATHS = [
+    "../../outside.pdf",
+    "/etc/passwd",
+    "a/../../x.pdf",
+    "a//b.pdf",
+    "a/./b.pdf",
+    "",
+    "a\\..\\b",
+    "a/b\x00.pdf",
+    "a/b/",
+    "..",
+    "a/\n/b",
+]
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)

@@ -114,8 +114,15 @@ def test_503_once_then_success_is_absorbed_by_the_sdk_retry(settings, dfs):
 
 def test_a_slow_response_beyond_the_timeout_is_a_transient_failure(settings, dfs):
     dfs.slow("flush", 3)
-    storage = OneLakeStorage(dfs.url, "ws", "x", CallableTokenCredential(lambda: ("t", int(time.time()) + 3600)),
-                             sdk_retries=0, timeout=1, connection_verify=dfs.ca_file)  # fmt: skip
+    storage = OneLakeStorage(
+        dfs.url,
+        "ws",
+        "x",
+        CallableTokenCredential(lambda: ("t", int(time.time()) + 3600)),
+        sdk_retries=0,
+        timeout=1,
+        connection_verify=dfs.ca_file,
+    )
     outcome = uploader(settings, storage).upload(cache(settings, "f.pdf", b"x" * 10))
     assert outcome.failure.transient and outcome.failure.category == "connection"
 
