@@ -12,9 +12,10 @@ A stage declares its sink (spark/stage_query.py); this module holds what every s
 |                                |                  | per task -> MERGE into xact_attachments                       |
 | BatchSink(DlqBatchWriter)      | dlq-table        | dead letters not yet in xact_dlq -> insert-only MERGE         |
 
-Every Delta write of a micro-batch happens exactly once: appends carry the batch as Delta's
-txnAppId/txnVersion (append_once), MERGEs carry it through the session confs (merge_once), and
-both are idempotent by content as well. Kafka rows go first where a sink has both: a crash after
+Every Delta write of a micro-batch happens exactly once: ingest's append carries the batch as
+Delta's txnAppId/txnVersion (append_once), the results MERGE carries it through the session confs
+(merge_once), and both are idempotent by content as well; the DLQ MERGE inserts only, so it is
+idempotent by content alone. Kafka rows go first where a sink has both: a crash after
 them replays the batch, re-emitting harmless duplicates (every later stage is idempotent by task
 id); the reverse order could record an event whose tasks were never emitted.
 
@@ -57,7 +58,6 @@ from pipeline_lib.progress import StepTimer
 from pipeline_lib.spark.kafka_io import headers_from_json, kafka_records
 from pipeline_lib.spark.tables import (
     ATTACHMENTS_SCHEMA,
-    DLQ_SCHEMA,
     EVENTS_SCHEMA,
     TableSpec,
     attachments_table,
@@ -65,9 +65,10 @@ from pipeline_lib.spark.tables import (
     events_table,
     require_table,
 )
-from pipeline_lib.table_rows import DLQ_COLUMNS, STAGE_ORDER
+from pipeline_lib.table_rows import STAGE_ORDER
 
 log = get_logger("sinks")
+INGEST_LOG = get_logger("ingest")  # the ingest batch line keeps its logger name (xact.ingest)
 
 
 class Sink(Protocol):
@@ -243,7 +244,7 @@ class IngestBatchWriter:
         finally:
             batch.unpersist()
         self.step_seconds.append(steps.seconds)
-        log.info("ingest batch %d: %s (%d already recorded)", batch_id, steps, recorded)
+        INGEST_LOG.info("batch %d: %s (%d already recorded)", batch_id, steps, recorded)
 
     @staticmethod
     def _batch_facts(batch: DataFrame) -> tuple[list[str], list[str] | None, bool]:
@@ -394,10 +395,15 @@ def _later(source: list[Column], target: list[Column]) -> Column:
 
 
 def _newer() -> Column:
-    """When an incoming outcome (s) replaces the stored one (t): latest_per_task's order."""
-    return (F.col("t.status") != "completed") & (
-        (F.col("s.status") == "completed") | _later(_rank_keys("s."), _rank_keys("t."))
-    )
+    """When an incoming outcome (s) replaces the stored one (t): exactly latest_per_task's order
+    (`completed` first, then the rank keys), so the row a task ends with is the same whichever
+    micro-batches its outcomes arrive in. No other outcome replaces a completed row; of two
+    completions (an at-least-once redelivery after a retry), the later in lineage is kept."""
+
+    def completed(prefix: str) -> Column:
+        return (F.col(f"{prefix}status") == "completed").cast("int")
+
+    return _later([completed("s."), *_rank_keys("s.")], [completed("t."), *_rank_keys("t.")])
 
 
 def merge_results(
@@ -409,7 +415,7 @@ def merge_results(
     dates: Sequence[date] | None = None,
 ) -> None:
     """MERGE the winning outcomes: a newer one replaces, an older one only moves first_seen_at
-    earlier, a completed row never changes; new tasks insert. Only the batch's event dates
+    earlier, only a later completion replaces a completed row; new tasks insert. Only the batch's event dates
     (partitions) of the table are read: `dates` when given (at least every date of `latest`, as
     batch_facts gathers them), else those of `latest`, gathered here."""
     spark = latest.sparkSession
@@ -467,28 +473,6 @@ class ResultsBatchWriter:
 DEDUP_WINDOW_DAYS = 7
 
 
-def dead_letter_rows(parsed: DataFrame) -> DataFrame:
-    """The dlq-table job's rows (table_rows.DLQ_COLUMNS, timestamps as ISO strings) -> xact_dlq
-    rows (status open)."""
-    now = F.current_timestamp()
-    own = [c for c in DLQ_COLUMNS if c not in ("failed_at", "source_timestamp", "failed_date")]
-    return parsed.select(
-        *own,
-        F.coalesce(F.try_to_timestamp("failed_at"), now).alias("failed_at"),
-        F.try_to_timestamp("source_timestamp").alias("source_timestamp"),
-        F.col("failed_date"),
-        F.lit("open").alias("status"),
-        F.lit(None).cast("string").alias("note"),
-        F.lit(None).cast("string").alias("replay_id"),
-        F.lit(None).cast("timestamp").alias("replayed_at"),
-        F.lit(None).cast("string").alias("replay_selection"),
-        F.lit(0).alias("replay_count"),
-        F.lit(None).cast("timestamp").alias("resolved_at"),
-        now.alias("first_seen_at"),
-        now.alias("updated_at"),
-    ).select(*DLQ_SCHEMA.fieldNames())
-
-
 class DlqBatchWriter:
     """foreachBatch handler: insert dead letters not yet in xact_dlq (never touches existing rows).
 
@@ -501,10 +485,9 @@ class DlqBatchWriter:
     def __init__(self, settings: Settings) -> None:
         self.table = dlq_table(settings)
 
-    def __call__(self, parsed: DataFrame, batch_id: int) -> None:
-        table = require_table(parsed.sparkSession, self.table)
-        # Dead letters are few: a plain dedupe is fine.
-        unique = dead_letter_rows(parsed).dropDuplicates(["dlq_id"]).persist()
+    def __call__(self, rows: DataFrame, batch_id: int) -> None:
+        table = require_table(rows.sparkSession, self.table)
+        unique = rows.dropDuplicates(["dlq_id"]).persist()  # dead letters are few: a plain dedupe is fine
         try:
             first = unique.agg(F.min("failed_date")).first()
             if first is None or first[0] is None:

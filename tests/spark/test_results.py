@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import Row
 
@@ -214,6 +214,17 @@ def test_completed_is_final_over_any_later_outcome_of_the_same_task(spark, spec)
     assert winner.status == "completed"
 
 
+def test_of_two_completions_the_later_in_lineage_is_kept_whichever_batches_they_arrive_in(spark, spec):
+    first = result(attempt=0, status="completed", stage="upload", at=DONE)
+    again = result(attempt=1, status="completed", stage="upload", at="2026-11-27T09:00:00Z")  # a clock behind
+    (winner,) = latest_per_task(good_rows(spark, [first, again])).collect()  # one batch
+    merge_results(latest_per_task(good_rows(spark, [first])), spec)  # two batches, in either order
+    merge_results(latest_per_task(good_rows(spark, [again])), spec)
+    merge_results(latest_per_task(good_rows(spark, [first])), spec)
+    (row,) = table_rows(spark, spec).collect()
+    assert (winner.status, winner.attempt) == (row.status, row.attempt) == ("completed", 1)
+
+
 def test_a_replayed_task_that_completes_replaces_its_dead_row(spark, spec):
     """Replay restarts at attempt 0: the lineage (generation) ranks before the attempt."""
     merge_results(
@@ -403,6 +414,16 @@ _outcome = st.fixed_dictionaries(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(outcomes=st.lists(_outcome, min_size=2, max_size=5), split=st.integers(1, 4))
+@example(  # two completions in two batches: the table kept the first, the window the later (found in CI)
+    outcomes=[
+        {"status": "completed", "gen": 1, "skew_ms": 189, "attempt": 0, "stage": "upload"},
+        {"status": "downloaded", "gen": 1, "stage": "upload", "attempt": 2, "skew_ms": -50},
+        {"status": "retrying", "gen": 1, "stage": "download", "attempt": 0, "skew_ms": -4294},
+        {"status": "dead", "gen": 1, "stage": "download", "attempt": 1, "skew_ms": -247},
+        {"status": "completed", "gen": 1, "stage": "upload", "attempt": 1, "skew_ms": -211},
+    ],
+    split=3,
+)
 def test_generated_outcomes_with_skewed_clocks_fold_by_lineage_not_by_clocks(spark, spec, outcomes, split):
     base = datetime(2026, 11, 27, 10)
     for n, o in enumerate(outcomes):  # true order: n; each host's clock adds its skew
