@@ -1,7 +1,8 @@
 """The dlq-table job: xact.downloads.dlq -> the xact_dlq Delta table.
 
     source (Kafka xact.downloads.dlq) -> the per-record function (table_rows.dlq_row)
-        -> sinks.DlqBatchWriter: MERGE insert-only on dlq_id (re-processing adds nothing)
+        -> dead_letter_rows (the table's status columns) -> sinks.DlqBatchWriter: MERGE insert-only on
+    dlq_id (re-processing adds nothing)
 
 One row per dead letter, i.e. per dead task and attempt chain: the dlq_id is derived from the
 stage, task id, replay id and attempt (dead_letters.py), so a replayed task that dies again is a
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
@@ -26,7 +27,7 @@ from pipeline_lib.config import Settings, Stage
 from pipeline_lib.records import InputRecord
 from pipeline_lib.spark.sinks import BatchSink, DlqBatchWriter
 from pipeline_lib.spark.stage_query import RecordFunction, StageQuery, per_record, start_stage
-from pipeline_lib.spark.tables import DLQ_SCHEMA, create_table, dlq_table
+from pipeline_lib.spark.tables import DLQ_SCHEMA, dlq_table
 from pipeline_lib.table_rows import DLQ_COLUMNS, dlq_row, internal_dlq_row
 
 # What the per-record function emits (table_rows.DLQ_COLUMNS), timestamps still ISO strings.
@@ -48,17 +49,37 @@ def dlq_records(settings: Settings) -> RecordFunction:
     return per_record(rows_of, failed)
 
 
-def _create_dlq_table(spark: SparkSession, settings: Settings) -> None:
-    create_table(spark, dlq_table(settings))
+def dead_letter_rows(parsed: DataFrame, settings: Settings | None = None) -> DataFrame:
+    """The step before the sink: the per-record rows (table_rows.DLQ_COLUMNS, timestamps as ISO
+    strings) -> xact_dlq rows (status open). In the streaming plan, so `current_timestamp` is the
+    micro-batch's time: a replayed batch stamps the same times."""
+    now = F.current_timestamp()
+    own = [c for c in DLQ_COLUMNS if c not in ("failed_at", "source_timestamp", "failed_date")]
+    return parsed.select(
+        *own,
+        F.coalesce(F.try_to_timestamp("failed_at"), now).alias("failed_at"),
+        F.try_to_timestamp("source_timestamp").alias("source_timestamp"),
+        F.col("failed_date"),
+        F.lit("open").alias("status"),
+        F.lit(None).cast("string").alias("note"),
+        F.lit(None).cast("string").alias("replay_id"),
+        F.lit(None).cast("timestamp").alias("replayed_at"),
+        F.lit(None).cast("string").alias("replay_selection"),
+        F.lit(0).alias("replay_count"),
+        F.lit(None).cast("timestamp").alias("resolved_at"),
+        now.alias("first_seen_at"),
+        now.alias("updated_at"),
+    ).select(*DLQ_SCHEMA.fieldNames())
 
 
 DLQ_TABLE = StageQuery(
     name=Stage.DLQ_TABLE.value,
     records=dlq_records,
     schema=PARSED_SCHEMA,
+    step=dead_letter_rows,
     sink=BatchSink(DlqBatchWriter),
     metrics=lambda settings: [F.count(F.lit(1)).alias("dead_letters")],
-    prepare=_create_dlq_table,
+    table=dlq_table,
 )
 
 

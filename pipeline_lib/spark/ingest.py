@@ -30,7 +30,7 @@ from pipeline_lib.redaction import redact
 from pipeline_lib.spark.kafka_io import KAFKA_HEADERS_TYPE, header_entries
 from pipeline_lib.spark.sinks import BatchSink, IngestBatchWriter, event_key, task_key
 from pipeline_lib.spark.stage_query import RecordFunction, StageQuery, per_record, stage_rows, start_stage
-from pipeline_lib.spark.tables import EVENTS_SCHEMA, create_table, events_table
+from pipeline_lib.spark.tables import EVENTS_SCHEMA, events_table
 from pipeline_lib.url_policy import UrlPolicy
 
 # An xact_events row as ingest's Python side emits it: dates and timestamps as ISO strings
@@ -150,10 +150,6 @@ def ingest_records(settings: Settings) -> RecordFunction:
     return per_record(rows_of, failed)
 
 
-def _create_events_table(spark: SparkSession, settings: Settings) -> None:
-    create_table(spark, events_table(settings))
-
-
 INGEST = StageQuery(
     name=Stage.INGEST.value,
     records=ingest_records,
@@ -163,7 +159,7 @@ INGEST = StageQuery(
         F.count(F.when(F.col("kind") == kind, 1)).alias(name)
         for kind, name in (("event", "events"), ("task", "tasks"), ("dlq", "dead_letters"))
     ],
-    prepare=_create_events_table,
+    table=events_table,
 )
 
 

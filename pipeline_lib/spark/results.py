@@ -24,7 +24,7 @@ from pipeline_lib.routing import OutMessage
 from pipeline_lib.spark.kafka_io import KAFKA_HEADERS_TYPE, kafka_row, record_columns
 from pipeline_lib.spark.sinks import BatchSink, ResultsBatchWriter
 from pipeline_lib.spark.stage_query import RecordFunction, StageQuery, per_record, record_loop, start_stage
-from pipeline_lib.spark.tables import ATTACHMENTS_SCHEMA, attachments_table, create_table
+from pipeline_lib.spark.tables import ATTACHMENTS_SCHEMA, attachments_table
 from pipeline_lib.table_rows import RESULT_COLUMNS, result_row
 
 # What the per-record function emits: a result row (kind `result`, the RESULT_COLUMNS with
@@ -66,10 +66,6 @@ def results_records(dlq_topic: str) -> RecordFunction:
     return per_record(rows_of, failed)
 
 
-def _create_attachments_table(spark: SparkSession, settings: Settings) -> None:
-    create_table(spark, attachments_table(settings))
-
-
 RESULTS = StageQuery(
     name=Stage.RESULTS.value,
     records=lambda settings: results_records(settings.topics.dlq.name),
@@ -79,7 +75,7 @@ RESULTS = StageQuery(
         F.count(F.when(F.col("kind") == "result", 1)).alias("results"),
         F.count(F.when(F.col("kind") == "dlq", 1)).alias("dead_letters"),
     ],
-    prepare=_create_attachments_table,
+    table=attachments_table,
 )
 
 

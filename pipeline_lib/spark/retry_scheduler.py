@@ -171,7 +171,7 @@ RETRY_SCHEDULER = StageQuery(
     name=Stage.RETRY_SCHEDULER.value,
     records=scheduled_records,
     schema=SCHEDULED_SCHEMA,
-    stateful=hold_until_due_in_state,
+    step=hold_until_due_in_state,
     sink=KafkaSink(headers_json="headers_json"),
     metrics=lambda settings: [
         F.count(F.when(F.col("outcome") == "moved", 1)).alias("moved"),

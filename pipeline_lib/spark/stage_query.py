@@ -1,12 +1,12 @@
 """The one stage skeleton: every streaming query of the pipeline is a `StageQuery` started here.
 
     read_topics(topics) -> mapInArrow(record_loop(the stage's per-record function))
-        -> [one stateful step] -> observe(the stage's metrics) -> the stage's sink
+        -> [one optional step] -> observe(the stage's metrics) -> the stage's sink
         (checkpoint, trigger, progress listener and metrics recorder: the same for every stage)
 
 A stage module declares only what is its own: its name (config.Stage, which also gives the
 topics it reads: Settings.stage_inputs), its per-record function (and the schema of the rows it
-emits), its sink (spark/sinks.py), its metrics and what must exist before it starts (its table).
+emits), its sink (spark/sinks.py) and the table it writes, its metrics and what else it does at start.
 `start_stage` does the rest, the same way for all of them.
 
 The per-record function runs in the Python workers, one stream per partition: Kafka records in
@@ -35,10 +35,12 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pyspark.sql.types import StructType
 
 from pipeline_lib.config import Settings
+from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import drained
 from pipeline_lib.records import InputRecord, input_records
 from pipeline_lib.spark.kafka_io import arrow_batch, arrow_schema, read_topics, record_columns
 from pipeline_lib.spark.progress import guard_stopped_batches, install_progress_listener
+from pipeline_lib.spark.tables import TableSpec, create_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -53,6 +55,8 @@ RecordFunction = Callable[[Iterator[InputRecord]], Iterator[Row]]
 # batches hold up to 10,000 records; the stage bounds what it holds beyond that).
 ROWS_PER_OUTPUT_BATCH = 500
 
+log = get_logger("stage")
+
 
 @dataclass(frozen=True)
 class StageQuery:
@@ -66,10 +70,11 @@ class StageQuery:
         schema: the rows the per-record function emits.
         sink: where the rows go (spark/sinks.py: Kafka rows, a Delta foreachBatch, or both).
         metrics: the columns observed per micro-batch (observedMetrics.<name>), of the rows
-            after `stateful`.
-        stateful: one optional step between the per-record function and the sink (the retry
-            scheduler's applyInPandasWithState).
-        prepare: what must exist before the query starts (its table, a start tick).
+            after `step`.
+        step: one optional step between the per-record function and the sink: the retry
+            scheduler's applyInPandasWithState (stateful), the DLQ table's projection to rows.
+        table: the Delta table the sink writes, created (or given its new columns) at start.
+        prepare: anything else to do before the query starts (a start tick, the cache janitor).
         headers: the records carry their Kafka headers.
         timers: the query holds processing-time state timeouts (see start_query).
     """
@@ -79,7 +84,8 @@ class StageQuery:
     schema: StructType
     sink: Sink
     metrics: Callable[[Settings], list[Column]] = field(default=lambda settings: [])
-    stateful: Callable[[DataFrame, Settings], DataFrame] | None = None
+    step: Callable[[DataFrame, Settings], DataFrame] | None = None
+    table: Callable[[Settings], TableSpec] | None = None
     prepare: Callable[[SparkSession, Settings], None] | None = None
     headers: bool = False
     timers: bool = False
@@ -95,12 +101,14 @@ def start_stage(
     spark: SparkSession, settings: Settings, stage: StageQuery, *, available_now: bool = False
 ) -> StreamingQuery:
     """Start `stage`'s query; with `available_now`, it processes what is there and stops."""
+    if stage.table is not None:
+        create_table(spark, stage.table(settings))
     if stage.prepare is not None:
         stage.prepare(spark, settings)
     install_progress_listener(spark, settings)
     rows = stage_rows(read_topics(spark, settings, settings.stage_inputs(stage.name)), settings, stage)
-    if stage.stateful is not None:
-        rows = stage.stateful(rows, settings)
+    if stage.step is not None:
+        rows = stage.step(rows, settings)
     observed = stage.metrics(settings)
     if observed:
         rows = rows.observe(stage.name, *observed)
@@ -146,7 +154,20 @@ def per_record(
             try:
                 out = list(rows_of(record, now))
             except Exception as exc:  # noqa: BLE001 - one bad record must never fail the batch
-                out = list(failed(record, exc, now))
+                try:
+                    out = list(failed(record, exc, now))
+                except Exception as again:  # noqa: BLE001 - nor may its dead letter
+                    # No row can be built for it: say where it sits, so it can be read again.
+                    source = record.source
+                    log.error(
+                        "record %s/%s/%s dropped: handling it raised %s, and so did its dead letter (%s)",
+                        source.topic,
+                        source.partition,
+                        source.offset,
+                        type(exc).__name__,
+                        type(again).__name__,
+                    )
+                    out = []
             yield from out
 
     return process
