@@ -193,6 +193,23 @@ class Supervisor:
                 stages = [s for s in stages if (i := tracker.getStageInfo(s)) is not None and i.numActiveTasks > 0]
                 if stages:
                     time.sleep(0.05)
+        # The status store is fed by an asynchronous event bus, so it can show a stage done (or
+        # not yet show it) while a killed task is still running. The task scheduler's own count
+        # is live: once it is zero, every task's last status update has been handled, and a
+        # session stopped now has no task left to report into its closed result pool (the
+        # RejectedExecutionException in TaskSchedulerImpl.statusUpdate).
+        with suppress(Exception):
+            while self._running_tasks() > 0 and self.clock() < until:
+                time.sleep(0.05)
+
+    def _running_tasks(self) -> int:
+        """Tasks running now on any executor, as the task scheduler counts them (no public API)."""
+        scheduler = self.spark.sparkContext._jsc.sc().taskScheduler()
+        counts = scheduler.runningTasksByExecutors().valuesIterator()
+        total = 0
+        while counts.hasNext():
+            total += int(counts.next())
+        return total
 
     def _current_spark_log_level(self) -> str:
         """The root log level now (a platform session may run at another level than the settings')."""
