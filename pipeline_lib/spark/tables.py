@@ -15,6 +15,7 @@ side effect of a write: a write to a missing table raises TableMissing, which na
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
@@ -154,11 +155,52 @@ def create_table(spark: SparkSession, spec: TableSpec) -> None:
     if DeltaTable.isDeltaTable(spark, spec.path):
         _add_missing_columns(spark, spec)
         return
+    _clear_interrupted_create(spark, spec)
     builder = DeltaTable.createIfNotExists(spark).location(spec.path).addColumns(spec.schema)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
     builder.execute()
     log.info("created Delta table %s at %s", spec.name, spec.path)
+
+
+# A create killed after Delta made `_delta_log/` (with `_staged_commits/`) and before it wrote
+# commit 0 leaves a log with no commit in it, and Delta then refuses to create the table there
+# ("DELTA_TABLE_NOT_FOUND") for ever: a job killed at its start could never start again. Such a
+# log holds no commit, no checkpoint and no staged commit, only directories and hidden temporary
+# or checksum files, so removing it loses nothing. It is removed only once nothing in it changed
+# for this long, so a create another job is running at this moment is left alone.
+INTERRUPTED_CREATE_AGE_SECONDS = 30.0
+
+
+def _clear_interrupted_create(spark: SparkSession, spec: TableSpec) -> None:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    log_dir = jvm.org.apache.hadoop.fs.Path(spec.path.rstrip("/") + "/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(log_dir):
+        return
+    newest, pending = 0, [fs.getFileStatus(log_dir)]
+    while pending:
+        status = pending.pop()
+        newest = max(newest, status.getModificationTime())
+        if status.isDirectory():
+            pending.extend(fs.listStatus(status.getPath()))
+        elif not status.getPath().getName().startswith("."):
+            return  # a commit, checkpoint or staged commit: a table (or its start) lives here
+    age = time.time() - newest / 1000
+    if age < INTERRUPTED_CREATE_AGE_SECONDS:
+        raise PipelineError(
+            f"Delta table {spec.name} at {spec.path}: its _delta_log holds no commit yet (a create "
+            f"is running, or one was interrupted {age:.0f}s ago); an interrupted create is cleared "
+            f"once it is {INTERRUPTED_CREATE_AGE_SECONDS:.0f}s old, so try again then"
+        )
+    fs.delete(log_dir, True)
+    log.warning(
+        "%s: removed the _delta_log an interrupted create left at %s (no commit in it, unchanged for %.0fs)",
+        spec.name,
+        spec.path,
+        age,
+    )
 
 
 def _add_missing_columns(spark: SparkSession, spec: TableSpec) -> None:

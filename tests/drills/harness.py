@@ -236,17 +236,23 @@ def read_table(spark, settings: Settings, table: str) -> list:
 
 
 def wait_until_final(spark, settings: Settings, expected_tasks: int, timeout: float, procs=()) -> float:
-    """Wait until xact_attachments has a final row (completed or dead) for `expected_tasks` tasks."""
+    """Wait until xact_attachments has a final row (completed or dead) for `expected_tasks` tasks,
+    and xact_dlq a dead letter for each dead one (the DLQ table is its own query, which may lag)."""
     start = time.monotonic()
     while True:
         rows = read_table(spark, settings, "attachments")
         final = sum(1 for r in rows if r.status in ("completed", "dead"))
+        unlettered = 0
         if final >= expected_tasks and len(rows) == expected_tasks:
-            return time.monotonic() - start
+            lettered = {r.task_id for r in read_table(spark, settings, "dlq") if r.task_id}
+            unlettered = sum(1 for r in rows if r.status == "dead" and r.task_id not in lettered)
+            if not unlettered:
+                return time.monotonic() - start
         for proc in procs:
             assert proc.alive(), f"the pipeline exited: {proc.log.read_text()[-3000:]}"
         assert time.monotonic() - start < timeout, (
-            f"{final} of {expected_tasks} tasks final after {timeout:.0f}s; statuses {Counter(r.status for r in rows)}"
+            f"{final} of {expected_tasks} tasks final after {timeout:.0f}s, {unlettered} dead without a row "
+            f"in xact_dlq; statuses {Counter(r.status for r in rows)}"
         )
         time.sleep(2)
 
