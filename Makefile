@@ -60,7 +60,7 @@ notebooks: install  ## execute every analyst notebook against the local tables (
 bench: install        ## every benchmark, medians of 3 runs (about 40 min)
 	$(BIN)/python benchmarks/bench.py
 
-bench-quick: install  ## small sets, one run each, for development (about 10 min)
+bench-quick: install  ## small sets, one run each, for development (about 15 min)
 	$(BIN)/python benchmarks/bench.py --quick
 
 bench-record: install ## make bench, then its table and the machine into docs/performance.md

@@ -1,4 +1,4 @@
-"""Every benchmark, one table: `make bench` (about 40 min), `make bench-quick` (about 10 min),
+"""Every benchmark, one table: `make bench` (about 60 min), `make bench-quick` (about 15 min),
 `make bench-record` (the full run, its table written into docs/performance.md).
 
     .venv/bin/python benchmarks/bench.py                      # every benchmark, medians of 3 runs
@@ -37,7 +37,9 @@ from pipeline_lib.logs import setup_logging
 BENCHMARKS = {
     "download": ("benchmarks.download_throughput", (12, 2)),
     "upload": ("benchmarks.upload_throughput", (3, 1)),
-    "latency": ("benchmarks.pipeline_runs", (10, 2)),
+    "latency": ("benchmarks.pipeline_runs", (10, 2)),  # with CPU per event
+    "idle": ("benchmarks.pipeline_runs", (8, 2)),
+    "burst": ("benchmarks.pipeline_runs", (10, 3)),
     "backlog": ("benchmarks.pipeline_runs", (6, 3)),  # per run: see --backlog-runs
     "scaling": ("benchmarks.scaling", (5, 2)),
 }

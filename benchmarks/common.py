@@ -7,9 +7,11 @@ A benchmark module exposes `measure(quick: bool, repeat: int) -> list[Row]` and 
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MiB = 1024 * 1024
 
@@ -23,7 +25,7 @@ class Row:
     ">= 0.7x") or, with `target_absolute`, a bound on the figure itself (e.g. p95 <= 5 s).
     """
 
-    bench: str  # download, upload, latency, backlog, scaling
+    bench: str  # download, upload, latency, idle, burst, backlog, scaling
     name: str  # what was measured, e.g. "10,000 x 64 KiB"
     unit: str  # files/s, MiB/s, s
     reference_label: str  # what the reference is, e.g. "curl --parallel 16"
@@ -137,3 +139,23 @@ def table_lines(rows: Sequence[Row], markdown: bool = False) -> list[str]:
 
 def notes_lines(rows: Sequence[Row]) -> list[str]:
     return [f"- {r.bench}, {r.name}: {r.notes}" for r in rows if r.notes]
+
+
+def session_cpu_seconds(session: int) -> float:
+    """CPU seconds (user + system) spent so far by every process of session `session` (a process
+    started with `start_new_session=True` leads one: its JVM, Python workers and their children),
+    read from /proc. Each process counts its own time and that of the children it has reaped, so a
+    worker that exited between two readings still counts once in its parent's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while being read
+        fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on; the name may hold spaces
+        if int(fields[3]) == session:  # field 6, the session id
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick

@@ -3,6 +3,8 @@ its own process) against a local broker, the sample file server and the local la
 situations users meet.
 
     .venv/bin/python benchmarks/pipeline_runs.py latency          # quiet stream: 120 events at 1/s
+    .venv/bin/python benchmarks/pipeline_runs.py idle             # no new input for 60 s
+    .venv/bin/python benchmarks/pipeline_runs.py burst            # 71 events at once, one of 2,000 attachments
     .venv/bin/python benchmarks/pipeline_runs.py backlog          # 100,000 tasks already on pending
     .venv/bin/python benchmarks/pipeline_runs.py latency backlog --quick
 
@@ -14,6 +16,16 @@ timestamp in `_delta_log`, read while the pipeline runs (the MERGE stamps `recor
 starts, a little earlier). The reference measured in the same run is the floor of a one-record
 Kafka -> Kafka query (a Python `mapInArrow` identity on the same trigger, its own Spark
 application) times the four hops (raw -> pending -> cached -> results -> table).
+
+**CPU per event.** In the same latency runs: the CPU seconds (user + system, /proc) of the run's
+whole process tree (driver, JVM, Python workers) from the first event produced to the last row
+final, divided by the events. What a Fabric capacity or a Databricks cluster pays for.
+
+**Idle.** `run` with every stage, one event done and one task waiting in the 5-minute retry tier
+(its source answers 503), then no new input: the process tree's CPU seconds over 60 s, in cores.
+
+**Burst.** 71 events produced at once, one of them with 2,000 attachments and the rest with 1-3,
+into a running `run`: seconds until every task's row is final.
 
 **Backlog.** N download tasks of 64 KiB already on pending; then download, upload and results run
 together until every task's row is in xact_attachments. The reference in the same run is the
@@ -45,7 +57,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Row, median
+from benchmarks.common import Row, median, session_cpu_seconds
 from pipeline_lib.config import Settings, load_settings
 from pipeline_lib.kafka_client import create_topics, make_producer, produce
 from pipeline_lib.local.broker import LocalKafka, free_port
@@ -196,11 +208,18 @@ class Inventory:
                     if r["event_produced_at"] is not None:
                         self.produced_at[r["task_id"]] = r["event_produced_at"].timestamp()
 
-    def wait(self, count: int, pipeline: Pipeline, timeout: float, what: str) -> None:
+    def wait(
+        self,
+        count: int,
+        pipeline: Pipeline,
+        timeout: float,
+        what: str,
+        statuses: tuple[str, ...] = ("completed", "dead"),
+    ) -> None:
         start = time.monotonic()
         while True:
             self.poll()
-            if sum(1 for s in self.statuses.values() if s in ("completed", "dead")) >= count:
+            if sum(1 for s in self.statuses.values() if s in statuses) >= count:
                 return
             pipeline.check()
             if time.monotonic() - start > timeout:
@@ -351,8 +370,11 @@ def event(i: int, run: int, base_url: str) -> tuple[str, str]:
     return trace, json.dumps(body)
 
 
-def latency_run(env: Env, trigger: float, events: int, log: Path) -> tuple[list[float], dict[str, dict[str, float]]]:
-    """Latencies (s) of `events` events produced 1/s through `xact-pipeline run`, and the breakdown."""
+def latency_run(
+    env: Env, trigger: float, events: int, log: Path
+) -> tuple[list[float], float, dict[str, dict[str, float]]]:
+    """Latencies (s) of `events` events produced 1/s through `xact-pipeline run`, the CPU seconds
+    its process tree spent from the first produce to the last row final, and the breakdown."""
     settings = env.settings("latency", trigger)
     producer = make_producer(settings)
     inventory = Inventory(DeltaLog(Path(settings.storage.resolve(settings.storage.tables.attachments))))
@@ -361,12 +383,14 @@ def latency_run(env: Env, trigger: float, events: int, log: Path) -> tuple[list[
         produce(settings, settings.topics.events_raw.name, [event(-1, run, env.base_url)], producer)  # warm up
         inventory.wait(3, pipeline, 600, "warm-up event")
         warm = set(inventory.statuses)
+        cpu = session_cpu_seconds(pipeline.proc.pid)
         start = time.monotonic()
         for i in range(events):
             time.sleep(max(0.0, start + i - time.monotonic()))
             produce(settings, settings.topics.events_raw.name, [event(i, run, env.base_url)], producer, timeout=10)
             inventory.poll()
         inventory.wait(3 * events + 3, pipeline, 300 + 10 * trigger, "latency")
+        cpu = session_cpu_seconds(pipeline.proc.pid) - cpu
     bad = {t: s for t, s in inventory.statuses.items() if s != "completed"}
     if bad:
         raise SystemExit(f"latency: {len(bad)} task(s) not completed: {sorted(bad.items())[:3]}; see {log}")
@@ -374,7 +398,7 @@ def latency_run(env: Env, trigger: float, events: int, log: Path) -> tuple[list[
     for task, done in inventory.completed_at.items():
         if task not in warm:
             per_event[inventory.task_trace[task]].append(done - inventory.produced_at[task])
-    return [max(v) for v in per_event.values()], stage_breakdown(settings)
+    return [max(v) for v in per_event.values()], cpu, stage_breakdown(settings)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -385,14 +409,19 @@ def percentile(values: list[float], q: float) -> float:
 def measure_latency(env: Env, quick: bool, repeat: int, trigger: float, log_dir: Path) -> list[Row]:
     events = 20 if quick else 120
     floor = median([kafka_floor(env, trigger, 5 if quick else 10) for _ in range(1 if quick else repeat)])
-    p50, p95, p99, breakdowns = [], [], [], []
+    p50, p95, p99, cpu, breakdowns = [], [], [], [], []
     for n in range(repeat):
-        lat, stages = latency_run(env, trigger, events, log_dir / f"latency-{n}.log")
+        lat, seconds, stages = latency_run(env, trigger, events, log_dir / f"latency-{n}.log")
         p50.append(percentile(lat, 0.5))
         p95.append(percentile(lat, 0.95))
         p99.append(percentile(lat, 0.99))
+        cpu.append(seconds / events)
         breakdowns.append(stages)
-        print(f"  latency run {n + 1}: p50 {p50[-1]:.2f} s, p95 {p95[-1]:.2f} s, p99 {p99[-1]:.2f} s", flush=True)
+        print(
+            f"  latency run {n + 1}: p50 {p50[-1]:.2f} s, p95 {p95[-1]:.2f} s, p99 {p99[-1]:.2f} s, "
+            f"{cpu[-1]:.2f} CPU-s per event",
+            flush=True,
+        )
     ref = floor * HOPS
     label = f"{HOPS} x Kafka->Kafka floor"
     name = f"{events} events at 1/s x 3 x 64 KiB, trigger {trigger:g} s"
@@ -410,13 +439,143 @@ def measure_latency(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
         Row(
             name=f"p95, {name}",
             figure=median(p95),
-            target=5.0,
+            target=LATENCY_P95_TARGET,
             target_absolute=True,  # type: ignore[arg-type]
             notes=f"floor {floor:.2f} s per hop; where the time goes (median batch): "
             + breakdown_text(breakdowns[len(breakdowns) // 2]),
             **common,
         ),
         Row(name=f"p99, {name}", figure=median(p99), **common),  # type: ignore[arg-type]
+        Row(
+            bench="latency",
+            name=f"CPU per event, {name}",
+            unit="CPU-s",
+            reference_label=f"{CPU_BASELINE_COMMIT} (docs/performance.md)",
+            reference=CPU_PER_EVENT_BASELINE,
+            figure=median(cpu),
+            runs=repeat,
+            target=0.5 if CPU_PER_EVENT_BASELINE else None,
+            higher_is_better=False,
+            notes="the process tree of `xact-pipeline run` (driver, JVM, Python workers), from the first "
+            "event produced to the last row final, over the events",
+        ),
+    ]
+
+
+# --- idle ----------------------------------------------------------------------------------------
+
+
+def idle_run(env: Env, trigger: float, log: Path, seconds: float) -> float:
+    """Cores `xact-pipeline run` keeps busy with no new input: every stage running, one event done,
+    one task waiting in the first retry tier (its source answers 503), the process tree's CPU
+    seconds over `seconds` divided by them."""
+    settings = env.settings("idle", trigger)
+    producer = make_producer(settings)
+    inventory = Inventory(DeltaLog(Path(settings.storage.resolve(settings.storage.tables.attachments))))
+    waiting = json.loads(event(0, env.runs, env.base_url)[1])
+    waiting["traceId"] = f"idle-{env.runs}"
+    waiting["data"]["attachments"] = [f"{env.base_url}/files/idle-{env.runs}.pdf?mode=status&status=503"]
+    with running(settings, ALL_STAGES, log) as pipeline:
+        produce(settings, settings.topics.events_raw.name, [event(-1, env.runs, env.base_url)], producer)
+        inventory.wait(3, pipeline, 600, "idle: the warm-up event")
+        produce(settings, settings.topics.events_raw.name, [(waiting["traceId"], json.dumps(waiting))], producer)
+        inventory.wait(4, pipeline, 300, "idle: the task for the retry tier", statuses=("completed", "retrying"))
+        time.sleep(IDLE_SETTLE_SECONDS)  # the last batches (DLQ table, metrics flush) end
+        start_cpu, start = session_cpu_seconds(pipeline.proc.pid), time.monotonic()
+        time.sleep(seconds)
+        pipeline.check()
+        return (session_cpu_seconds(pipeline.proc.pid) - start_cpu) / (time.monotonic() - start)
+
+
+def measure_idle(env: Env, quick: bool, repeat: int, trigger: float, log_dir: Path) -> list[Row]:
+    seconds = 20.0 if quick else 60.0
+    cores = []
+    for n in range(repeat):
+        cores.append(idle_run(env, trigger, log_dir / f"idle-{n}.log", seconds))
+        print(f"  idle run {n + 1}: {cores[-1]:.3f} cores over {seconds:.0f} s", flush=True)
+    return [
+        Row(
+            bench="idle",
+            name=f"`run` with no new input, {seconds:.0f} s, trigger {trigger:g} s",
+            unit="cores",
+            reference_label="-",
+            reference=None,
+            figure=median(cores),
+            runs=repeat,
+            target=IDLE_CORES_TARGET,
+            target_absolute=True,
+            higher_is_better=False,
+            notes="every stage running, one task waiting in the 5-minute retry tier; "
+            f"runs: {', '.join(f'{c:.3f}' for c in cores)} cores",
+        )
+    ]
+
+
+# --- burst ---------------------------------------------------------------------------------------
+
+
+def burst_events(
+    run: int, base_url: str, big: int, small: int, rng: random.Random
+) -> tuple[list[tuple[str, str]], int]:
+    """`small` events of 1-3 attachments and one of `big`, in a shuffled order; and the task count."""
+    records, tasks = [], 0
+    for i in range(small + 1):
+        trace, body = event(i, run, base_url)
+        value = json.loads(body)
+        count = big if i == small else rng.randint(1, 3)
+        value["traceId"] = trace.replace("lat-", "burst-")
+        value["data"]["attachments"] = [
+            f"{base_url}/files/burst-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(count)
+        ]
+        records.append((value["traceId"], json.dumps(value)))
+        tasks += count
+    rng.shuffle(records)
+    return records, tasks
+
+
+def burst_run(env: Env, trigger: float, log: Path, big: int, small: int) -> tuple[float, int, dict]:
+    """Seconds from a burst's produce to its last row final, with every stage of `run` running."""
+    settings = env.settings("burst", trigger)
+    producer = make_producer(settings)
+    inventory = Inventory(DeltaLog(Path(settings.storage.resolve(settings.storage.tables.attachments))))
+    records, tasks = burst_events(env.runs, env.base_url, big, small, random.Random(env.runs))
+    with running(settings, ALL_STAGES, log) as pipeline:
+        produce(settings, settings.topics.events_raw.name, [event(-1, env.runs, env.base_url)], producer)
+        inventory.wait(3, pipeline, 600, "burst: the warm-up event")
+        start = time.monotonic()
+        produce(settings, settings.topics.events_raw.name, records, producer, timeout=60)
+        inventory.wait(3 + tasks, pipeline, 1800, "burst")
+        wall = time.monotonic() - start
+    bad = sum(1 for s in inventory.statuses.values() if s != "completed")
+    if bad:
+        raise SystemExit(f"burst: {bad} task(s) not completed; see {log}")
+    return wall, tasks, stage_breakdown(settings)
+
+
+def measure_burst(env: Env, quick: bool, repeat: int, trigger: float, log_dir: Path) -> list[Row]:
+    big, small = (200, 20) if quick else (2000, 70)
+    walls, breakdowns, tasks = [], [], 0
+    for n in range(repeat):
+        wall, tasks, stages = burst_run(env, trigger, log_dir / f"burst-{n}.log", big, small)
+        walls.append(wall)
+        breakdowns.append(stages)
+        print(f"  burst run {n + 1}: {tasks} tasks final in {wall:.0f} s", flush=True)
+    return [
+        Row(
+            bench="burst",
+            name=f"{small + 1} events (one of {big:,} attachments, the rest 1-3) x 64 KiB, all final",
+            unit="s",
+            reference_label="-",
+            reference=None,
+            figure=median(walls),
+            runs=repeat,
+            target=BURST_TARGET if not quick else None,
+            target_absolute=True,
+            higher_is_better=False,
+            peak_rss_mib=peak_rss_mib(breakdowns),
+            notes=f"{tasks:,} tasks; where the time goes (median batch): "
+            + breakdown_text(breakdowns[len(breakdowns) // 2]),
+        )
     ]
 
 
@@ -500,7 +659,7 @@ def measure_backlog(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
             figure=count / median(together),
             runs=repeat,
             peak_rss_mib=peak_rss_mib(breakdowns),
-            notes=f"all three in {median(together):.0f} s (target < 300 s for 100,000); "
+            notes=f"all three in {median(together):.0f} s (target <= {BACKLOG_TARGET:.0f} s for 100,000); "
             f"download alone {median(alone):.0f} s; each stage over its own busy span: {rates}",
         ),
         Row(
@@ -511,7 +670,7 @@ def measure_backlog(env: Env, quick: bool, repeat: int, trigger: float, log_dir:
             reference=None,
             figure=median(together),
             runs=repeat,
-            target=300.0 if not quick else None,
+            target=BACKLOG_TARGET if not quick else None,
             target_absolute=True,
             higher_is_better=False,
         ),
@@ -541,7 +700,7 @@ def environment() -> Iterator[Env]:
 def measure(
     quick: bool,
     repeat: int,
-    which: tuple[str, ...] = ("latency", "backlog"),
+    which: tuple[str, ...] = ("latency", "idle", "burst", "backlog"),
     trigger: float | None = None,
     log_dir: Path | None = None,
 ) -> list[Row]:
@@ -551,6 +710,10 @@ def measure(
     with environment() as env:
         if "latency" in which:
             rows += measure_latency(env, quick, repeat, trigger if trigger is not None else LATENCY_TRIGGER, log_dir)
+        if "idle" in which:
+            rows += measure_idle(env, quick, repeat, LATENCY_TRIGGER, log_dir)
+        if "burst" in which:
+            rows += measure_burst(env, quick, repeat, LATENCY_TRIGGER, log_dir)
         if "backlog" in which:
             rows += measure_backlog(env, quick, repeat, BACKLOG_TRIGGER, log_dir)
     return rows
@@ -558,13 +721,23 @@ def measure(
 
 LATENCY_TRIGGER = 2.0  # the local overlay's trigger
 BACKLOG_TRIGGER = 2.0
+IDLE_SETTLE_SECONDS = 15.0
+# Targets of issue #24 (data path v2).
+LATENCY_P95_TARGET = 10.0  # s
+IDLE_CORES_TARGET = 0.1
+BURST_TARGET = 60.0  # s
+BACKLOG_TARGET = 150.0  # s, 100,000 x 64 KiB
+# CPU per event at 1 event/s of main before issue #24 (8ca76c0, one run on 2026-12-04, recorded in
+# docs/performance.md); the target is at most half of it.
+CPU_BASELINE_COMMIT = "8ca76c0"
+CPU_PER_EVENT_BASELINE: float | None = 1.99
 
 
 def main() -> None:
     from benchmarks.common import notes_lines, table_lines
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="+", choices=["latency", "backlog"])
+    parser.add_argument("which", nargs="+", choices=["latency", "idle", "burst", "backlog"])
     parser.add_argument("--quick", action="store_true", help="20 events; 10,000 backlog tasks; one run")
     parser.add_argument("--repeat", type=int, default=None, help="runs per row (default 3, quick 1)")
     parser.add_argument("--trigger", type=float, default=None, help="the pipeline's trigger interval (s)")

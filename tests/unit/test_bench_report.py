@@ -3,6 +3,8 @@ its recording into docs/performance.md. The benchmarks themselves are never part
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from benchmarks import bench
@@ -56,3 +58,36 @@ def test_recording_replaces_only_the_marked_block(tmp_path, monkeypatch):
     doc.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
         bench.record(doc, [row], "make bench-record", 1)
+
+
+def test_the_process_tree_cpu_counts_a_session_and_the_children_it_reaped():
+    import subprocess
+    import sys
+
+    from benchmarks.common import session_cpu_seconds
+
+    # The session leader spins 0.3 s of CPU itself, then in a child it waits for (reaped).
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    script = f"import subprocess, sys\n{burn}subprocess.run([sys.executable, '-c', {burn!r}])\nsys.stdin.read()\n"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while session_cpu_seconds(proc.pid) < 0.6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.6 <= session_cpu_seconds(proc.pid) < 5
+        assert session_cpu_seconds(-1) == 0  # no such session
+    finally:
+        proc.communicate(b"", timeout=30)
+
+
+def test_a_burst_has_one_large_event_and_small_ones_with_the_task_count():
+    import json
+    import random
+
+    from benchmarks.pipeline_runs import burst_events
+
+    records, tasks = burst_events(7, "http://127.0.0.1:1", big=50, small=20, rng=random.Random(1))
+    counts = sorted(len(json.loads(value)["data"]["attachments"]) for _key, value in records)
+    assert len(records) == 21 and counts[-1] == 50 and set(counts[:-1]) <= {1, 2, 3}
+    assert tasks == sum(counts)
+    assert len({key for key, _ in records}) == 21  # one trace id each
