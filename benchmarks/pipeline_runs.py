@@ -353,10 +353,14 @@ q.stop(); spark.stop()
 # --- latency -------------------------------------------------------------------------------------
 
 
-def event(i: int, run: int, base_url: str) -> tuple[str, str]:
+def event(i: int, run: int, base_url: str, name: str = "lat", attachments: list[str] | None = None) -> tuple[str, str]:
+    """Event `i` of run `run` (trace id `{name}-{run}-{i:05d}`): its key and JSON. Three 64 KiB
+    attachments unless `attachments` lists its URLs."""
     from datetime import UTC, datetime
 
-    trace = f"lat-{run}-{i:05d}"
+    trace = f"{name}-{run}-{i:05d}"
+    if attachments is None:
+        attachments = [f"{base_url}/files/{name}-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(3)]
     body = {
         "type": "verisk.claims.property.xn.documentsReceived",
         "version": "1",
@@ -364,7 +368,7 @@ def event(i: int, run: int, base_url: str) -> tuple[str, str]:
         "traceId": trace,
         "data": {
             "assignmentId": f"A{i}",
-            "attachments": [f"{base_url}/files/lat-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(3)],
+            "attachments": attachments,
         },
     }
     return trace, json.dumps(body)
@@ -472,13 +476,13 @@ def idle_run(env: Env, trigger: float, log: Path, seconds: float) -> float:
     settings = env.settings("idle", trigger)
     producer = make_producer(settings)
     inventory = Inventory(DeltaLog(Path(settings.storage.resolve(settings.storage.tables.attachments))))
-    waiting = json.loads(event(0, env.runs, env.base_url)[1])
-    waiting["traceId"] = f"idle-{env.runs}"
-    waiting["data"]["attachments"] = [f"{env.base_url}/files/idle-{env.runs}.pdf?mode=status&status=503"]
+    waiting = event(
+        0, env.runs, env.base_url, "idle", [f"{env.base_url}/files/idle-{env.runs}.pdf?mode=status&status=503"]
+    )
     with running(settings, ALL_STAGES, log) as pipeline:
         produce(settings, settings.topics.events_raw.name, [event(-1, env.runs, env.base_url)], producer)
         inventory.wait(3, pipeline, 600, "idle: the warm-up event")
-        produce(settings, settings.topics.events_raw.name, [(waiting["traceId"], json.dumps(waiting))], producer)
+        produce(settings, settings.topics.events_raw.name, [waiting], producer)
         inventory.wait(4, pipeline, 300, "idle: the task for the retry tier", statuses=("completed", "retrying"))
         time.sleep(IDLE_SETTLE_SECONDS)  # the last batches (DLQ table, metrics flush) end
         start_cpu, start = session_cpu_seconds(pipeline.proc.pid), time.monotonic()
@@ -520,14 +524,9 @@ def burst_events(
     """`small` events of 1-3 attachments and one of `big`, in a shuffled order; and the task count."""
     records, tasks = [], 0
     for i in range(small + 1):
-        trace, body = event(i, run, base_url)
-        value = json.loads(body)
         count = big if i == small else rng.randint(1, 3)
-        value["traceId"] = trace.replace("lat-", "burst-")
-        value["data"]["attachments"] = [
-            f"{base_url}/files/burst-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(count)
-        ]
-        records.append((value["traceId"], json.dumps(value)))
+        urls = [f"{base_url}/files/burst-{run}-{i}-{k}.pdf?size={64 * KiB}" for k in range(count)]
+        records.append(event(i, run, base_url, "burst", urls))
         tasks += count
     rng.shuffle(records)
     return records, tasks
