@@ -59,7 +59,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import Row, median, session_cpu_seconds
 from pipeline_lib.config import Settings, load_settings
-from pipeline_lib.kafka_client import create_topics, make_producer, produce
+from pipeline_lib.kafka_client import create_topics, make_producer, produce, watermarks
 from pipeline_lib.local.broker import LocalKafka, free_port
 from pipeline_lib.local.samples import sample_task
 from pipeline_lib.logs import setup_logging
@@ -597,13 +597,13 @@ def backlog_tasks(settings: Settings, count: int, base_url: str, producer) -> No
 
 
 def count_topic(settings: Settings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "bench-count"})
     try:
         total = 0
         for p in range(settings.topic_partitions()[topic]):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(consumer, topic, p)
             total += high - low
         return total
     finally:

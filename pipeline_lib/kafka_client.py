@@ -99,6 +99,42 @@ def produce(
     return count
 
 
+# How long a read waits out a partition whose leader is being elected (a topic created a moment
+# ago, a broker that just started): NOT_LEADER_FOR_PARTITION and the like are retriable.
+WATERMARK_RETRY_SECONDS = 30.0
+
+
+def watermarks(consumer, topic: str, partition: int, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) offsets of one partition. While a partition's leader is being elected or moved
+    (no leader yet, not the leader, a timed-out query) the call is retried for up to
+    WATERMARK_RETRY_SECONDS; any other error is raised at once. The code is checked, not
+    KafkaError.retriable(): confluent-kafka builds this error without that flag."""
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    in_flux = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+    deadline = time.monotonic() + WATERMARK_RETRY_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in in_flux or time.monotonic() + pause > deadline:
+                raise
+            log.debug("offsets of %s[%d] not ready (%s); retrying", topic, partition, error)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 def consume_all(
     settings: Settings, topic: str, *, max_messages: int | None = None, idle_timeout: float = 10.0
 ) -> Iterator[tuple[str | None, bytes | None, dict[str, str]]]:
@@ -121,7 +157,7 @@ def consume_all(
         ends: dict[int, int] = {}
         assignment = []
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(consumer, topic, p)
             if high > low:
                 ends[p] = high
                 assignment.append(TopicPartition(topic, p, low))
@@ -224,7 +260,7 @@ def read_window(
         ends: dict[int, int] = {}
         assignment = []
         for tp in starts:
-            high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)[1]
+            high = watermarks(consumer, topic, tp.partition, timeout)[1]
             if tp.offset >= 0 and tp.offset < high:  # -1: nothing at or after the start
                 ends[tp.partition] = high
                 assignment.append(TopicPartition(topic, tp.partition, tp.offset))
@@ -257,7 +293,7 @@ def read_window(
 
 def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
     """The number of records each topic holds (high minus low watermark, over its partitions)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     group = f"xact-offsets-{uuid.uuid4().hex[:8]}"
     consumer = Consumer({**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False})
@@ -269,7 +305,7 @@ def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0
                 continue
             total = 0
             for p in metadata.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                low, high = watermarks(consumer, topic, p, timeout)
                 total += max(0, high - low)
             out[topic] = total
     finally:
