@@ -524,6 +524,9 @@ class DownloadSettings(_Model):
 
 
 class UploadSettings(_Model):
+    # combined: the download query uploads each file in the same pass and hands the upload stage
+    # only what it could not upload; decoupled: every file goes download -> cached -> upload.
+    mode: Literal["combined", "decoupled"]
     concurrency: Annotated[int, Range(1, 64, "uploads", whole=True)]  # in flight per Spark task
     chunk_bytes: Annotated[int, Range(64 * KiB, GiB, "bytes", whole=True)]  # one buffer per upload in flight
     # A cache file this host cannot see (lost, or on another host) is downloaded again by the upload

@@ -132,7 +132,11 @@ def run_demo(settings: Settings) -> int:
     print("\nSummary")
     print(f"  xact_events rows            {event_rows:5d}  ({with_attachments} with attachments)")
     print(f"  download tasks (pending)    {pending:5d}  on {settings.topics.pending.name}")
-    print(f"  downloaded to the cache     {cached:5d}  on {settings.topics.cached.name}, files in {settings.cache_dir}")
+    cached_topic = settings.topics.cached.name
+    if settings.upload.mode == "combined":  # downloaded and uploaded in one pass; this is what it handed over
+        print(f"  left for the upload stage   {cached:5d}  on {cached_topic} (the lake could not take them)")
+    else:
+        print(f"  downloaded to the cache     {cached:5d}  on {cached_topic}, files in {settings.cache_dir}")
     print(f"  uploaded to the lake        {uploaded:5d}  files under {lake}")
     print(
         f"  waiting for a retry         {retrying:5d}  on {settings.retry_topics[0]} "

@@ -24,7 +24,7 @@ from pipeline_lib.config import Settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask, SourceRef
 from pipeline_lib.download.downloader import Downloader
 from pipeline_lib.record_stage import RecordStage
-from pipeline_lib.routing import OutMessage, Routed, result_message, route_failure
+from pipeline_lib.routing import OutMessage, Routed, Topics, result_message, route_failure
 from pipeline_lib.times import iso_utc
 from pipeline_lib.upload.uploader import Uploader, UploadOutcome
 
@@ -77,18 +77,7 @@ class UploadStage(RecordStage[CachedAttachment, UploadOutcome]):
     def route(self, outcome: UploadOutcome, source: SourceRef | None) -> Routed:
         task, cached, at = outcome.task, outcome.cached, outcome.finished_at
         if outcome.stored is not None:
-            result = result_message(
-                task,
-                STAGE,
-                "completed",
-                at,
-                bytes=outcome.stored.bytes,
-                sha256=outcome.stored.sha256,
-                content_type=cached.content_type,
-                downloaded_at=cached.downloaded_at,
-                uploaded_at=iso_utc(at),
-            )
-            return Routed([OutMessage("completed", self.topics.results, task.trace_id, result)], outcome)
+            return Routed([completed_message(outcome, self.topics)], outcome)
         assert outcome.failure is not None
         f = outcome.failure
         if outcome.refetch_failed:  # the source failed this host's download: route it as the download stage would
@@ -117,3 +106,22 @@ class UploadStage(RecordStage[CachedAttachment, UploadOutcome]):
             requeue_topic=self.topics.pending if f.category == "cache_lost" else None,
         )
         return Routed([failed, result_msg], outcome)
+
+
+def completed_message(outcome: UploadOutcome, topics: Topics) -> OutMessage:
+    """The `completed` result of a verified upload (stage upload: in the results fold it outranks
+    the same attempt's `downloaded`, whichever pass made it)."""
+    task, cached, stored, at = outcome.task, outcome.cached, outcome.stored, outcome.finished_at
+    assert stored is not None
+    result = result_message(
+        task,
+        STAGE,
+        "completed",
+        at,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        content_type=cached.content_type,
+        downloaded_at=cached.downloaded_at,
+        uploaded_at=iso_utc(at),
+    )
+    return OutMessage("completed", topics.results, task.trace_id, result)

@@ -380,3 +380,11 @@ def produce_events(settings: Settings, records: list[tuple[str, str]]) -> None:
 
 def query_params(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def wait_for_stage_started(log: Path, stage: str, proc, timeout: float = 180) -> None:
+    start = time.monotonic()
+    while f"[{stage}] started" not in (log.read_text() if log.exists() else ""):
+        assert proc.alive(), log.read_text()[-3000:]
+        assert time.monotonic() - start < timeout, f"{stage} did not start"
+        time.sleep(1)

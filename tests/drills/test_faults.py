@@ -27,6 +27,7 @@ from tests.drills.harness import (
     make_events,
     produce_events,
     read_table,
+    wait_for_stage_started,
     wait_for_tasks,
     wait_until_final,
 )
@@ -183,14 +184,6 @@ def test_the_onelake_lake_answering_503_for_a_while_loses_nothing(spark, drill_s
         check_invariants(spark, s, work, report, [log], lake_reader=lake_reader)
         report.print()
         assert report.completed == _expected(work) and report.dead == 0
-
-
-def wait_for_stage_started(log: Path, stage: str, proc, timeout: float = 180) -> None:
-    start = time.monotonic()
-    while f"[{stage}] started" not in (log.read_text() if log.exists() else ""):
-        assert proc.alive(), log.read_text()[-3000:]
-        assert time.monotonic() - start < timeout, f"{stage} did not start"
-        time.sleep(1)
 
 
 def _namespace(mounts: list[tuple[str, str]]) -> list[str]:

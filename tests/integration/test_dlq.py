@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline_lib.contracts import CachedAttachment, DownloadTask
+from pipeline_lib.contracts import AttachmentResult, DownloadTask
 from pipeline_lib.kafka_client import consume_all, produce
 from pipeline_lib.local.samples import sample_task
 from pipeline_lib.replay import DlqSelection
@@ -16,7 +16,6 @@ from pipeline_lib.spark.download import run_download
 from pipeline_lib.spark.replay import replay, resolve
 from pipeline_lib.spark.results import run_results
 from pipeline_lib.spark.tables import read_table
-from pipeline_lib.spark.upload import run_upload
 from tests.streaming import run_available_now
 
 pytestmark = pytest.mark.integration
@@ -90,11 +89,11 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
 
     run_available_now(run_results, spark, s)  # the first life: dead after attempt 0
     assert {r.status for r in inventory(spark, s).values()} == {"dead"}
-    run_available_now(run_download, spark, s)
-    cached = [CachedAttachment.decode(v).download_task for v in values(s, s.topics.cached.name)]
-    assert sorted(t.task_id for t in cached) == sorted(t.task_id for t in tasks)
-    assert {t.replay_id for t in cached} == {report.replay_id} and {t.replay_generation for t in cached} == {1}
-    run_available_now(run_upload, spark, s)
+    run_available_now(run_download, spark, s)  # the combined pass: downloaded and uploaded in one go
+    completed = [r for r in map(AttachmentResult.decode, values(s, s.topics.results.name)) if r.status == "completed"]
+    assert sorted(r.task_id for r in completed) == sorted(t.task_id for t in tasks)
+    assert {r.replay_id for r in completed} == {report.replay_id} and {r.replay_generation for r in completed} == {1}
+    assert values(s, s.topics.cached.name) == []  # nothing left for the upload stage
     run_available_now(run_results, spark, s)
     # The replay restarted at attempt 0, yet its completion replaces the dead row: lineage ranks first.
     rows = inventory(spark, s)

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline_lib.contracts import AttachmentResult, CachedAttachment, DeadLetter, DownloadTask
 from pipeline_lib.kafka_client import consume_all, produce
-from pipeline_lib.local.sample_server import sample_sha256
+from pipeline_lib.local.sample_server import sample_bytes, sample_sha256
 from pipeline_lib.local.samples import presigned, sample_task
 from pipeline_lib.spark.download import run_download
 
@@ -22,6 +22,7 @@ def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_s
     spark, make_kafka_settings, sample_server
 ):
     settings = make_kafka_settings(
+        upload__mode="decoupled",  # the download alone: every downloaded file goes to xact.downloads.cached
         download__concurrency=4,
         download__read_timeout_seconds=2,
         retry__max_retry_after_seconds=60,  # Retry-After 30 is a minimum above the 1 s tier (capped at 60)
@@ -94,3 +95,57 @@ def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_s
         "breaker_openings": 0,
     }
     assert metrics["bytes"] == 203_000 and metrics["worker_peak_rss_bytes"] > 0
+
+
+def test_the_combined_pass_uploads_in_the_download_query_and_hands_over_what_the_lake_refused(
+    spark, make_kafka_settings, sample_server, tmp_path
+):
+    """upload.mode combined (the default): a downloaded file is in the lake with a `completed` result
+    after the download query alone; a file whose lake folder cannot be written goes to
+    xact.downloads.cached with a `downloaded` result, for the upload stage; a failed download is
+    routed as before."""
+    lake = tmp_path / "lake"
+    settings = make_kafka_settings(
+        download__read_timeout_seconds=2,
+        storage__lake__local_root=str(lake),
+        url_policy__allow_private_addresses=False,
+        url_policy__allowed_networks=["127.0.0.1/32"],
+    )
+    assert settings.upload.mode == "combined"
+    server = sample_server
+    tasks = {
+        "ok": sample_task(server.url("ok.pdf", 120_000), "ok.pdf", trace_id="T-ok"),
+        "refused": sample_task(server.url("refused.pdf", 4000), "refused.pdf", trace_id="T-refused"),
+        "gone": sample_task(server.url("gone.pdf", mode="status", status=404), "gone.pdf", trace_id="T-gone"),
+    }
+    # The refused file's lake folder is a file: its upload fails, and nothing else's does.
+    refused_dir = lake / settings.storage.lake.files_prefix / Path(tasks["refused"].blob_path).parent
+    refused_dir.parent.mkdir(parents=True, exist_ok=True)
+    refused_dir.write_bytes(b"not a folder")
+    produce(settings, settings.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks.values()])
+    query = run_download(spark, settings, available_now=True)
+    try:
+        query.awaitTermination(300)
+        assert query.exception() is None
+        progress = next(p for p in query.recentProgress if p["numInputRows"])
+        metrics = progress["observedMetrics"]["download"]
+        metrics = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
+    finally:
+        query.stop()
+
+    ok = tasks["ok"]
+    assert (lake / settings.storage.lake.files_prefix / ok.blob_path).read_bytes() == sample_bytes("ok.pdf", 120_000)
+    results = {(r.task_id, r.status, r.stage) for r in map(AttachmentResult.decode, read(settings, "results"))}
+    assert results == {
+        (ok.task_id, "completed", "upload"),
+        (tasks["refused"].task_id, "downloaded", "download"),
+        (tasks["gone"].task_id, "dead", "download"),
+    }
+    (handed,) = [CachedAttachment.decode(v) for v in read(settings, "cached")]
+    assert handed.download_task == tasks["refused"]
+    assert Path(urlsplit(handed.cache_uri).path).exists()  # kept in the cache for the upload stage
+    assert {k: metrics[k] for k in ("completed", "cached", "dead")} == {"completed": 1, "cached": 1, "dead": 1}
+
+
+def read(settings, role: str) -> list[bytes]:
+    return [v for _, v, _ in consume_all(settings, getattr(settings.topics, role).name)]

@@ -81,7 +81,7 @@ def test_two_events_of_one_trace_listing_one_url_are_two_tasks_end_to_end(spark,
 def test_a_duplicate_cached_message_after_a_verified_upload_leaves_the_task_completed(
     spark, make_kafka_settings, sample_server
 ):
-    s = make_kafka_settings()
+    s = make_kafka_settings(upload__mode="decoupled")  # a cached message to redeliver
     task = replace(_task(sample_server), attempt=4)  # its last attempt: a refetch could only end dead
     produce(s, s.topics.pending.name, [(task.trace_id, task.encode())])
     for start in (run_download, run_upload, run_results):
@@ -132,7 +132,7 @@ def test_a_dead_letter_reprocessed_later_or_stamped_another_day_adds_no_second_r
 
 
 def test_tables_maintain_removes_stale_parts_and_files_of_final_tasks_only(spark, make_kafka_settings, sample_server):
-    s = make_kafka_settings()
+    s = make_kafka_settings(upload__mode="decoupled")  # a downloaded file that waits in the cache
     done = _task(sample_server)
     produce(s, s.topics.pending.name, [(done.trace_id, done.encode())])
     run_available_now(run_download, spark, s)

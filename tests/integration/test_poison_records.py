@@ -72,6 +72,7 @@ def test_ingest_survives_hostile_events(spark, make_kafka_settings):
 
 def test_download_survives_poison_tasks_and_a_hostile_source(spark, make_kafka_settings, sample_server):
     s = make_kafka_settings(
+        upload__mode="decoupled",  # the download alone: its good files on xact.downloads.cached
         download__total_timeout_seconds=3,
         download__read_timeout_seconds=2,
         url_policy__allow_private_addresses=False,
@@ -101,7 +102,7 @@ def test_download_survives_poison_tasks_and_a_hostile_source(spark, make_kafka_s
 
 
 def test_upload_survives_a_poison_cached_message(spark, make_kafka_settings, sample_server):
-    s = make_kafka_settings()
+    s = make_kafka_settings(upload__mode="decoupled")  # the upload stage's input from a real download
     tasks = [sample_task(sample_server.url(f"u/{i}.pdf", 4000), f"{i}.pdf", trace_id=f"U{i}") for i in range(3)]
     produce(s, s.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks])
     run_available_now(run_download, spark, s)

@@ -24,6 +24,7 @@ def test_upload_moves_verified_files_into_the_lake_and_sends_lost_cache_files_ba
     spark, make_kafka_settings, sample_server, tmp_path
 ):
     s = make_kafka_settings(
+        upload__mode="decoupled",  # every downloaded file through xact.downloads.cached
         download__cache_dir=str(tmp_path / "host-a" / "cache"),
         storage__lake__local_root=str(tmp_path / "lakehouse" / "Files"),
     )
