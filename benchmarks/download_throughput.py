@@ -289,6 +289,7 @@ def running_stage(tmp: Path, extra_conf: dict[str, str]) -> Iterator[tuple[Runni
                 "streaming": {"trigger_interval_seconds": 0.5},
                 "spark": {"master": f"local[{SLOTS}]", "extra_conf": extra_conf},
                 "download": {"concurrency": CONCURRENCY, "max_bytes": 3 * 1024 * MiB},
+                "upload": {"mode": "decoupled"},  # the download alone: every file to xact.downloads.cached
             },
         )
         create_topics(broker.bootstrap, settings.topic_partitions())

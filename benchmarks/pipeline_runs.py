@@ -15,7 +15,8 @@ in which the last of its three rows first shows `completed` in xact_attachments:
 timestamp in `_delta_log`, read while the pipeline runs (the MERGE stamps `recorded_at` when it
 starts, a little earlier). The reference measured in the same run is the floor of a one-record
 Kafka -> Kafka query (a Python `mapInArrow` identity on the same trigger, its own Spark
-application) times the four hops (raw -> pending -> cached -> results -> table).
+application) times the hops of the shipped path: three with the combined pass (raw -> pending ->
+results -> table; the decoupled path had a fourth, through cached).
 
 **CPU per event.** In the same latency runs: the CPU seconds (user + system, /proc) of the run's
 whole process tree (driver, JVM, Python workers) from the first event produced to the last row
@@ -67,7 +68,7 @@ from pipeline_lib.logs import setup_logging
 ROOT = Path(__file__).resolve().parent.parent
 KiB = 1024
 ALL_STAGES = ["ingest", "download", "upload", "retry-scheduler", "results", "dlq-table"]
-HOPS = 4  # raw -> pending -> cached -> results -> xact_attachments
+HOPS = 3  # raw -> pending -> results -> xact_attachments (the combined pass; decoupled: + cached)
 
 
 @dataclass
@@ -110,6 +111,7 @@ def cli_args(settings: Settings) -> list[str]:
         "streaming.trigger_interval_seconds": s.streaming.trigger_interval_seconds,
         "streaming.status_interval_seconds": s.streaming.status_interval_seconds,
         "spark.master": s.spark.master,
+        "upload.mode": s.upload.mode,
         **{
             f"topics.{n}.name": getattr(s.topics, n).name for n in ("events_raw", "pending", "cached", "results", "dlq")
         },
@@ -611,7 +613,9 @@ def count_topic(settings: Settings, topic: str) -> int:
 
 
 def backlog_run(env: Env, count: int, trigger: float, log: Path, download_only: bool) -> tuple[float, dict]:
-    settings = env.settings("backlog", trigger)
+    # The download alone is the decoupled download (every file to cached); the full run, the shipped default.
+    mode = {"upload": {"mode": "decoupled"}} if download_only else {}
+    settings = env.settings("backlog", trigger, **mode)
     backlog_tasks(settings, count, env.base_url, make_producer(settings))
     start = time.monotonic()
     if download_only:

@@ -158,6 +158,7 @@ def _settings(tmp: Path, bootstrap: str, cluster: LocalSparkCluster, workers: in
                 "extra_conf": {**cluster.session_conf(), "spark.ui.enabled": "true", "spark.ui.port": "0"},
             },
             "download": {"concurrency": CONCURRENCY},
+            "upload": {"mode": "decoupled"},  # the download alone: every file to xact.downloads.cached
             "metrics": {"enabled": False},
             "logging": {"level": "WARNING"},
         },

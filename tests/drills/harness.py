@@ -114,6 +114,7 @@ def pipeline_args(settings: Settings) -> list[str]:
         "download.breaker.failure_threshold": s.download.breaker.failure_threshold,
         "upload.breaker.open_seconds": s.upload.breaker.open_seconds,
         "upload.breaker.failure_threshold": s.upload.breaker.failure_threshold,
+        "upload.mode": s.upload.mode,
         "url_policy.allowed_networks": json.dumps(list(s.url_policy.allowed_networks)),
         "url_policy.allow_private_addresses": str(s.url_policy.allow_private_addresses).lower(),
         "spark.shuffle_partitions": s.spark.shuffle_partitions,

@@ -119,7 +119,9 @@ def test_with_one_cache_per_worker_every_task_still_completes_by_refetching(
     report, leftovers = _run_on_cluster(
         spark, drill_settings, sample_server, tmp_path, "cluster, node-local caches", True, 12
     )
-    assert report.refetches > 0 and report.refetches == len(leftovers)
+    # Each copy left behind is a file uploaded from the other worker, after a refetch there; a
+    # refetch may also fail (the source's breaker open on that worker) and leave nothing.
+    assert 0 < len(leftovers) <= report.refetches, (len(leftovers), report.refetches)
     assert Path(tmp_path / "cache").exists()
 
 
@@ -142,5 +144,4 @@ def test_the_combined_pass_hands_over_to_the_upload_stage_while_onelake_is_down_
             dfs=dfs,
             outage_seconds=60,
         )
-    handed = [p for p in report.injected if "left on the worker" in p]
-    assert report.completed and report.refetches == len(leftovers), handed
+    assert report.completed and len(leftovers) <= report.refetches, (len(leftovers), report.refetches)

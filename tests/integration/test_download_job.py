@@ -43,15 +43,7 @@ def test_download_job_caches_retries_and_dead_letters_each_outcome_through_one_s
     }
     records = [(t.trace_id, t.encode()) for t in tasks.values()] + [("junk", "{not a task")]
     produce(settings, settings.topics.pending.name, records)
-    query = run_download(spark, settings, available_now=True)
-    try:
-        query.awaitTermination(300)
-        assert query.exception() is None
-        progress = next(p for p in query.recentProgress if p["numInputRows"])
-        metrics = progress["observedMetrics"]["download"]
-        metrics = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
-    finally:
-        query.stop()
+    metrics = download_metrics(spark, settings)
     assert server.requests_for("old.pdf") == 0
 
     def read(topic):
@@ -123,15 +115,7 @@ def test_the_combined_pass_uploads_in_the_download_query_and_hands_over_what_the
     refused_dir.parent.mkdir(parents=True, exist_ok=True)
     refused_dir.write_bytes(b"not a folder")
     produce(settings, settings.topics.pending.name, [(t.trace_id, t.encode()) for t in tasks.values()])
-    query = run_download(spark, settings, available_now=True)
-    try:
-        query.awaitTermination(300)
-        assert query.exception() is None
-        progress = next(p for p in query.recentProgress if p["numInputRows"])
-        metrics = progress["observedMetrics"]["download"]
-        metrics = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
-    finally:
-        query.stop()
+    metrics = download_metrics(spark, settings)
 
     ok = tasks["ok"]
     assert (lake / settings.storage.lake.files_prefix / ok.blob_path).read_bytes() == sample_bytes("ok.pdf", 120_000)
@@ -149,3 +133,16 @@ def test_the_combined_pass_uploads_in_the_download_query_and_hands_over_what_the
 
 def read(settings, role: str) -> list[bytes]:
     return [v for _, v, _ in consume_all(settings, getattr(settings.topics, role).name)]
+
+
+def download_metrics(spark, settings) -> dict:
+    """Run the download query over what pending holds; its first batch's observed metrics."""
+    query = run_download(spark, settings, available_now=True)
+    try:
+        query.awaitTermination(300)
+        assert query.exception() is None
+        progress = next(p for p in query.recentProgress if p["numInputRows"])
+        metrics = progress["observedMetrics"]["download"]
+        return metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
+    finally:
+        query.stop()

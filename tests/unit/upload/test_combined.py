@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from pipeline_lib.cache import cache_path
 from pipeline_lib.circuit_breaker import BreakerRegistry
-from pipeline_lib.config import load_settings
 from pipeline_lib.contracts import CachedAttachment, DownloadTask, SourceRef
 from pipeline_lib.download.downloader import Downloader
 from pipeline_lib.download.stage import DownloadStage
@@ -21,18 +20,6 @@ from pipeline_lib.records import InputRecord
 from pipeline_lib.upload.combined import CombinedStage
 from pipeline_lib.upload.stage import UploadStage
 from tests.unit.upload.support import onelake, uploader
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return load_settings(
-        "local",
-        overrides={
-            "storage": {"root": str(tmp_path / "var"), "lake": {"local_root": str(tmp_path / "lake")}},
-            "download": {"cache_dir": str(tmp_path / "cache"), "concurrency": 4, "read_timeout_seconds": 2},
-            "retry": {"delays_seconds": [1, 2]},
-        },
-    )
 
 
 def combined(settings, storage=None) -> CombinedStage:
