@@ -239,10 +239,25 @@ def test_a_full_cache_filesystem_gives_transient_failures_and_no_partial_file(
     report = Report("cache filesystem full")
     report.injected.append("the cache on a 700 KiB tmpfs: three 220 KB files at most at a time")
     log = tmp_path / "run.log"
+    filler = cache / "drill-filler"  # outside the cache's task folders: the janitor never touches it
     started = time.monotonic()
     run = PipelineProcess(s, log, wrapper=_namespace([(str(cache), "700k")]))
     try:
+        # Fill the cache before the first download, so that it is full whatever the timing (with
+        # three files' room, a fast upload may empty it before it fills); free it once a download
+        # has failed with disk_full. disk_full uses no attempt, so the wait costs none.
+        wait_for_stage_started(log, "download", run)
+        _in_namespace(run.pid, "dd", "if=/dev/zero", f"of={filler}", "bs=1024", "count=560")
         produce_events(s, records)
+        deadline = time.monotonic() + 180
+        while not any(r.get("error_category") == "disk_full" for r in results_of(s)):
+            assert run.alive(), log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no download failed with disk_full while the cache was full"
+            time.sleep(2)
+        _in_namespace(run.pid, "rm", str(filler))
+        report.injected.append(
+            f"a 560 KiB filler left 140 KiB free until a download failed ({time.monotonic() - started:.0f} s)"
+        )
         wait_for_tasks(s, _expected(work), timeout=300, procs=[run])
         wait_until_final(spark, s, _expected(work), timeout=600, procs=[run])
         report.seconds = time.monotonic() - started
