@@ -23,6 +23,10 @@ Ingest's dedup. xact_events is the dedup state, durable across restarts: an even
 table produces no second set of tasks. Ingest is its only writer, so looking up the batch's event
 ids in the table (a semi-join of ids only, the batch side broadcast) plus an idempotent append
 keeps one row per event at a fraction of the cost of a MERGE (benchmarks/ingest_throughput.py).
+A batch none of whose event ids the table can hold skips that lookup: the job keeps one Bloom
+filter of the table's event ids per event date, built from the table and fed before each append
+(pipeline_lib/recorded_ids.py), so a false positive costs the lookup and a false negative cannot
+happen.
 
 Results' fold. Which outcome wins, per task: `completed` is final (the file is in the lake: no
 later duplicate, retry or replay outcome moves the task back); otherwise the latest replay
@@ -39,7 +43,7 @@ back, so a redelivery, a replayed batch or a re-emission with another failed_at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
@@ -55,6 +59,7 @@ from pipeline_lib.errors import PipelineError
 from pipeline_lib.kafka_options import kafka_sink_options
 from pipeline_lib.logs import get_logger
 from pipeline_lib.progress import StepTimer
+from pipeline_lib.recorded_ids import RecordedEventIds
 from pipeline_lib.spark.kafka_io import headers_from_json, kafka_records
 from pipeline_lib.spark.tables import (
     ATTACHMENTS_SCHEMA,
@@ -214,19 +219,41 @@ class IngestBatchWriter:
         self.checkpoint = settings.checkpoint(Stage.INGEST)
         self.app_id = app_id
         self.step_seconds: list[dict[str, float]] = []  # per micro-batch, for benchmarks and tuning
+        self._spark: SparkSession | None = None
+        # Which event ids the table may hold, per event date: a batch of new events only skips the
+        # lookup (pipeline_lib/recorded_ids.py). Built from the table when first needed, so it is
+        # as durable as the table across restarts.
+        self.recorded = RecordedEventIds(self._recorded_ids_of)
+        self.lookups = 0  # batches that looked their events up in the table (logs, tests)
+
+    def _recorded_ids_of(self, day: str) -> Iterable[str]:
+        assert self._spark is not None  # set by __call__ before any lookup
+        table = require_table(self._spark, self.table).toDF()
+        recorded = table.filter(table["event_date"] == F.lit(day).cast("date")).select("event_id")
+        return (r.event_id for r in recorded.distinct().toLocalIterator())
 
     def __call__(self, routed: DataFrame, batch_id: int) -> None:
-        spark = routed.sparkSession
+        spark = self._spark = routed.sparkSession
         if self.app_id is None:
             self.app_id = f"{Stage.INGEST.value}-{checkpoint_query_id(spark, self.checkpoint)}"
         steps = StepTimer()
         batch = routed.persist()
         try:
             with steps("route"):  # the Python decisions, cached for the writes below
-                dates, event_ids, duplicated = self._batch_facts(batch)
+                dates, events, duplicated = self._batch_facts(batch)
             with steps("dedup"):
                 unique = drop_duplicate_keys(batch, ["kind", "id"]) if duplicated else batch
-                recorded, known, legacy_known = self._recorded_keys(batch, dates, event_ids)
+                if events is None:  # a big batch: looked up by a join; its dates' filters rebuilt later
+                    self.recorded.forget(dates)
+                    to_look_up: list[str] | None = None
+                else:
+                    to_look_up = self.recorded.maybe_recorded(events)
+                skipped = to_look_up == []
+                if skipped:
+                    recorded, known, legacy_known = 0, None, None  # no id of the batch can be recorded
+                else:
+                    self.lookups += 1
+                    recorded, known, legacy_known = self._recorded_keys(batch, dates, to_look_up)
                 if known is not None:
                     # What an event already recorded listed was emitted when it was first seen.
                     unique = unique.join(F.broadcast(known), "dedup_key", "left_anti")
@@ -240,25 +267,30 @@ class IngestBatchWriter:
                 outgoing = unique.filter(F.col("kind").isin("task", "dlq"))
                 write_kafka_rows(outgoing, self.kafka_options)
             with steps("delta"):
+                if events is not None:
+                    self.recorded.add(events)  # before the append: the filters never miss an id it wrote
                 append_once(event_rows(unique), self.table, self.app_id, batch_id)
         finally:
             batch.unpersist()
         self.step_seconds.append(steps.seconds)
-        INGEST_LOG.info("batch %d: %s (%d already recorded)", batch_id, steps, recorded)
+        looked = "no lookup: none of its ids can be recorded" if skipped else f"{recorded} already recorded"
+        INGEST_LOG.info("batch %d: %s (%s)", batch_id, steps, looked)
 
     @staticmethod
-    def _batch_facts(batch: DataFrame) -> tuple[list[str], list[str] | None, bool]:
-        """One pass over the batch: its events' dates, their ids when there are at most
-        MAX_LITERAL_IDS of them (else None), and whether a row key repeats (rare)."""
+    def _batch_facts(batch: DataFrame) -> tuple[list[str], list[tuple[str, str | None]] | None, bool]:
+        """One pass over the batch: its events' dates, their (event id, event date) pairs when
+        there are at most MAX_LITERAL_IDS of them (else None), and whether a row key repeats (rare)."""
         is_event = F.col("kind") == "event"
-        ids = F.collect_set(F.when(is_event, F.col("event_id")))
+        pairs = F.collect_set(F.when(is_event, F.struct("event_id", "event_date")))
         facts = batch.agg(
             F.collect_set(F.when(is_event, F.col("event_date"))).alias("dates"),
-            F.when(F.size(ids) <= MAX_LITERAL_IDS, ids).alias("ids"),
+            F.when(F.size(pairs) <= MAX_LITERAL_IDS, pairs).alias("events"),
             (F.count(F.lit(1)) > F.count_distinct("kind", "id")).alias("duplicated"),
         ).first()
         assert facts is not None  # a global aggregate always has one row
-        few = sorted(facts["ids"]) if facts["ids"] is not None else None
+        few = None
+        if facts["events"] is not None:
+            few = sorted(((p["event_id"], p["event_date"]) for p in facts["events"]), key=lambda p: (p[0], p[1] or ""))
         return sorted(facts["dates"]), few, bool(facts["duplicated"])
 
     def _recorded_keys(

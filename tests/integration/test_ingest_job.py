@@ -225,3 +225,29 @@ def test_an_event_recorded_before_ids_kept_queries_emits_nothing_again_when_rede
     now = [DownloadTask.decode(v) for _, v, _ in read_topic(settings, pending)]
     now = sorted(t.url for t in now if t.trace_id == "T-NOW")
     assert now == [plain, f"{plain}?fileId=1002"]
+
+
+def test_new_events_skip_the_lookup_and_a_redelivery_is_caught_in_a_later_batch_and_after_a_restart(spark, settings):
+    """The per-date filters (pipeline_lib/recorded_ids.py): a batch of new events reads nothing
+    from xact_events; a redelivery is looked up whether the job saw it (filters fed before the
+    append) or a restarted job did not (filters built from the table)."""
+    raw, pending = settings.topics.events_raw.name, settings.topics.pending.name
+
+    def run(writer, *traces):
+        produce(settings, raw, [(t, event(t, [OK.format(f"{t}.pdf")])) for t in traces])
+        run_available_now(lambda *a, **k: run_ingest(*a, **k, writer=writer), spark, settings)
+        return sorted(DownloadTask.decode(v).trace_id for _, v, _ in read_topic(settings, pending))
+
+    writer = IngestBatchWriter(settings)
+    assert run(writer, "T20") == ["T20"]
+    assert writer.lookups == 0  # only new events: no read of the table's rows
+    assert run(writer, "T20", "T21") == ["T20", "T21"]  # the redelivery emits nothing
+    assert writer.lookups == 1 and writer.recorded.builds == 1  # one date, built once, then fed
+
+    restarted = IngestBatchWriter(settings)  # another process: nothing in memory
+    assert run(restarted, "T21", "T22") == ["T20", "T21", "T22"]
+    assert restarted.lookups == 1 and restarted.recorded.builds == 1
+    assert run(restarted, "T23") == ["T20", "T21", "T22", "T23"]
+    assert restarted.lookups == 1
+    rows = spark.read.format("delta").load(settings.table_path("events")).collect()
+    assert sorted(r.trace_id for r in rows) == ["T20", "T21", "T22", "T23"]

@@ -1,0 +1,145 @@
+"""Which event ids xact_events may already hold, known without reading it: one Bloom filter per
+event date, kept by the ingest job between its micro-batches.
+
+Ingest looks each batch's events up in xact_events (in the partitions of their event dates) so a
+redelivered event emits no second set of tasks (spark/sinks.py, IngestBatchWriter). Almost every
+batch holds only events never seen, and that lookup is a Spark job over Delta on every batch
+(1.4 s of a 4.5 s median batch at one event per second, docs/performance.md). With these filters
+a batch none of whose ids may be recorded skips it; a batch with one that may be runs it, for
+those ids only, as before.
+
+What keeps a filter a superset of its partition (never a false negative, so never a duplicate):
+- a date's filter is built from that partition of the table, every event id in it, the first time
+  a batch names the date in this process (and again after it was evicted or grew past its size);
+- a batch's event ids are added to their dates' filters before its events are appended, so a
+  failed or repeated append leaves at most extra ids (a lookup more, never one fewer);
+- a batch whose ids were not gathered (a big one) drops its dates' filters: rebuilt when needed;
+- ingest is the table's only writer, so no other append can escape the filter.
+A false positive (about 1 % per id) costs only the lookup every batch ran before. The state is
+bounded: at most `max_dates` filters, each sized for twice its partition when built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+FALSE_POSITIVE_RATE = 0.01
+MIN_CAPACITY = 10_000  # ids a new date's filter holds before it must be rebuilt (12 KB at 1 %)
+MAX_DATES = 31  # event dates with a filter at once (a batch of older dates rebuilds theirs)
+
+
+class BloomFilter:
+    """A set of strings that answers "maybe" or "certainly not": no false negatives, and false
+    positives at about `error_rate` while at most `capacity` items were added."""
+
+    def __init__(self, capacity: int, error_rate: float = FALSE_POSITIVE_RATE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if not 0 < error_rate < 1:
+            raise ValueError("error_rate must be between 0 and 1")
+        self.capacity = capacity
+        self.bits = max(8, math.ceil(-capacity * math.log(error_rate) / math.log(2) ** 2))
+        self.hashes = max(1, round(self.bits / capacity * math.log(2)))
+        self._array = bytearray((self.bits + 7) // 8)
+        self.count = 0  # items added (repeats included)
+
+    def _positions(self, item: str) -> Iterable[int]:
+        # Double hashing (Kirsch-Mitzenmacher): k positions from two 64-bit halves of one digest.
+        digest = hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        first, second = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
+        return ((first + i * second) % self.bits for i in range(self.hashes))
+
+    def add(self, item: str) -> None:
+        for p in self._positions(item):
+            self._array[p >> 3] |= 1 << (p & 7)
+        self.count += 1
+
+    def __contains__(self, item: str) -> bool:
+        return all(self._array[p >> 3] & (1 << (p & 7)) for p in self._positions(item))
+
+    @property
+    def full(self) -> bool:
+        """More items were added than it was sized for: its false-positive rate is above its own."""
+        return self.count > self.capacity
+
+
+class RecordedEventIds:
+    """Per event date, a filter of the event ids xact_events holds (see the module docstring).
+
+    Args:
+        load: a date (ISO, as the batch carries it) -> every event id of that partition of the
+            table (repeats allowed); called when a date's filter is (re)built.
+        max_dates: filters kept at once, the least recently used dropped first.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str], Iterable[str]],
+        *,
+        max_dates: int = MAX_DATES,
+        min_capacity: int = MIN_CAPACITY,
+        error_rate: float = FALSE_POSITIVE_RATE,
+    ) -> None:
+        if max_dates < 1:
+            raise ValueError("max_dates must be at least 1")
+        self._load = load
+        self._max_dates = max_dates
+        self._min_capacity = min_capacity
+        self._error_rate = error_rate
+        self._filters: OrderedDict[str, BloomFilter] = OrderedDict()
+        self.builds = 0  # filters built from the table (for logs and tests)
+
+    def _filter(self, day: str, *, rebuild_full: bool = True) -> BloomFilter:
+        found = self._filters.get(day)
+        if found is None or (rebuild_full and found.full):
+            ids = list(self._load(day))
+            found = BloomFilter(max(self._min_capacity, 2 * len(ids)), self._error_rate)
+            for event_id in ids:
+                found.add(event_id)
+            self._filters[day] = found
+            self.builds += 1
+        self._filters.move_to_end(day)
+        return found
+
+    def _evict(self) -> None:
+        while len(self._filters) > self._max_dates:
+            self._filters.popitem(last=False)
+
+    def maybe_recorded(self, events: Iterable[tuple[str, str | None]]) -> list[str]:
+        """The ids among (event id, event date) pairs that the table may hold, sorted; the others
+        it certainly does not. An event without a date is never looked up (the table's lookup
+        reads the batch's dates only), so it is never returned."""
+        maybe: set[str] = set()
+        for day, ids in _by_day(events).items():
+            found = self._filter(day)
+            maybe.update(event_id for event_id in ids if event_id in found)
+        self._evict()
+        return sorted(maybe)
+
+    def add(self, events: Iterable[tuple[str, str | None]]) -> None:
+        """Record that these events are about to be appended (call before the append).
+
+        Each date's ids go in at once, into the filter as it is (a full one is rebuilt only by the
+        next lookup, when the table holds them): rebuilding it from the table in between would
+        drop ids not appended yet."""
+        for day, ids in _by_day(events).items():
+            found = self._filter(day, rebuild_full=False)
+            for event_id in ids:
+                found.add(event_id)
+        self._evict()  # a dropped filter is rebuilt from the table, after this batch's append
+
+    def forget(self, days: Iterable[str]) -> None:
+        """Drop these dates' filters (their partitions were appended to by ids not added here)."""
+        for day in days:
+            self._filters.pop(day, None)
+
+
+def _by_day(events: Iterable[tuple[str, str | None]]) -> dict[str, set[str]]:
+    grouped: dict[str, set[str]] = {}
+    for event_id, day in events:
+        if day is not None:
+            grouped.setdefault(day, set()).add(event_id)
+    return grouped

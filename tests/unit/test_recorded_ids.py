@@ -1,0 +1,122 @@
+"""The per-date filters that let ingest skip its lookup: never a false negative, whatever the order
+of lookups, appends, evictions, overfull filters and restarts."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline_lib.recorded_ids import BloomFilter, RecordedEventIds
+
+ids = st.text(min_size=1, max_size=40)
+days = st.sampled_from(["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04", None])
+
+
+@given(st.lists(ids, max_size=300), st.integers(min_value=1, max_value=500))
+def test_a_bloom_filter_holds_everything_added_to_it(items, capacity):
+    bloom = BloomFilter(capacity)
+    for item in items:
+        bloom.add(item)
+    assert all(item in bloom for item in items)
+    assert bloom.full == (len(items) > capacity)
+
+
+def test_a_bloom_filter_keeps_its_false_positive_rate_up_to_its_capacity():
+    bloom = BloomFilter(10_000)
+    for i in range(10_000):
+        bloom.add(f"event-{i}")
+    false = sum(f"other-{i}" in bloom for i in range(20_000))
+    assert false / 20_000 < 0.02  # sized for 1 %
+    assert len(bloom._array) < 13_000  # about 9.6 bits per id
+
+
+def test_a_bloom_filter_refuses_a_size_it_cannot_have():
+    with pytest.raises(ValueError, match="capacity"):
+        BloomFilter(0)
+    with pytest.raises(ValueError, match="error_rate"):
+        BloomFilter(10, error_rate=1.0)
+
+
+class Table:
+    """xact_events as far as the filters see it: event ids per event date, appended in batches."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[str]] = {}
+        self.loads = 0
+
+    def load(self, day: str) -> list[str]:
+        self.loads += 1
+        return list(self.rows.get(day, []))
+
+    def append(self, events) -> None:
+        for event_id, day in events:
+            self.rows.setdefault(day, []).append(event_id)
+
+    def holds(self, event_id: str, day: str | None) -> bool:
+        return day is not None and event_id in self.rows.get(day, [])
+
+
+# A small pool of ids, so redeliveries (an id the table holds, asked again) are common.
+pooled = st.text(alphabet="abc", min_size=1, max_size=3)
+batches = st.lists(st.lists(st.tuples(pooled, days), max_size=12), min_size=1, max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches, st.lists(st.sampled_from(["append", "fail", "restart", "forget"]), min_size=25, max_size=25))
+def test_whatever_happens_an_id_the_table_holds_is_always_looked_up(batches, fates):
+    """A model of the ingest job: per batch, ask, add, then append (or fail before it, or restart
+    the job, or take the big-batch path that forgets the dates). The filters are tiny (capacity
+    3, two dates) so rebuilding when full and evicting happen all the time."""
+    table = Table()
+
+    def fresh() -> RecordedEventIds:
+        return RecordedEventIds(table.load, max_dates=2, min_capacity=3)
+
+    recorded = fresh()
+    for batch, fate in zip(batches, fates, strict=False):
+        if fate == "forget":  # a big batch: no ids gathered, looked up by a join, dates forgotten
+            recorded.forget({d for _, d in batch if d is not None})
+            table.append([(e, d) for e, d in batch if d is not None])
+            continue
+        maybe = set(recorded.maybe_recorded(batch))
+        missed = {e for e, d in batch if table.holds(e, d)} - maybe
+        assert not missed, f"recorded ids the filters said were certainly new: {missed}"
+        assert maybe <= {e for e, d in batch if d is not None}  # only ids the lookup can find
+        recorded.add(batch)
+        if fate == "fail":
+            continue  # the append failed: the filters hold ids the table does not (harmless)
+        table.append([(e, d) for e, d in batch if d is not None])
+        if fate == "restart":
+            recorded = fresh()
+
+
+def test_a_batch_of_new_events_needs_no_lookup_and_a_redelivery_does():
+    table = Table()
+    table.append([("old", "2026-12-01")])
+    recorded = RecordedEventIds(table.load)
+    new = [(f"e{i}", "2026-12-01") for i in range(50)]
+    assert recorded.maybe_recorded(new) == []
+    recorded.add(new)
+    table.append(new)
+    assert recorded.maybe_recorded([("e7", "2026-12-01"), ("old", "2026-12-01"), ("e8", None)]) == ["e7", "old"]
+    assert table.loads == 1  # the date's filter was built once, then fed
+
+
+def test_an_overfull_filter_is_rebuilt_from_the_table_and_at_most_max_dates_are_kept():
+    table = Table()
+    recorded = RecordedEventIds(table.load, max_dates=2, min_capacity=2)
+    batch = [(f"e{i}", "2026-12-01") for i in range(5)]
+    recorded.maybe_recorded(batch)
+    recorded.add(batch)  # 5 ids in a filter sized for 2: kept as is until the next lookup
+    table.append(batch)
+    assert recorded.maybe_recorded([("e4", "2026-12-01")]) == ["e4"]
+    assert recorded.builds == 2  # rebuilt, sized for twice the partition
+    for day in ("2026-12-02", "2026-12-03"):
+        recorded.maybe_recorded([("x", day)])
+    assert len(recorded._filters) == 2 and "2026-12-01" not in recorded._filters
+
+
+def test_max_dates_must_be_positive():
+    with pytest.raises(ValueError, match="max_dates"):
+        RecordedEventIds(lambda day: [], max_dates=0)
