@@ -20,7 +20,10 @@ stage's own `worker_peak_rss_bytes` metric reports as ru_maxrss). The workers li
 whole benchmark, so their peak is reset (/proc/<pid>/clear_refs) before each set: a set's
 column is its own peak, and the last row is the peak over everything the benchmark ran. The
 pipeline keeps that peak below 200 MiB itself (500-record slices, MALLOC_ARENA_MAX=2 in local
-sessions); `--conf KEY=VALUE` tries a Spark conf on top.
+sessions); `--conf KEY=VALUE` tries a Spark conf on top. The `combined` set (issue #24) sends the
+2 GiB file through the combined pass (upload.mode combined) to the DFS test server, in a session
+of its own after the other sets: its row is the workers' peak anonymous RSS (RssAnon sampled
+every 10 ms: heap and buffers), with VmHWM (mapped libraries included) in the RSS column.
 
 Files: every download (curl's and the stage's) creates one file. On an ext4 without a journal
 (this VM's /tmp), creating a file soon after many were deleted costs 0.4-0.8 ms of kernel time
@@ -42,10 +45,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import MiB, Row, median, notes_lines, table_lines
+from benchmarks.upload_throughput import DfsProcess, onelake_lake
 from pipeline_lib.config import Settings, load_settings
 from pipeline_lib.kafka_client import create_topics, make_producer, produce
 from pipeline_lib.local.broker import LocalKafka, free_port
@@ -64,6 +69,8 @@ SLOTS = 2  # local[2]: Spark task slots on this 2-core machine
 CONCURRENCY = 8  # download.concurrency per task
 LATENCY_S = 0.1
 RSS_LIMIT_MIB = 200.0
+# What the download query's metrics count a task as (its observed metrics "download").
+OUTCOMES = ("completed", "cached", "retry", "dead", "malformed", "internal")
 
 # Spark confs the benchmark adds to the session (spark.extra_conf; --conf KEY=VALUE adds one). The
 # pipeline itself keeps the worker's memory bounded: it slices each Arrow batch into 500 records
@@ -84,6 +91,8 @@ class FileSet:
         if self.size >= 1024 * MiB:
             size = f"{self.size // (1024 * MiB)} GiB"
         extra = f", +{LATENCY_S * 1000:.0f} ms" if self.params else ""
+        if self.name == "combined":
+            extra = ", combined pass to the DFS test server"
         return f"{self.count:,} x {size}{extra}"
 
     @property
@@ -98,6 +107,9 @@ SETS = {
     # Long enough (about 30 s at the bound) to measure the steady rate the bound describes.
     "latency": FileSet("latency", 4_800, 64 * 1024, f"&latency_ms={LATENCY_S * 1000:.0f}"),
     "huge": FileSet("huge", 1, 2048 * MiB),  # the memory check
+    # The same file through the combined pass (upload.mode combined, the default): downloaded, then
+    # uploaded by the same worker to the DFS test server; the memory check of issue #24.
+    "combined": FileSet("combined", 1, 2048 * MiB),
 }
 QUICK_SETS = {
     # 2,000 small files: enough records in one micro-batch to show the worker's memory per record.
@@ -184,17 +196,22 @@ class Workers:
             except OSError:
                 pass
 
-    def peak_mib(self) -> float:
-        """The highest VmHWM among the workers, in MiB."""
+    @staticmethod
+    def highest_mib(pids: Sequence[int], field: str) -> float:
+        """The highest value of a /proc/<pid>/status field (kB) among `pids`, in MiB."""
         peak = 0
-        for pid in self.pids():
+        for pid in pids:
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(f"{field}:"):
                         peak = max(peak, int(line.split()[1]))
             except OSError:
                 continue
         return peak / 1024
+
+    def peak_mib(self) -> float:
+        """The highest VmHWM among the workers, in MiB."""
+        return self.highest_mib(self.pids(), "VmHWM")
 
 
 @dataclass(frozen=True)
@@ -203,6 +220,35 @@ class SetRun:
     busy: float  # seconds inside the micro-batches that had input
     batches: int
     peak_mib: float  # worker peak RSS during this run (max of /proc and the stage's own metric)
+    anon_mib: float | None = None  # worker peak anonymous RSS (sampled), when asked for
+
+
+class AnonPeak:
+    """The peak anonymous RSS of the workers, sampled every 10 ms on a thread while it runs (the
+    worker list is re-read every second): heap and buffers, without the mapped libraries and
+    files that VmHWM also counts."""
+
+    def __init__(self, workers: Workers) -> None:
+        self.workers = workers
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="anon-rss", daemon=True)
+
+    def _sample(self) -> None:
+        pids: list[int] = []
+        listed = 0.0
+        while not self._stop.wait(0.01):
+            if time.monotonic() - listed > 1:
+                pids, listed = self.workers.pids(), time.monotonic()
+            self.peak = max(self.peak, self.workers.highest_mib(pids, "RssAnon"))  # no kernel peak of it
+
+    def __enter__(self) -> AnonPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class RunningStage:
@@ -216,7 +262,9 @@ class RunningStage:
         self.query = run_download(spark, settings)
         self.workers = Workers()
         self.seen: set[int] = set()
-        self.totals = {"cached": 0, "retry": 0, "dead": 0, "malformed": 0, "internal": 0, "busy_ms": 0, "batches": 0}
+        # What a task ends as when all goes well: in the lake (combined pass) or in the cache.
+        self.outcome = "completed" if settings.upload.mode == "combined" else "cached"
+        self.totals = dict.fromkeys((*OUTCOMES, "busy_ms", "batches"), 0)
         self.metric_peak = 0  # the stage's own worker_peak_rss_bytes since the last reset
 
     def _poll(self) -> None:
@@ -225,14 +273,20 @@ class RunningStage:
                 continue
             self.seen.add(p["batchId"])
             m = p["observedMetrics"]["download"]
-            for name in ("cached", "retry", "dead", "malformed", "internal"):
+            for name in OUTCOMES:
                 self.totals[name] += int(m[name] or 0)
             self.totals["busy_ms"] += p["durationMs"]["triggerExecution"]
             self.totals["batches"] += 1
             self.metric_peak = max(self.metric_peak, int(m["worker_peak_rss_bytes"] or 0))
 
-    def run(self, file_urls: list[str], run: int, timeout: float = 1800) -> SetRun:
-        """Produce one task per URL and wait until the query has routed all of them."""
+    def run(self, file_urls: list[str], run: int, timeout: float = 1800, anon: bool = False) -> SetRun:
+        """Produce one task per URL and wait until the query has routed all of them; `anon` samples
+        the workers' anonymous RSS meanwhile."""
+        with AnonPeak(self.workers) if anon else nullcontext() as sampler:
+            result = self._run(file_urls, run, timeout)
+        return replace(result, anon_mib=sampler.peak) if sampler is not None else result
+
+    def _run(self, file_urls: list[str], run: int, timeout: float) -> SetRun:
         self._poll()
         before = dict(self.totals)
         self.workers.reset_peaks()
@@ -248,18 +302,18 @@ class RunningStage:
         del tasks
         while True:
             self._poll()
-            done = sum(self.totals[k] - before[k] for k in ("cached", "retry", "dead", "malformed", "internal"))
+            done = sum(self.totals[k] - before[k] for k in OUTCOMES)
             if done >= len(file_urls):
                 break
             if self.query.exception() is not None or time.perf_counter() - start > timeout:
                 raise SystemExit(f"set {run}: {done} of {len(file_urls)} routed; query: {self.query.exception()}")
             time.sleep(0.05)
         wall = time.perf_counter() - start
-        cached = self.totals["cached"] - before["cached"]
+        ok = self.totals[self.outcome] - before[self.outcome]
         peak = max(self.workers.peak_mib(), self.metric_peak / MiB)
         shutil.rmtree(self.settings.cache_dir, ignore_errors=True)
-        if cached != len(file_urls):
-            raise SystemExit(f"set {run}: only {cached} of {len(file_urls)} cached; see the logs")
+        if ok != len(file_urls):
+            raise SystemExit(f"set {run}: only {ok} of {len(file_urls)} {self.outcome}; see the logs")
         busy = (self.totals["busy_ms"] - before["busy_ms"]) / 1000
         return SetRun(wall, busy, self.totals["batches"] - before["batches"], peak)
 
@@ -268,8 +322,17 @@ class RunningStage:
 
 
 @contextmanager
-def running_stage(tmp: Path, extra_conf: dict[str, str]) -> Iterator[tuple[RunningStage, str]]:
-    """A sample server, a broker, a local session and the download query; (stage, server URL)."""
+def running_stage(
+    tmp: Path, extra_conf: dict[str, str], dfs: DfsProcess | None = None
+) -> Iterator[tuple[RunningStage, str]]:
+    """A sample server, a broker, a local session and the download query; (stage, server URL).
+
+    Decoupled (every file to xact.downloads.cached) unless `dfs` is given: then the combined pass,
+    uploading to that DFS test server."""
+    mode: dict[str, Any] = {"upload": {"mode": "decoupled"}}
+    if dfs is not None:
+        mode = {"upload": {"mode": "combined"}, "storage": {"lake": onelake_lake(dfs)}}
+        extra_conf = {**extra_conf, "spark.executorEnv.REQUESTS_CA_BUNDLE": dfs.ca_file}
     server = subprocess.Popen(
         [sys.executable, "-m", "pipeline_lib.local.sample_server"], stdout=subprocess.PIPE, text=True
     )
@@ -285,11 +348,11 @@ def running_stage(tmp: Path, extra_conf: dict[str, str]) -> Iterator[tuple[Runni
                 # One pending partition per task slot: one wave of Spark tasks per micro-batch.
                 "kafka": {"bootstrap_servers": broker.bootstrap, "min_partitions": None},
                 "topics": {"pending": {"name": "xact.downloads.pending", "partitions": SLOTS}},
-                "storage": {"root": f"{tmp}/var"},
+                "storage": {"root": f"{tmp}/var", **mode.get("storage", {})},
                 "streaming": {"trigger_interval_seconds": 0.5},
                 "spark": {"master": f"local[{SLOTS}]", "extra_conf": extra_conf},
                 "download": {"concurrency": CONCURRENCY, "max_bytes": 3 * 1024 * MiB},
-                "upload": {"mode": "decoupled"},  # the download alone: every file to xact.downloads.cached
+                "upload": mode["upload"],
             },
         )
         create_topics(broker.bootstrap, settings.topic_partitions())
@@ -327,14 +390,16 @@ def measure(
 ) -> list[Row]:
     """Run the chosen sets (all by default; quick: smaller ones and no 2 GiB file) `repeat` times
     each and return the report's rows: one per set, the micro-batch floor, SHA-256 on one core and
-    the worker peak RSS over the whole benchmark.
+    the worker peak RSS over the whole benchmark. The `combined` set runs last, in a session of
+    its own (the combined pass, to the DFS test server in its own process).
 
     Args:
         extra_conf: Spark confs for the session (default EXTRA_CONF).
         tmp_root: where the broker, the stage's cache and curl's files go (default: the system's
             temporary directory).
     """
-    chosen = _sets(quick, sets)
+    chosen = [fs for fs in _sets(quick, sets) if fs.name != "combined"]
+    combined = [fs for fs in _sets(quick, sets) if fs.name == "combined"]
     extra_conf = dict(EXTRA_CONF if extra_conf is None else extra_conf)
     sha = sha256_rate(128 if quick else 512)
     rows: list[Row] = []
@@ -410,7 +475,53 @@ def measure(
                     notes=rss_note,
                 )
             )
+        for fs in combined:
+            rows.append(_combined_row(fs, tmp, extra_conf, repeat))
     return rows
+
+
+def _combined_row(fs: FileSet, tmp: Path, extra_conf: dict[str, str], repeat: int) -> Row:
+    """The worker's memory while the combined pass downloads `fs` and uploads it to the DFS test
+    server: the peak anonymous RSS (the target) and the peak RSS (VmHWM) beside it."""
+    dfs = DfsProcess(tmp / "dfs")
+    try:
+        with running_stage(tmp / "combined", extra_conf, dfs) as (stage, base):
+            stage.run(urls(base, FileSet("warmup", 16, 64 * 1024), 0), 0)  # workers, consumers, producer
+            dfs.reset()
+            runs: list[SetRun] = []
+            for run in range(1, repeat + 1):
+                runs.append(stage.run(urls(base, fs, run), run, anon=True))
+                ops, _ = dfs.reset()  # the server holds its files in memory: drop each run's
+                r = runs[-1]
+                print(
+                    f"  {fs.name} run {run}: stage {r.wall:.2f} s ({r.batches} batches), worker peak anonymous "
+                    f"{r.anon_mib:.0f} MiB, RSS {r.peak_mib:.0f} MiB; DFS requests {dict(ops)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        dfs.close()
+    anon = max(r.anon_mib or 0.0 for r in runs)
+    peak = max(r.peak_mib for r in runs)
+    wall = median([r.wall for r in runs])
+    return Row(
+        BENCH,
+        f"{fs.label}: worker peak anonymous RSS",
+        "MiB",
+        "-",
+        None,
+        anon,
+        len(runs),
+        target=RSS_LIMIT_MIB,
+        target_absolute=True,
+        higher_is_better=False,
+        peak_rss_mib=peak,
+        notes=(
+            f"downloaded and uploaded by one worker at {fs.mib / wall:.0f} MiB/s end to end; anonymous RSS "
+            f"sampled every 10 ms (heap and buffers); the worker RSS column is VmHWM, mapped libraries included"
+        ),
+        extra={"MiB/s": fs.mib / wall, "RSS MiB": peak},
+    )
 
 
 def _set_row(fs: FileSet, curl_s: list[float], runs: list[SetRun], floor: float, sha: float) -> Row:

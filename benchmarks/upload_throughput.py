@@ -132,23 +132,25 @@ class DfsProcess:
             self._proc.wait()
 
 
+def onelake_lake(dfs: DfsProcess) -> dict[str, Any]:
+    """The `storage.lake` overrides that point the OneLake backend at the DFS test server."""
+    return {
+        "backend": "onelake",
+        "onelake": {
+            "account_url": dfs.url,
+            "workspace": "ws",
+            "lakehouse": "lh",
+            "auth": "token_provider",
+            "token_provider": "pipeline_lib.local.dfs_server:any_token",
+        },
+    }
+
+
 def onelake_settings(root: Path, dfs: DfsProcess) -> Settings:
     return load_settings(
         "local",
         overrides={
-            "storage": {
-                "root": str(root / "var"),
-                "lake": {
-                    "backend": "onelake",
-                    "onelake": {
-                        "account_url": dfs.url,
-                        "workspace": "ws",
-                        "lakehouse": "lh",
-                        "auth": "token_provider",
-                        "token_provider": "pipeline_lib.local.dfs_server:any_token",
-                    },
-                },
-            },
+            "storage": {"root": str(root / "var"), "lake": onelake_lake(dfs)},
             "download": {"cache_dir": str(root / "cache")},
         },
     )
