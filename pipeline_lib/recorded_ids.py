@@ -95,7 +95,7 @@ class RecordedEventIds:
     def _filter(self, day: str, *, rebuild_full: bool = True) -> BloomFilter:
         found = self._filters.get(day)
         if found is None or (rebuild_full and found.full):
-            ids = list(self._load(day))
+            ids = [event_id for event_id in self._load(day) if event_id is not None]
             found = BloomFilter(max(self._min_capacity, 2 * len(ids)), self._error_rate)
             for event_id in ids:
                 found.add(event_id)
@@ -108,10 +108,10 @@ class RecordedEventIds:
         while len(self._filters) > self._max_dates:
             self._filters.popitem(last=False)
 
-    def maybe_recorded(self, events: Iterable[tuple[str, str | None]]) -> list[str]:
+    def maybe_recorded(self, events: Iterable[tuple[str | None, str | None]]) -> list[str]:
         """The ids among (event id, event date) pairs that the table may hold, sorted; the others
-        it certainly does not. An event without a date is never looked up (the table's lookup
-        reads the batch's dates only), so it is never returned."""
+        it certainly does not. An event without a date or an id is never looked up (the table's
+        lookup reads the batch's dates only, and matches ids by IN), so it is never returned."""
         maybe: set[str] = set()
         for day, ids in _by_day(events).items():
             found = self._filter(day)
@@ -119,7 +119,7 @@ class RecordedEventIds:
         self._evict()
         return sorted(maybe)
 
-    def add(self, events: Iterable[tuple[str, str | None]]) -> None:
+    def add(self, events: Iterable[tuple[str | None, str | None]]) -> None:
         """Record that these events are about to be appended (call before the append).
 
         Each date's ids go in at once, into the filter as it is (a full one is rebuilt only by the
@@ -137,9 +137,11 @@ class RecordedEventIds:
             self._filters.pop(day, None)
 
 
-def _by_day(events: Iterable[tuple[str, str | None]]) -> dict[str, set[str]]:
+def _by_day(events: Iterable[tuple[str | None, str | None]]) -> dict[str, set[str]]:
+    """Ids by date; a pair missing either is left out (the table's lookup could not match it:
+    an IN list never matches a null)."""
     grouped: dict[str, set[str]] = {}
     for event_id, day in events:
-        if day is not None:
+        if event_id is not None and day is not None:
             grouped.setdefault(day, set()).add(event_id)
     return grouped

@@ -229,7 +229,8 @@ class IngestBatchWriter:
     def _recorded_ids_of(self, day: str) -> Iterable[str]:
         assert self._spark is not None  # set by __call__ before any lookup
         table = require_table(self._spark, self.table).toDF()
-        recorded = table.filter(table["event_date"] == F.lit(day).cast("date")).select("event_id")
+        recorded = table.filter((table["event_date"] == F.lit(day).cast("date")) & table["event_id"].isNotNull())
+        recorded = recorded.select("event_id")
         return (r.event_id for r in recorded.distinct().toLocalIterator())
 
     def __call__(self, routed: DataFrame, batch_id: int) -> None:
@@ -277,7 +278,7 @@ class IngestBatchWriter:
         INGEST_LOG.info("batch %d: %s (%s)", batch_id, steps, looked)
 
     @staticmethod
-    def _batch_facts(batch: DataFrame) -> tuple[list[str], list[tuple[str, str | None]] | None, bool]:
+    def _batch_facts(batch: DataFrame) -> tuple[list[str], list[tuple[str | None, str | None]] | None, bool]:
         """One pass over the batch: its events' dates, their (event id, event date) pairs when
         there are at most MAX_LITERAL_IDS of them (else None), and whether a row key repeats (rare)."""
         is_event = F.col("kind") == "event"
@@ -290,7 +291,9 @@ class IngestBatchWriter:
         assert facts is not None  # a global aggregate always has one row
         few = None
         if facts["events"] is not None:
-            few = sorted(((p["event_id"], p["event_date"]) for p in facts["events"]), key=lambda p: (p[0], p[1] or ""))
+            few = sorted(
+                ((p["event_id"], p["event_date"]) for p in facts["events"]), key=lambda p: (p[0] or "", p[1] or "")
+            )
         return sorted(facts["dates"]), few, bool(facts["duplicated"])
 
     def _recorded_keys(

@@ -11,6 +11,7 @@ from pipeline_lib.recorded_ids import BloomFilter, RecordedEventIds
 
 ids = st.text(min_size=1, max_size=40)
 days = st.sampled_from(["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04", None])
+maybe_ids = st.one_of(st.none(), st.text(alphabet="abc", min_size=1, max_size=3))
 
 
 @given(st.lists(ids, max_size=300), st.integers(min_value=1, max_value=500))
@@ -53,13 +54,13 @@ class Table:
         for event_id, day in events:
             self.rows.setdefault(day, []).append(event_id)
 
-    def holds(self, event_id: str, day: str | None) -> bool:
-        return day is not None and event_id in self.rows.get(day, [])
+    def holds(self, event_id: str | None, day: str | None) -> bool:
+        return event_id is not None and day is not None and event_id in self.rows.get(day, [])
 
 
-# A small pool of ids, so redeliveries (an id the table holds, asked again) are common.
-pooled = st.text(alphabet="abc", min_size=1, max_size=3)
-batches = st.lists(st.lists(st.tuples(pooled, days), max_size=12), min_size=1, max_size=25)
+# A small pool of ids, so redeliveries (an id the table holds, asked again) are common; and now
+# and then an event without an id or a date, which no lookup can match.
+batches = st.lists(st.lists(st.tuples(maybe_ids, days), max_size=12), min_size=1, max_size=25)
 
 
 @settings(max_examples=150, deadline=None)
@@ -82,7 +83,7 @@ def test_whatever_happens_an_id_the_table_holds_is_always_looked_up(batches, fat
         maybe = set(recorded.maybe_recorded(batch))
         missed = {e for e, d in batch if table.holds(e, d)} - maybe
         assert not missed, f"recorded ids the filters said were certainly new: {missed}"
-        assert maybe <= {e for e, d in batch if d is not None}  # only ids the lookup can find
+        assert maybe <= {e for e, d in batch if e is not None and d is not None}  # only ids a lookup can find
         recorded.add(batch)
         if fate == "fail":
             continue  # the append failed: the filters hold ids the table does not (harmless)
