@@ -461,6 +461,10 @@ class RetrySettings(_Model):
     # A task whose host (or the lake) keeps its circuit breaker open waits for the breaker without
     # using attempts, but no longer than this since its first failure: then host_unavailable.
     max_task_age_seconds: Annotated[float, Range(0, 30 * DAY, "seconds", above=True)]
+    # The retry scheduler runs a batch only when input arrives or a held retry falls due (a driver
+    # thread follows the tiers' due times and writes a tick then: retry_wakeups.py); false: Spark's
+    # no-data batch every trigger interval while anything is held.
+    wake_on_due: bool
 
     @field_validator("delays_seconds")
     @classmethod

@@ -15,6 +15,10 @@ GroupStateTimeout.ProcessingTimeTimeout):
   timestamp can lag the wall clock), else re-arms the timeout. So a message is never forwarded
   early, and at most one trigger interval plus one batch's duration late. Idle batches cost one
   state-store scan per trigger interval: no busy loop.
+- With `retry.wake_on_due` (the default) the query runs no such no-data batches: a driver thread
+  follows the tiers' due times and writes a tick record when a held retry falls due, and the batch
+  that reads it fires the timeouts (retry_wakeups.py says why that is never early). Idle, the
+  scheduler then runs no batch at all.
 - After a restart Spark runs no batch until new input arrives (its "run another batch for the
   timeouts" decision looks at the previous batch of the same process), so held messages would wait
   for the next retry. The scheduler therefore writes one tick record (header xact.retry.tick, no
@@ -52,6 +56,7 @@ from pipeline_lib.records import InputRecord
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.retry_schedule import STAGE as RETRY_STAGE
 from pipeline_lib.retry_schedule import schedule_record
+from pipeline_lib.retry_wakeups import start_wake_ups
 from pipeline_lib.routing import OutMessage
 from pipeline_lib.spark.sinks import KafkaSink
 from pipeline_lib.spark.stage_query import RecordFunction, StageQuery, per_record, stage_rows, start_stage
@@ -189,10 +194,29 @@ def schedule_retries(raw: DataFrame, settings: Settings) -> DataFrame:
     return hold_until_due_in_state(stage_rows(raw, settings, RETRY_SCHEDULER), settings)
 
 
+NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
+
+
 def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_now: bool = False) -> StreamingQuery:
     """Start the scheduler. `available_now` forwards what is due now and stops (the rest waits in state):
-    its first batch that finds the retry topics drained has fired every due timeout."""
-    return start_stage(spark, settings, RETRY_SCHEDULER, available_now=available_now)
+    its first batch that finds the retry topics drained has fired every due timeout.
+
+    With `retry.wake_on_due` (and not `available_now`) the query runs no no-data batches and a
+    driver thread ticks it when a held retry falls due (retry_wakeups.py). A query reads its SQL
+    conf from a copy of the session made when it starts, so the setting is this query's alone."""
+    if available_now or not settings.retry.wake_on_due:
+        return start_stage(spark, settings, RETRY_SCHEDULER, available_now=available_now)
+    previous = spark.conf.get(NO_DATA_BATCHES, None)
+    spark.conf.set(NO_DATA_BATCHES, "false")
+    try:
+        query = start_stage(spark, settings, RETRY_SCHEDULER)
+    finally:
+        if previous is None:
+            spark.conf.unset(NO_DATA_BATCHES)
+        else:
+            spark.conf.set(NO_DATA_BATCHES, previous)
+    start_wake_ups(settings, lambda: query.isActive)
+    return query
 
 
 def _tick(settings: Settings) -> None:
