@@ -226,12 +226,14 @@ class IngestBatchWriter:
         self.recorded = RecordedEventIds(self._recorded_ids_of)
         self.lookups = 0  # batches that looked their events up in the table (logs, tests)
 
-    def _recorded_ids_of(self, day: str) -> Iterable[str]:
+    def _recorded_ids_of(self, day: str) -> tuple[int, Iterable[str]]:
+        """How many event ids the table holds for `day`, and those ids, streamed to the driver a
+        partition at a time (the filter is sized from the count before it is filled)."""
         assert self._spark is not None  # set by __call__ before any lookup
         table = require_table(self._spark, self.table).toDF()
         recorded = table.filter((table["event_date"] == F.lit(day).cast("date")) & table["event_id"].isNotNull())
-        recorded = recorded.select("event_id")
-        return (r.event_id for r in recorded.distinct().toLocalIterator())
+        recorded = recorded.select("event_id").distinct()
+        return recorded.count(), (r.event_id for r in recorded.toLocalIterator())
 
     def __call__(self, routed: DataFrame, batch_id: int) -> None:
         spark = self._spark = routed.sparkSession

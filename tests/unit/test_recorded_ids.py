@@ -46,9 +46,10 @@ class Table:
         self.rows: dict[str, list[str]] = {}
         self.loads = 0
 
-    def load(self, day: str) -> list[str]:
+    def load(self, day: str) -> tuple[int, list[str]]:
         self.loads += 1
-        return list(self.rows.get(day, []))
+        ids = list(self.rows.get(day, []))
+        return len(set(ids)), iter(ids)
 
     def append(self, events) -> None:
         for event_id, day in events:
@@ -68,11 +69,12 @@ batches = st.lists(st.lists(st.tuples(maybe_ids, days), max_size=12), min_size=1
 def test_whatever_happens_an_id_the_table_holds_is_always_looked_up(batches, fates):
     """A model of the ingest job: per batch, ask, add, then append (or fail before it, or restart
     the job, or take the big-batch path that forgets the dates). The filters are tiny (capacity
-    3, two dates) so rebuilding when full and evicting happen all the time."""
+    3, two dates, one build a batch) so rebuilding when full, evicting and dates left without a
+    filter happen all the time."""
     table = Table()
 
     def fresh() -> RecordedEventIds:
-        return RecordedEventIds(table.load, max_dates=2, min_capacity=3)
+        return RecordedEventIds(table.load, max_dates=2, max_builds=1, min_capacity=3)
 
     recorded = fresh()
     for batch, fate in zip(batches, fates, strict=False):
@@ -120,4 +122,31 @@ def test_an_overfull_filter_is_rebuilt_from_the_table_and_at_most_max_dates_are_
 
 def test_max_dates_must_be_positive():
     with pytest.raises(ValueError, match="max_dates"):
-        RecordedEventIds(lambda day: [], max_dates=0)
+        RecordedEventIds(lambda day: (0, []), max_dates=0)
+    with pytest.raises(ValueError, match="max_builds"):
+        RecordedEventIds(lambda day: (0, []), max_builds=-1)
+
+
+def test_a_batch_of_many_old_dates_builds_at_most_max_builds_filters_and_looks_the_rest_up():
+    table = Table()
+    old = [(f"e{i}", f"2026-11-{i + 1:02d}") for i in range(20)]
+    table.append(old)
+    recorded = RecordedEventIds(table.load)
+    backfill = [(f"n{i}", f"2026-11-{i + 1:02d}") for i in range(20)] + [("e0", "2026-11-01")]
+    maybe = recorded.maybe_recorded(backfill)
+    assert recorded.builds == 2 and table.loads == 2  # the two newest dates
+    assert "e0" in maybe and {f"n{i}" for i in range(18)} <= set(maybe)  # the 18 older: looked up
+    assert not {"n18", "n19"} & set(maybe)  # the newest two have filters: certainly new
+    recorded.add(backfill)  # feeds the two filters; builds nothing
+    assert table.loads == 2
+    table.append(backfill)
+    assert recorded.maybe_recorded([("n19", "2026-11-20")]) == ["n19"]
+
+
+def test_a_filter_is_filled_from_a_stream_sized_by_the_count_it_is_given():
+    def load(day):
+        return 50_000, (f"id-{i}" for i in range(50_000))
+
+    recorded = RecordedEventIds(load)
+    assert recorded.maybe_recorded([("id-7", "2026-12-01"), ("new", "2026-12-01")]) == ["id-7"]
+    assert recorded._filters["2026-12-01"].capacity == 100_000
