@@ -3,10 +3,10 @@
 Spark runs a stateful query's no-data batch every trigger interval while any state timeout is
 pending, and each one costs the scheduler a state-store scan (about 0.6 s of a core): most of an
 idle `run`'s Spark work. With `retry.wake_on_due`, the scheduler's query runs no such batch.
-Instead a thread on the driver (RetryWakeUps) follows the retry tiers itself, reading only each
-message's `xact.retry.due_at` header, and writes one tick record (header xact.retry.tick, no task)
-to the first tier when a held retry falls due. The batch that reads the tick fires every timeout
-that has passed, exactly as a no-data batch would.
+Instead a thread on the driver (RetryWakeUps) reads the retry tiers itself (whole records, of
+which it uses only the `xact.retry.due_at` header) and writes one tick record (header
+xact.retry.tick, no task) to the first tier when a held retry falls due. The batch that reads
+the tick fires every timeout that has passed, exactly as a no-data batch would.
 
 Why nothing is forwarded early or held for ever:
 - A tick is written WAKE_MARGIN_MS after the due time, rounded up to QUANTUM_MS. The batch that
@@ -15,20 +15,25 @@ Why nothing is forwarded early or held for ever:
   timeout whose time is below the batch's. A release is at most WAKE_MARGIN_MS + QUANTUM_MS later
   than with a no-data batch every trigger interval: one trigger interval plus one batch, plus that.
 - The hold function still forwards only when its own clock says the message is due; a worker
-  whose clock runs behind the driver's re-arms the timeout, and the follow-up tick, two trigger
-  intervals later, fires it.
-- After a restart the thread starts reading each tier at `longest_wait_seconds` before now: a
-  message written earlier is due by now (no stage asks for a longer wait, clock skew included),
-  and the scheduler's start tick fires those. Everything later is read again and planned.
+  whose clock runs behind the driver's re-arms the timeout, and a follow-up tick (2, 4, 8, ...
+  trigger intervals later, up to the 5 minutes of skew every wait allows for) fires it.
+- After a restart the thread starts reading each tier at `longest_wait_seconds` plus a minute
+  before now (from the end the partition had before that lookup when nothing is later): a message
+  written earlier is due by now (no stage asks for a longer wait, clock skew included), and the
+  scheduler's start tick, and the thread's own first tick, fire those. Everything later is read
+  again and planned. Partitions added to a tier are followed within a minute, from their start.
+- While the thread cannot read the tiers (Kafka unreachable, a tier or partition it cannot place),
+  it writes a tick every trigger interval instead, as the no-data batches would have run.
 
-The plan is bounded: tick times are coalesced to one per QUANTUM_MS, so it holds at most twice
-(the longest wait / QUANTUM_MS) entries (about 22,000 integers for the default tiers), however
-many retries are waiting.
+The plan is bounded: tick times are coalesced to one per QUANTUM_MS, so it holds at most
+(1 + the follow-ups) x (the longest wait / QUANTUM_MS) entries (about 60,000 integers for the
+default tiers, and only while retries fall due in every quantum), however many retries wait.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import threading
 import time
@@ -53,17 +58,23 @@ WAKE_MARGIN_MS = 100
 # Due times within this span share one tick (Spark reads every tick of one trigger interval in one
 # batch anyway); it bounds the plan and the ticks written, and adds at most this to a release.
 QUANTUM_MS = 250
-# Each wake-up is repeated once this many trigger intervals later: a worker clock behind the
-# driver's by up to that much still forwards the message then.
+# Each wake-up is repeated 2, 4, 8, ... trigger intervals later, up to MAX_CLOCK_SKEW_MS: a worker
+# whose clock runs behind the driver's (up to the skew every retry wait allows for) re-arms the
+# timeout at the first tick and forwards the message at a later one.
 FOLLOW_UP_INTERVALS = 2
-# How often the thread checks that its query still runs (it ends with the query).
-ALIVE_CHECK_SECONDS = 5.0
+MAX_CLOCK_SKEW_MS = 300_000
+# How often the thread checks that its query still runs (it ends with the query), and how often
+# it looks for partitions added to a tier.
+ALIVE_CHECK_SECONDS = 1.0
+NEW_PARTITIONS_SECONDS = 60.0
+# Between tries while Kafka cannot answer.
+FALLBACK_WAIT_SECONDS = 5.0
 
 
 class WakeUpPlan:
     """The times the scheduler must run a batch, earliest first: each due time plus the margin,
-    rounded up to QUANTUM_MS (one tick for every retry due in that span), and its follow-up
-    FOLLOW_UP_INTERVALS trigger intervals later."""
+    rounded up to QUANTUM_MS (one tick for every retry due in that span), and its follow-ups
+    2, 4, 8, ... trigger intervals later, the last at or past MAX_CLOCK_SKEW_MS."""
 
     def __init__(self, interval_ms: int, margin_ms: int = WAKE_MARGIN_MS, quantum_ms: int = QUANTUM_MS) -> None:
         if interval_ms <= 0 or quantum_ms <= 0:
@@ -75,13 +86,20 @@ class WakeUpPlan:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, due_ms: int) -> None:
+    def add(self, due_ms: int, *, follow_ups: bool = True) -> None:
         """Plan the wake-ups for one held retry due at `due_ms` (epoch milliseconds)."""
         first = math.ceil((due_ms + self.margin_ms) / self.quantum_ms) * self.quantum_ms
-        for at in (first, first + FOLLOW_UP_INTERVALS * self.interval_ms):
-            if at not in self._planned:
-                self._planned.add(at)
-                heapq.heappush(self._heap, at)
+        self._plan(first)
+        intervals = FOLLOW_UP_INTERVALS
+        while follow_ups:
+            self._plan(first + intervals * self.interval_ms)
+            follow_ups = intervals * self.interval_ms < MAX_CLOCK_SKEW_MS
+            intervals *= 2
+
+    def _plan(self, at: int) -> None:
+        if at not in self._planned:
+            self._planned.add(at)
+            heapq.heappush(self._heap, at)
 
     def next_at(self) -> int | None:
         """The earliest planned wake-up, or None when nothing is held."""
@@ -137,14 +155,17 @@ class RetryWakeUps:
         interval_ms: int,
         longest_wait_ms: int,
         clock: Callable[[], float] = time.time,
+        follow_new: Callable[[], object] | None = None,
+        close: Callable[[], object] | None = None,
     ) -> None:
+        self.consumer, self.assign, self.send_tick, self.follow_new = consumer, assign, send_tick, follow_new
+        self.is_active, self.clock, self.close = is_active, clock, close
         self.longest_wait_ms = longest_wait_ms
-        self.consumer, self.assign, self.send_tick = consumer, assign, send_tick
-        self.is_active, self.clock = is_active, clock
         self.plan = WakeUpPlan(interval_ms)
         self.ticks = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._said: str | None = None
 
     def start(self, name: str = "retry-wake-ups") -> RetryWakeUps:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -172,55 +193,107 @@ class RetryWakeUps:
             self.plan.take_due(now_ms)
             self.ticks += 1
 
+    def _active(self) -> bool:
+        try:
+            return bool(self.is_active())
+        except Exception:  # noqa: BLE001 - the session or its gateway is gone: so is the query
+            return False
+
+    def _trouble(self, exc: BaseException) -> None:
+        """Say a Kafka problem once (then at debug until it clears): the query reports it too."""
+        text = f"{type(exc).__name__}: {str(exc)[:200]}"
+        level = logging.DEBUG if text == self._said else logging.WARNING
+        log.log(level, "[retry-scheduler] wake-ups: %s (held retries are released by a tick every trigger)", text)
+        self._said = text
+
     def _run(self) -> None:
         alive_at = 0.0
+        refresh_at = self.clock() + NEW_PARTITIONS_SECONDS
         assigned = False
+        # Whatever the start tick could not fire (it is best effort) is fired by this one.
+        self.plan.add(int(self.clock() * 1000), follow_ups=False)
         try:
             while not self._stop.is_set():
                 now = self.clock()
                 if now >= alive_at:
-                    if not self.is_active():
+                    if not self._active():
                         return
                     alive_at = now + ALIVE_CHECK_SECONDS
                 next_at = self.plan.next_at()
-                wait = 1.0 if next_at is None else min(1.0, max(0.0, next_at / 1000 - now))
+                wait = (
+                    ALIVE_CHECK_SECONDS if next_at is None else min(ALIVE_CHECK_SECONDS, max(0.0, next_at / 1000 - now))
+                )
                 try:
                     if not assigned:
                         self.assign()
-                        assigned = True
+                        assigned, self._said = True, None
+                    elif self.follow_new is not None and now >= refresh_at:
+                        refresh_at = now + NEW_PARTITIONS_SECONDS
+                        self.follow_new()
                     self.step(wait)
                 except Exception as exc:  # noqa: BLE001 - Kafka trouble: the query reports it; try again
-                    log.warning("[retry-scheduler] wake-ups: %s: %s", type(exc).__name__, str(exc)[:200])
+                    self._trouble(exc)
                     if not assigned:  # following nothing: tick every interval, as no-data batches would
                         with suppress(Exception):
                             self.send_tick()
                             self.ticks += 1
-                    self._stop.wait(max(ALIVE_CHECK_SECONDS, self.plan.interval_ms / 1000))
+                    self._stop.wait(max(FALLBACK_WAIT_SECONDS, self.plan.interval_ms / 1000))
         finally:
-            try:
-                self.consumer.close()
-            except Exception:  # noqa: BLE001 - closing a consumer of a gone broker
-                pass
+            for end in (self.consumer.close, self.close):
+                with suppress(Exception):  # closing a client of a gone broker
+                    if end is not None:
+                        end()
 
 
-def assign_from_horizon(consumer, topics: Iterable[str], horizon_ms: int, timeout: float = 10.0) -> int:
-    """Assign every partition of `topics`, each from its first record at or after `horizon_ms`
-    (its end when there is none). Returns the number of partitions assigned."""
-    from confluent_kafka import OFFSET_END, TopicPartition
+class IncompleteAssignment(Exception):
+    """A tier, or a partition's start, could not be read: the thread tries again (ticking meanwhile)."""
 
-    wanted = []
+
+def _tier_partitions(consumer, topics: Iterable[str], timeout: float) -> list[tuple[str, int]]:
+    found = []
     for topic in topics:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            continue
-        wanted += [TopicPartition(topic, p, horizon_ms) for p in sorted(metadata.partitions)]
-    if not wanted:
-        return 0
-    starts = consumer.offsets_for_times(wanted, timeout=timeout)
-    consumer.assign(
-        [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in starts]
-    )
-    return len(starts)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            error = getattr(metadata, "error", None)
+            raise IncompleteAssignment(f"retry tier {topic} has no readable partitions ({error or 'not found'})")
+        found += [(topic, p) for p in sorted(metadata.partitions)]
+    return found
+
+
+def assign_from_horizon(
+    consumer, topics: Iterable[str], horizon_ms: int, timeout: float = 10.0
+) -> set[tuple[str, int]]:
+    """Assign every partition of `topics`, each from its first record at or after `horizon_ms`, or
+    from the end it had before the lookup when there is none (so a record written meanwhile is
+    read). Raises IncompleteAssignment unless every partition could be placed."""
+    from confluent_kafka import TopicPartition
+
+    from pipeline_lib.kafka_client import watermarks
+
+    partitions = _tier_partitions(consumer, topics, timeout)
+    ends = {(t, p): watermarks(consumer, t, p, timeout)[1] for t, p in partitions}
+    starts = consumer.offsets_for_times([TopicPartition(t, p, horizon_ms) for t, p in partitions], timeout=timeout)
+    assignment = []
+    for tp in starts:
+        if tp.error is not None:
+            raise IncompleteAssignment(f"{tp.topic}[{tp.partition}]: {tp.error}")
+        offset = tp.offset if 0 <= tp.offset <= ends[(tp.topic, tp.partition)] else ends[(tp.topic, tp.partition)]
+        assignment.append(TopicPartition(tp.topic, tp.partition, offset))
+    if len(assignment) != len(partitions):
+        raise IncompleteAssignment(f"{len(assignment)} of {len(partitions)} retry tier partitions found a start")
+    consumer.assign(assignment)
+    return set(partitions)
+
+
+def follow_new_partitions(consumer, topics: Iterable[str], known: set[tuple[str, int]], timeout: float = 10.0) -> None:
+    """Add partitions created on a tier since the assignment, from their beginning; `known` grows."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    new = [tp for tp in _tier_partitions(consumer, topics, timeout) if tp not in known]
+    if new:
+        consumer.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in new])
+        known.update(new)
+        log.info("[retry-scheduler] wake-ups: following %d new retry tier partition(s)", len(new))
 
 
 def wake_up_group() -> str:
@@ -252,8 +325,18 @@ def start_wake_ups(settings: Settings, is_active: Callable[[], bool]) -> RetryWa
         produce(settings, first_tier, [tick], producer=producer, timeout=15)
 
     interval_ms = max(1, round(settings.trigger_seconds(Stage.RETRY_SCHEDULER.value) * 1000))
+    known: set[tuple[str, int]] = set()
 
     def assign() -> None:
-        assign_from_horizon(consumer, settings.retry_topics, horizon_ms)
+        known.update(assign_from_horizon(consumer, settings.retry_topics, horizon_ms))
 
-    return RetryWakeUps(consumer, assign, send_tick, is_active, interval_ms, longest_wait_ms).start()
+    return RetryWakeUps(
+        consumer,
+        assign,
+        send_tick,
+        is_active,
+        interval_ms,
+        longest_wait_ms,
+        follow_new=lambda: follow_new_partitions(consumer, settings.retry_topics, known),
+        close=lambda: producer.flush(5),
+    ).start()

@@ -9,16 +9,17 @@ GroupStateTimeout.ProcessingTimeTimeout):
 
 - A message that is already due is forwarded in the batch that reads it.
 - Otherwise it is kept in the query's state store (one entry per task attempt, so a redelivered
-  copy replaces, never adds) with a timeout at its due time. Spark runs a micro-batch every
-  trigger interval even without new data while timeouts are pending, and calls the function for
-  each timed-out group; it forwards the message only if the wall clock says it is due (a batch's
-  timestamp can lag the wall clock), else re-arms the timeout. So a message is never forwarded
-  early, and at most one trigger interval plus one batch's duration late. Idle batches cost one
-  state-store scan per trigger interval: no busy loop.
-- With `retry.wake_on_due` (the default) the query runs no such no-data batches: a driver thread
-  follows the tiers' due times and writes a tick record when a held retry falls due, and the batch
-  that reads it fires the timeouts (retry_wakeups.py says why that is never early). Idle, the
-  scheduler then runs no batch at all.
+  copy replaces, never adds) with a timeout at its due time. A batch calls the function for each
+  group whose timeout has passed; it forwards the message only if the wall clock says it is due
+  (a batch's timestamp can lag the wall clock), else re-arms the timeout. So a message is never
+  forwarded early.
+- What starts those batches: with `retry.wake_on_due` (the default) the query runs no no-data
+  batches (noDataMicroBatches off for this query alone); a driver thread follows the tiers' due
+  times and writes a tick record when a held retry falls due, and the batch that reads it fires
+  the timeouts (retry_wakeups.py says why that is never early and never stuck). Idle, the
+  scheduler runs no batch at all. With `wake_on_due: false`, Spark runs a no-data batch every
+  trigger interval while timeouts are pending (a state-store scan each): a message is at most one
+  trigger interval plus one batch's duration late.
 - After a restart Spark runs no batch until new input arrives (its "run another batch for the
   timeouts" decision looks at the previous batch of the same process), so held messages would wait
   for the next retry. The scheduler therefore writes one tick record (header xact.retry.tick, no
@@ -215,7 +216,11 @@ def run_retry_scheduler(spark: SparkSession, settings: Settings, *, available_no
             spark.conf.unset(NO_DATA_BATCHES)
         else:
             spark.conf.set(NO_DATA_BATCHES, previous)
-    start_wake_ups(settings, lambda: query.isActive)
+    try:
+        start_wake_ups(settings, lambda: query.isActive)
+    except BaseException:
+        query.stop()  # a query nobody can stop or restart would hold the stage's name
+        raise
     return query
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pipeline_lib.contracts import H_RETRY_DUE_AT, H_RETRY_TICK
 from pipeline_lib.retry_wakeups import (
     FOLLOW_UP_INTERVALS,
+    MAX_CLOCK_SKEW_MS,
     QUANTUM_MS,
     WAKE_MARGIN_MS,
     RetryWakeUps,
@@ -22,6 +23,19 @@ from pipeline_lib.retry_wakeups import (
 INTERVAL = 15_000
 T0 = 1_800_000_000_000  # 2027-01-15, epoch ms
 LONGEST = 2_700_000
+
+
+def follow_ups(interval: int = INTERVAL) -> list[int]:
+    """The follow-up offsets of one wake-up: 2, 4, 8, ... intervals, until past the clock skew."""
+    offsets, k = [], FOLLOW_UP_INTERVALS
+    while True:
+        offsets.append(k * interval)
+        if k * interval >= MAX_CLOCK_SKEW_MS:
+            return offsets
+        k *= 2
+
+
+PER_DUE = 1 + len(follow_ups())
 
 
 @given(st.lists(st.integers(T0, T0 + 3_600_000), min_size=1, max_size=60))
@@ -40,16 +54,17 @@ def test_every_due_time_gets_a_tick_after_it_within_one_quantum_and_a_follow_up(
     for due in dues:
         first = min(t for t in ticks if t >= due + WAKE_MARGIN_MS)
         assert first - (due + WAKE_MARGIN_MS) < QUANTUM_MS
-        assert first + FOLLOW_UP_INTERVALS * INTERVAL in ticks
-    # Coalesced: at most two ticks per quantum the due times fall in, however many retries wait.
-    assert len(ticks) <= 2 * (len({(d + WAKE_MARGIN_MS + QUANTUM_MS - 1) // QUANTUM_MS for d in dues}))
+        assert all(first + offset in ticks for offset in follow_ups())
+    assert follow_ups()[-1] >= MAX_CLOCK_SKEW_MS  # a worker clock behind by the skew still forwards
+    # Coalesced: at most PER_DUE ticks per quantum the due times fall in, however many retries wait.
+    assert len(ticks) <= PER_DUE * (len({(d + WAKE_MARGIN_MS + QUANTUM_MS - 1) // QUANTUM_MS for d in dues}))
 
 
-def test_a_thousand_retries_due_in_one_quantum_make_at_most_two_wake_ups_each():
+def test_a_thousand_retries_due_in_one_quantum_share_their_wake_ups():
     plan = WakeUpPlan(INTERVAL)
     for i in range(1000):
         plan.add(T0 + 2 * INTERVAL + i % QUANTUM_MS // 2)  # all within one quantum
-    assert len(plan) <= 4
+    assert len(plan) == PER_DUE
     assert not plan.take_due(T0)  # nothing is due yet
 
 
@@ -59,7 +74,9 @@ def test_take_due_takes_everything_passed_at_once():
     plan.add(T0 + 10 * INTERVAL)
     assert plan.take_due(T0 + 5 * INTERVAL)
     assert not plan.take_due(T0 + 5 * INTERVAL)
-    assert plan.next_at() is not None and plan.next_at() > T0 + 10 * INTERVAL
+    assert plan.next_at() is not None and plan.next_at() > T0 + 5 * INTERVAL
+    plan.add(T0, follow_ups=False)  # one wake-up alone (the thread's own at start)
+    assert plan.take_due(T0 + WAKE_MARGIN_MS + QUANTUM_MS) and plan.next_at() > T0 + 5 * INTERVAL
 
 
 def test_due_time_comes_from_the_header_and_anything_else_is_none():
@@ -136,13 +153,15 @@ def test_step_plans_what_it_reads_and_ticks_once_when_due():
     assert due_ms is not None
     now[0] = (due_ms - 1) / 1000
     wake.step(0)
-    assert ticks == [] and len(wake.plan) == 2
+    assert ticks == [] and len(wake.plan) == PER_DUE
     now[0] = (due_ms + WAKE_MARGIN_MS + QUANTUM_MS) / 1000
     wake.step(0)
     assert ticks == [1]
-    now[0] += 3 * INTERVAL / 1000
-    wake.step(0)
-    assert ticks == [1, 1] and len(wake.plan) == 0
+    for k, offset in enumerate(follow_ups(), start=2):
+        now[0] = (due_ms + WAKE_MARGIN_MS + QUANTUM_MS + offset) / 1000
+        wake.step(0)
+        assert len(ticks) == k
+    assert len(wake.plan) == 0
 
 
 def test_the_thread_ends_with_its_query_and_closes_its_consumer():
@@ -156,6 +175,7 @@ def test_an_assign_that_fails_is_tried_again_without_ending_the_thread(monkeypat
     import pipeline_lib.retry_wakeups as module
 
     monkeypatch.setattr(module, "ALIVE_CHECK_SECONDS", 0.01)
+    monkeypatch.setattr(module, "FALLBACK_WAIT_SECONDS", 0.01)
     calls = []
 
     def assign():
@@ -167,7 +187,7 @@ def test_an_assign_that_fails_is_tried_again_without_ending_the_thread(monkeypat
     wake = RetryWakeUps(FakeConsumer([]), assign, lambda: None, lambda: next(active), 10, LONGEST).start()
     wake._thread.join(10)
     assert len(calls) == 3
-    assert wake.ticks == 2  # one per failed try: what it holds is released meanwhile
+    assert wake.ticks == 3  # one per failed try (what it holds is released meanwhile), then its own
 
 
 def test_a_tick_that_cannot_be_written_stays_planned_and_is_tried_again():
@@ -195,6 +215,20 @@ def test_a_tick_that_cannot_be_written_stays_planned_and_is_tried_again():
         wake.step(0)
     except RuntimeError:
         pass
-    assert sent == [] and len(wake.plan) == 2
+    assert sent == [] and len(wake.plan) == PER_DUE
     wake.step(0)
-    assert sent == [1] and len(wake.plan) == 1
+    assert sent == [1] and len(wake.plan) == PER_DUE - 1
+
+
+def test_an_is_active_that_raises_ends_the_thread_and_both_clients_are_closed():
+    closed = []
+
+    def gone():
+        raise ConnectionError("py4j gateway is gone")
+
+    consumer = FakeConsumer([])
+    wake = RetryWakeUps(
+        consumer, lambda: None, lambda: None, gone, INTERVAL, LONGEST, close=lambda: closed.append(1)
+    ).start()
+    wake._thread.join(5)
+    assert not wake._thread.is_alive() and consumer.closed and closed == [1]
