@@ -141,13 +141,8 @@ def notes_lines(rows: Sequence[Row]) -> list[str]:
     return [f"- {r.bench}, {r.name}: {r.notes}" for r in rows if r.notes]
 
 
-def session_cpu_seconds(session: int) -> float:
-    """CPU seconds (user + system) spent so far by every process of session `session` (a process
-    started with `start_new_session=True` leads one: its JVM, Python workers and their children),
-    read from /proc. Each process counts its own time and that of the children it has reaped, so a
-    worker that exited between two readings still counts once in its parent's."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _session_stats(session: int):
+    """(pid, the fields of /proc/<pid>/stat from field 3 on) of every process of session `session`."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -157,5 +152,61 @@ def session_cpu_seconds(session: int) -> float:
             continue  # exited while being read
         fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on; the name may hold spaces
         if int(fields[3]) == session:  # field 6, the session id
-            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    return total / tick
+            yield int(entry.name), fields
+
+
+def session_cpu_seconds(session: int) -> float:
+    """CPU seconds (user + system) spent so far by every process of session `session` (a process
+    started with `start_new_session=True` leads one: its JVM, Python workers and their children),
+    read from /proc. Each process counts its own time and that of the children it has reaped, so a
+    worker that exited between two readings still counts once in its parent's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(sum(int(v) for v in fields[11:15]) for _, fields in _session_stats(session)) / tick  # utime..cstime
+
+
+class SessionCpu:
+    """CPU seconds of every process of session `session`, sampled every `every` seconds from a
+    thread, each process's own utime + stime kept at its last value after it exits.
+
+    session_cpu_seconds reads a process's reaped children from its cutime/cstime, which misses a
+    child reaped by a process outside the session or by the kernel (a parent that ignores
+    SIGCHLD): two idle runs lost about 4 CPU-s that way and read below zero. Here an exited
+    process keeps what it was last seen with, so a window undercounts by at most `every` seconds
+    of each process that ends in it."""
+
+    def __init__(self, session: int, every: float = 0.1) -> None:
+        import threading
+
+        self.session, self.every = session, every
+        self._seen: dict[tuple[int, int], float] = {}  # (pid, start time) -> own CPU seconds
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._run, name="session-cpu", daemon=True)
+
+    def __enter__(self) -> SessionCpu:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def sample(self) -> None:
+        found = {
+            (pid, int(fields[19])): (int(fields[11]) + int(fields[12])) / self._tick  # (pid, start time): utime + stime
+            for pid, fields in _session_stats(self.session)
+        }
+        with self._lock:
+            self._seen.update(found)
+
+    def seconds(self) -> float:
+        """CPU seconds of the session so far (sampled now)."""
+        self.sample()
+        with self._lock:
+            return sum(self._seen.values())

@@ -58,7 +58,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Row, median, session_cpu_seconds
+from benchmarks.common import Row, SessionCpu, median, session_cpu_seconds
 from pipeline_lib.config import Settings, load_settings
 from pipeline_lib.kafka_client import create_topics, make_producer, produce, watermarks
 from pipeline_lib.local.broker import LocalKafka, free_port
@@ -489,11 +489,12 @@ def idle_run(env: Env, trigger: float, log: Path, seconds: float) -> tuple[float
         inventory.wait(4, pipeline, 300, "idle: the task for the retry tier", statuses=("completed", "retrying"))
         time.sleep(IDLE_SETTLE_SECONDS)  # the last batches (DLQ table, metrics flush) end
         windows = []
-        for _ in range(2):
-            start_cpu, start = session_cpu_seconds(pipeline.proc.pid), time.monotonic()
-            time.sleep(seconds)
-            pipeline.check()
-            windows.append((session_cpu_seconds(pipeline.proc.pid) - start_cpu) / (time.monotonic() - start))
+        with SessionCpu(pipeline.proc.pid) as cpu:  # an exited process keeps its CPU (see SessionCpu)
+            for _ in range(2):
+                start_cpu, start = cpu.seconds(), time.monotonic()
+                time.sleep(seconds)
+                pipeline.check()
+                windows.append((cpu.seconds() - start_cpu) / (time.monotonic() - start))
         return windows[0], windows[1]
 
 
