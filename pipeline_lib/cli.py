@@ -8,6 +8,7 @@
     xact-pipeline produce-samples --count 20               sample claim events onto xact.events.raw
     xact-pipeline tail xact.downloads.pending              print messages of a topic
     xact-pipeline config show                              the resolved settings (secrets never shown)
+    xact-pipeline health [--task]                          a verdict per stage; exit 0 ok, 1 warn, 2 failing
     xact-pipeline demo                                     everything above, end to end, with a summary
     xact-pipeline notebooks [--out var/reports]            execute the analyst notebooks to HTML
 
@@ -72,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", parents=[common], help="show the resolved settings")
     config.add_argument("action", choices=["show"])
+
+    health = sub.add_parser(
+        "health", parents=[common], help="a verdict per stage (ok, warn, failing); exit 0 ok, 1 warn, 2 failing"
+    )
+    health.add_argument(
+        "--task",
+        action="store_true",
+        help="as the scheduled health task: exit non-zero on failing only (on warn too with health.fail_on_warn)",
+    )
 
     sub.add_parser("demo", parents=[common], help="run the pipeline end to end on sample data")
 
@@ -211,6 +221,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dlq":
         return _dlq(args, settings)
     # Spark-backed commands: only these import pyspark.
+    if args.command == "health":
+        from pipeline_lib.spark.health_check import health_command
+
+        return health_command(settings, task=args.task)
     if args.command == "tables":
         from pipeline_lib.spark import table_admin
 

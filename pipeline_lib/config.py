@@ -698,6 +698,47 @@ class MetricsSettings(_Model):
     retention_days: Annotated[int, Range(1, 36500, "days", whole=True)]
 
 
+Count = Annotated[int, Range(1, 1_000_000_000, whole=True)]
+PerHour = Annotated[float, Range(0, 1_000_000_000, "per hour", above=True)]
+Hours = Annotated[float, Range(0, 365 * 24, "hours", above=True)]
+
+
+class HealthSettings(_Model):
+    """`xact-pipeline health` (pipeline_lib/health.py): what makes a stage warn or fail."""
+
+    window_minutes: Annotated[float, Range(1, 7 * 24 * 60, "minutes")]  # the span every rate is over
+    stall_triggers: Annotated[float, Range(1, 100_000, "trigger intervals")]
+    min_stall_seconds: Annotated[float, Range(0, DAY, "seconds")]
+    lag_warn_records: Count
+    lag_fail_records: Count
+    dead_letters_warn_per_hour: PerHour
+    dead_letters_fail_per_hour: PerHour
+    open_dead_letter_warn_hours: Hours
+    open_dead_letter_fail_hours: Hours
+    breaker_openings_warn: Count
+    breaker_openings_fail: Count
+    latency_p95_warn_seconds: Annotated[float, Range(0, 30 * DAY, "seconds", above=True)]
+    latency_p95_fail_seconds: Annotated[float, Range(0, 30 * DAY, "seconds", above=True)]
+    fail_on_warn: bool  # the scheduled health task fails on a warn too (default: only on failing)
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> HealthSettings:
+        pairs = [
+            ("lag_warn_records", "lag_fail_records"),
+            ("dead_letters_warn_per_hour", "dead_letters_fail_per_hour"),
+            ("open_dead_letter_warn_hours", "open_dead_letter_fail_hours"),
+            ("breaker_openings_warn", "breaker_openings_fail"),
+            ("latency_p95_warn_seconds", "latency_p95_fail_seconds"),
+        ]
+        for warn, fail in pairs:
+            if getattr(self, warn) > getattr(self, fail):
+                raise ValueError(
+                    f"health.{warn} ({getattr(self, warn):g}) must be at most health.{fail} "
+                    f"({getattr(self, fail):g}): a warn comes before a failure"
+                )
+        return self
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -733,6 +774,7 @@ class Settings(_Model):
     spark: SparkSettings
     logging: LoggingSettings
     metrics: MetricsSettings
+    health: HealthSettings
     local_kafka: LocalKafkaSettings
 
     @property

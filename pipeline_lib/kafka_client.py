@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -109,7 +110,6 @@ def watermarks(consumer, topic: str, partition: int, timeout: float = 10.0) -> t
     (no leader yet, not the leader, a timed-out query) the call is retried for up to
     WATERMARK_RETRY_SECONDS; any other error is raised at once. The code is checked, not
     KafkaError.retriable(): confluent-kafka builds this error without that flag."""
-    import time
 
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -150,6 +150,7 @@ def consume_all(
             **librdkafka_config(settings.kafka),
             "group.id": f"xact-read-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
+            "logger": CLIENT_LOG,
         }
     )
     try:
@@ -180,12 +181,22 @@ def consume_all(
         consumer.close()
 
 
+def _consumer(settings: Settings, group: str):
+    """A consumer that is assigned partitions, never subscribed (the group commits nothing), whose
+    connection chatter goes to CLIENT_LOG, not the terminal (a notebook cell with Kafka down
+    would print a "Connection refused" line every 50 ms)."""
+    from confluent_kafka import Consumer
+
+    config = {**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False}
+    return Consumer({**config, "logger": CLIENT_LOG})  # type: ignore[dict-item]
+
+
 def read_at(settings: Settings, source: SourceRef, timeout: float = 10.0) -> bytes | None:
     """The value of the record at `source` (topic, partition, offset); None when it is gone (retention)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     group = f"xact-read-{uuid.uuid4().hex[:8]}"  # assigned, not subscribed: the group commits nothing
-    consumer = Consumer({**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False})
+    consumer = _consumer(settings, group)
     try:
         consumer.assign([TopicPartition(source.topic, source.partition, source.offset)])
         msg = consumer.poll(timeout)
@@ -245,10 +256,10 @@ def read_window(
     found with the broker's time index (offsets_for_times), so the read is bounded by the window,
     not the topic: practical against Event Hubs too.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     group = f"xact-window-{uuid.uuid4().hex[:8]}"
-    consumer = Consumer({**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False})
+    consumer = _consumer(settings, group)
     out: list[InputRecord] = []
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -293,10 +304,9 @@ def read_window(
 
 def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
     """The number of records each topic holds (high minus low watermark, over its partitions)."""
-    from confluent_kafka import Consumer
 
     group = f"xact-offsets-{uuid.uuid4().hex[:8]}"
-    consumer = Consumer({**librdkafka_config(settings.kafka), "group.id": group, "enable.auto.commit": False})
+    consumer = _consumer(settings, group)
     out: dict[str, int] = {}
     try:
         for topic in topics:
@@ -407,3 +417,59 @@ def list_topics(bootstrap: str, client_config: dict[str, str] | None = None) -> 
     admin = _admin(bootstrap, client_config)
     topics = admin.list_topics(timeout=10).topics
     return {name: len(t.partitions) for name, t in sorted(topics.items()) if not name.startswith("__")}
+
+
+def first_record_time_after(
+    settings: Settings, topics: Iterable[str], since_ms: int, timeout: float = 10.0
+) -> int | None:
+    """The earliest record timestamp (epoch ms) at or after `since_ms` on any partition of
+    `topics`, None when no record is that recent. Found with the broker's time index
+    (offsets_for_times) and one record read per partition, so it costs the same whatever the
+    topics hold; raises when Kafka cannot answer (the caller says so)."""
+    from confluent_kafka import TopicPartition
+
+    group = f"xact-health-{uuid.uuid4().hex[:8]}"
+    consumer = _consumer(settings, group)
+    try:
+        wanted = []
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                raise PipelineError(f"topic {topic} cannot be read: {getattr(metadata, 'error', None) or 'not found'}")
+            wanted += [TopicPartition(topic, p, since_ms) for p in sorted(metadata.partitions)]
+        if not wanted:
+            return None
+        assignment = [tp for tp in consumer.offsets_for_times(wanted, timeout=timeout) if tp.offset >= 0]
+        if not assignment:
+            return None
+        consumer.assign(assignment)
+        earliest: int | None = None
+        pending = {(tp.topic, tp.partition) for tp in assignment}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            key = (msg.topic(), msg.partition())
+            if key in pending:
+                pending.discard(key)
+                consumer.pause([TopicPartition(*key)])
+                stamp = msg.timestamp()[1]
+                earliest = stamp if earliest is None else min(earliest, stamp)
+        return earliest
+    finally:
+        consumer.close()
+
+
+def topics_unreadable(settings: Settings, timeout: float = 3.0) -> str | None:
+    """For a notebook cell that reads topics: None when Kafka answers, else the one line to print
+    instead (the cells that read only the tables run as usual)."""
+    try:
+        reason = unreachable_reason(settings, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - a broken client config says so in the same one line
+        reason = f"cannot ask Kafka at {settings.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}"
+    if reason is None:
+        return None
+    bootstrap = settings.kafka.bootstrap_servers
+    short = f"Kafka at {bootstrap} is not reachable" if reason.startswith("cannot ") else reason.split(": create ")[0]
+    return f"topics not read: {short} (this cell only; the tables are read as usual)"

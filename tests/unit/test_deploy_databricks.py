@@ -77,13 +77,17 @@ def wheel(tmp_path_factory):
     return build_wheel(tmp_path_factory.mktemp("dist"))
 
 
-def test_the_bundle_has_a_streaming_job_and_scheduled_replay_and_maintenance():
+def test_the_bundle_has_a_streaming_job_and_scheduled_replay_maintenance_and_health():
     _, resources = bundle()
     jobs = {name: job for _, doc in resources for name, job in doc["resources"]["jobs"].items()}
     streaming = [j for j in jobs.values() if "continuous" in j]
     assert [t["python_wheel_task"]["entry_point"] for j in streaming for t in j["tasks"]] == ["xact-run"]
     scheduled = {t["python_wheel_task"]["parameters"][0] for j in jobs.values() if "schedule" in j for t in j["tasks"]}
-    assert scheduled == {"dlq", "tables"}
+    assert scheduled == {"dlq", "tables", "health"}
+    (health,) = [j for j in jobs.values() if j["tasks"][0]["python_wheel_task"]["parameters"][0] == "health"]
+    # The task's exit code is the alert: it runs as the scheduled task, and a failed run notifies.
+    assert health["tasks"][0]["python_wheel_task"]["parameters"][:2] == ["health", "--task"]
+    assert health["email_notifications"]["on_failure"] == "${var.alert_emails}"
     for job in jobs.values():
         if "schedule" in job:
             assert all(t["max_retries"] >= 1 for t in job["tasks"])  # job-level retries for the batch jobs

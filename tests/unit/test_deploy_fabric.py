@@ -115,7 +115,7 @@ def test_the_repository_parses_as_fabric_cicd_expects(staged, offline):
         "Environment": ["xact_environment"],
         "Lakehouse": ["xact_lakehouse"],
         "Notebook": ["dlq_analysis", "ingest_overview", "pipeline_health"],
-        "SparkJobDefinition": ["xact_dlq_replay", "xact_pipeline", "xact_tables_maintain"],
+        "SparkJobDefinition": ["xact_dlq_replay", "xact_health", "xact_pipeline", "xact_tables_maintain"],
     }
     assert {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")} == set(found["Notebook"])  # every notebook
 
@@ -129,6 +129,7 @@ def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(stage
         "xact_pipeline",
         "xact_tables_maintain",
         "xact_dlq_replay",
+        "xact_health",
         "dlq_analysis",
         "pipeline_health",
         "ingest_overview",
@@ -140,7 +141,7 @@ def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(stage
     local.write_bytes(wheel_bytes)
     assert "xact-run" in wheel_entry_points(local)
 
-    for job in ("xact_pipeline", "xact_tables_maintain", "xact_dlq_replay"):
+    for job in ("xact_pipeline", "xact_tables_maintain", "xact_dlq_replay", "xact_health"):
         files = parts(sent[job])
         spec = json.loads(files["SparkJobDefinitionV1.json"])
         main = spec["executableFile"]
@@ -150,6 +151,8 @@ def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(stage
         args = shlex.split(spec["commandLineArguments"])
         parsed = (run_parser() if main == "run.py" else build_parser()).parse_args(args)
         assert parsed.env == "fabric"
+        if job == "xact_health":  # the scheduled task: its failed run is the alert
+            assert parsed.command == "health" and parsed.task
         settings = load_settings("fabric", overrides=parsed.overrides)  # no placeholder left; every key known
         assert settings.kafka.connection_string.vault.startswith("https://") and environment.lower() in (
             settings.kafka.bootstrap_servers
