@@ -38,16 +38,26 @@ def test_demo_runs_end_to_end_and_prints_a_summary(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = out.stdout
     # 12 good events (indexes 0..11 carry 0..3 attachments), 1 duplicate, 1 event whose two
-    # attachments fail (404, 503), 3 bad ones (one of them hostile, with one good URL).
+    # attachments fail (404 for good, 503 once), 3 bad ones (one of them hostile, with one good URL).
     assert re.search(r"xact_events rows\s+14\b", summary), summary
-    assert re.search(r"download tasks \(pending\)\s+21\b", summary), summary
+    assert re.search(r"download tasks \(pending\)\s+22\b", summary), summary  # 21 tasks and the retry
     assert re.search(r"dead letters \(ingest\)\s+3\b", summary), summary
-    assert re.search(r"left for the upload stage\s+0\b", summary), summary  # the combined pass uploaded all 19
-    assert re.search(r"waiting for a retry\s+1\b", summary), summary
+    assert re.search(r"left for the upload stage\s+0\b", summary), summary  # the combined pass uploaded all 20
     assert re.search(r"dead letters \(download\)\s+1\b", summary), summary
-    assert re.search(r"uploaded to the lake\s+19\b", summary), summary
-    assert re.search(r"xact_attachments rows\s+21\s+\(19 completed, 1 dead, 1 retrying\)", summary), summary
+    assert re.search(r"uploaded to the lake\s+20\b", summary), summary
+    assert re.search(r"xact_attachments rows\s+21\s+\(20 completed, 1 dead\)", summary), summary
     assert re.search(r"xact_dlq rows\s+4\b", summary), summary
+    # The retry's journey in one line: failed once, through the first tier, then completed.
+    journey = r"retried\s+busy\.pdf: attempt 0 failed at .*\(http_transient, HTTP 503\) -> \S+\.retry\.2s"
+    assert re.search(journey + r" -> forwarded at .* -> attempt 1 completed", summary), summary
+    # It ends with health's verdicts, one line per stage.
+    verdicts = re.findall(
+        r"^(ingest|download|upload|retry-scheduler|results|dlq-table)\s+(ok|warn|failing)\b", summary, re.M
+    )
+    assert [v[0] for v in verdicts] == ["ingest", "download", "upload", "retry-scheduler", "results", "dlq-table"], (
+        summary
+    )
+    assert "failing" not in {v[1] for v in verdicts}, summary
     assert "broker stopped" in summary
     assert "X-Amz-Signature=0123" not in summary + out.stderr
     assert "[http_permanent] HTTP 404 from the source" in summary  # the reason does not repeat the category
