@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.kafka_client import read_window
+from pipeline_lib.kafka_client import read_window, topics_unreadable
 from pipeline_lib.records import InputRecord
 from pipeline_lib.redaction import redact_payload
 from pipeline_lib.spark.tables import table_or_none
@@ -88,7 +88,12 @@ def last_dead_task(dlq: DataFrame) -> str:
 def peek_topic(
     settings: Settings, topic: str, *, max_messages: int = 20, since: datetime | None = None, key: str | None = None
 ) -> pd.DataFrame:
-    """The latest messages of a topic (from `since`, by default the last day), redacted."""
+    """The latest messages of a topic (from `since`, by default the last day), redacted. With Kafka
+    unreachable, one line says so and the frame is empty."""
+    unreadable = topics_unreadable(settings)
+    if unreadable is not None:
+        print(unreadable)
+        return pd.DataFrame()
     now = datetime.now(UTC)
     start = since or now - timedelta(days=1)
     records = read_window(settings, topic, int(start.timestamp() * 1000), int(now.timestamp() * 1000), key=key)
@@ -152,6 +157,10 @@ def journey(
     start_ms, end_ms = (int(_aware(t).timestamp() * 1000) for t in (start, end))
     t = settings.topics
     topics = [t.events_raw.name, t.pending.name, *settings.retry_topics, t.cached.name, t.results.name, t.dlq.name]
+    unreadable = topics_unreadable(settings)
+    if unreadable is not None:
+        print(unreadable)  # the journey through the tables only
+        topics = []
     for topic in topics:
         for record in read_window(settings, topic, start_ms, end_ms, key=trace_id):
             if task_id and task_id not in record.text and record.headers.get("xact.task_id") != task_id:

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline_lib.config import STAGES, Settings
-from pipeline_lib.kafka_client import end_offsets
+from pipeline_lib.kafka_client import end_offsets, topics_unreadable
 from pipeline_lib.spark.tables import read_table
 
 
@@ -122,7 +122,12 @@ def latency_percentiles(attachments: DataFrame, every: str = "10 minutes") -> pd
 
 def topic_offsets(settings: Settings, metrics: DataFrame | None = None) -> pd.DataFrame:
     """Every pipeline topic: the records it holds now and, where a stage reads it, that stage's
-    latest lag (Spark commits no offsets to Kafka; its lag comes from the stage's progress)."""
+    latest lag (Spark commits no offsets to Kafka; its lag comes from the stage's progress). With
+    Kafka unreachable, one line says so and the frame is empty."""
+    unreadable = topics_unreadable(settings)
+    if unreadable is not None:
+        print(unreadable)
+        return pd.DataFrame()
     held = end_offsets(settings, settings.topic_partitions())
     lag: dict[str, Any] = {}
     if metrics is not None:

@@ -11,7 +11,8 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DownloadTask, SourceRef
-from pipeline_lib.kafka_client import produce, read_at
+from pipeline_lib.errors import PipelineError
+from pipeline_lib.kafka_client import produce, read_at, unreachable_reason
 from pipeline_lib.logs import get_logger
 from pipeline_lib.redaction import redact, truncate
 from pipeline_lib.replay import (
@@ -106,6 +107,13 @@ def replay(
         selection = selection.forced()
     report = ReplayReport(new_replay_id(), selection, dry_run)
     rows = [_dead_row(r) for r in select_dead_letters(spark, settings, selection).collect()]
+    unreachable = unreachable_reason(settings, timeout=3)
+    if unreachable is not None:
+        if not dry_run:
+            raise PipelineError(f"replay needs Kafka to read each task back and re-publish it: {unreachable}")
+        print(f"dry run without Kafka: {unreachable.split(': check ')[0]}")  # one line, then the rows
+        plan_replay(rows, lambda source, task_id: "its source record cannot be read: Kafka is not reachable", report)
+        return report
     tasks = plan_replay(rows, lambda source, task_id: live_task(settings, source, task_id), report)
     if dry_run or not tasks:
         return report

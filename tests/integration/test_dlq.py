@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pipeline_lib.contracts import AttachmentResult, DownloadTask
+from pipeline_lib.errors import PipelineError
 from pipeline_lib.kafka_client import consume_all, produce
 from pipeline_lib.local.samples import sample_task
 from pipeline_lib.replay import DlqSelection
@@ -70,6 +71,16 @@ def test_dead_downloads_land_once_in_xact_dlq_and_a_replay_round_trip_succeeds(s
     assert [x["reason"] for x in everything.skipped] == [
         "a dlq dead letter carries no task; fix the input upstream and re-send it"
     ]
+
+    # Kafka down: the dry run says so in one line and lists every row as skipped; a replay refuses.
+    down = s.model_copy(update={"kafka": s.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})})
+    offline = replay(spark, down, selection, dry_run=True)
+    assert not offline.replayed and {x["reason"] for x in offline.skipped} == {
+        "its source record cannot be read: Kafka is not reachable"
+    }
+    with pytest.raises(PipelineError, match="replay needs Kafka .* 127.0.0.1:1"):
+        replay(spark, down, selection, dry_run=False)
+    assert {r.status for r in read_table(spark, s, "dlq").collect()} == {"open"}
 
     report = replay(spark, s, selection, dry_run=False, note="source fixed")
     assert len(report.replayed) == 2 and not report.skipped

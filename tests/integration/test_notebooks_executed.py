@@ -106,15 +106,30 @@ def pipeline_run(spark, kafka_broker, tmp_path_factory, request):
     return s, retried
 
 
+def assert_axis_range(described: str, hours: float | None) -> None:
+    """A plot cell shows its Chart's description (pipeline_lib/charts.py): a time chart spans the
+    notebook's `hours` exactly (the window, in whole buckets), a bar chart has whole-number ticks."""
+    import re
+
+    span = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d) to (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", described)
+    if span is None:
+        assert "bar group(s)" in described, described
+        return
+    start, end = (datetime.strptime(t, "%Y-%m-%d %H:%M") for t in span.groups())
+    assert (end - start).total_seconds() == hours * 3600, described
+
+
 def run_notebook(name, settings, tmp_path, **parameters):
     out = execute_notebook(
         notebooks_dir() / name, tmp_path, {"env": "local", "overrides": overrides_for(settings), **parameters}
     )
     nb = json.loads(out.read_text())
     assert out.with_suffix(".html").exists()
+    hours = parameters.get("hours", {"pipeline_health.ipynb": 24, "dlq_analysis.ipynb": 168}.get(name))
     for cell in nb["cells"]:
         if "plot" in cell["metadata"].get("tags", []):
             assert any("image/png" in o.get("data", {}) for o in cell["outputs"]), "".join(cell["source"])
+            assert_axis_range(outputs({"cells": [cell]}), hours)
     text = outputs(nb)
     assert "WARN" not in text and "WARNING:" not in text, text[:2000]
     return nb, text
@@ -134,12 +149,18 @@ def test_the_dlq_notebook_summarises_drills_into_a_retried_task_and_dry_runs_a_r
     assert "SECRET" not in text and "X-Amz-Signature=0123" not in text
 
 
-def test_the_health_notebook_shows_every_stage_and_the_latency(pipeline_run, tmp_path):
+def test_the_health_notebook_opens_with_a_verdict_per_stage_and_shows_the_latency(pipeline_run, tmp_path):
     settings, _ = pipeline_run
-    _, text = run_notebook("pipeline_health.ipynb", settings, tmp_path)
+    nb, text = run_notebook("pipeline_health.ipynb", settings, tmp_path)
     for stage in ("ingest", "download", "upload", "results", "dlq-table", "retry-scheduler"):
         assert stage in text
     assert "p95" in text and "nb.pending" in text
+    (first,) = [c for c in nb["cells"] if c["cell_type"] == "code" and c["outputs"]][:1]
+    assert "verdicts" in first["metadata"].get("tags", [])  # the verdicts are the first thing shown
+    verdicts = cell_output(nb, "verdict_frame(")
+    lines = [line.split() for line in verdicts.splitlines()]
+    stages = {words[0]: words[1] for words in lines if len(words) > 1 and words[1] in ("ok", "warn", "failing")}
+    assert set(stages) == {"ingest", "download", "upload", "results", "dlq-table", "retry-scheduler"}, verdicts
 
 
 def test_the_ingest_overview_notebook_runs(pipeline_run, tmp_path):
