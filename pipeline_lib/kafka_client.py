@@ -143,16 +143,9 @@ def consume_all(
     Partitions are assigned directly (no consumer group, nothing committed), so the read is
     deterministic; `idle_timeout` only guards against a broker that stops answering.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            **librdkafka_config(settings.kafka),
-            "group.id": f"xact-read-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "logger": CLIENT_LOG,
-        }
-    )
+    consumer = assigned_consumer(settings, f"xact-read-{uuid.uuid4().hex[:8]}")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends: dict[int, int] = {}
@@ -181,7 +174,7 @@ def consume_all(
         consumer.close()
 
 
-def _consumer(settings: Settings, group: str):
+def assigned_consumer(settings: Settings, group: str):
     """A consumer that is assigned partitions, never subscribed (the group commits nothing), whose
     connection chatter goes to CLIENT_LOG, not the terminal (a notebook cell with Kafka down
     would print a "Connection refused" line every 50 ms)."""
@@ -196,7 +189,7 @@ def read_at(settings: Settings, source: SourceRef, timeout: float = 10.0) -> byt
     from confluent_kafka import TopicPartition
 
     group = f"xact-read-{uuid.uuid4().hex[:8]}"  # assigned, not subscribed: the group commits nothing
-    consumer = _consumer(settings, group)
+    consumer = assigned_consumer(settings, group)
     try:
         consumer.assign([TopicPartition(source.topic, source.partition, source.offset)])
         msg = consumer.poll(timeout)
@@ -259,7 +252,7 @@ def read_window(
     from confluent_kafka import TopicPartition
 
     group = f"xact-window-{uuid.uuid4().hex[:8]}"
-    consumer = _consumer(settings, group)
+    consumer = assigned_consumer(settings, group)
     out: list[InputRecord] = []
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -306,7 +299,7 @@ def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0
     """The number of records each topic holds (high minus low watermark, over its partitions)."""
 
     group = f"xact-offsets-{uuid.uuid4().hex[:8]}"
-    consumer = _consumer(settings, group)
+    consumer = assigned_consumer(settings, group)
     out: dict[str, int] = {}
     try:
         for topic in topics:
@@ -429,7 +422,7 @@ def first_record_time_after(
     from confluent_kafka import TopicPartition
 
     group = f"xact-health-{uuid.uuid4().hex[:8]}"
-    consumer = _consumer(settings, group)
+    consumer = assigned_consumer(settings, group)
     try:
         wanted = []
         for topic in topics:
@@ -461,6 +454,14 @@ def first_record_time_after(
         consumer.close()
 
 
+def short_reason(settings: Settings, reason: str) -> str:
+    """An unreachable_reason cut to what a person reads in a notebook line or a dry run: "Kafka at
+    host:port is not reachable", or the topics it lacks."""
+    if reason.startswith("cannot "):
+        return f"Kafka at {settings.kafka.bootstrap_servers} is not reachable"
+    return reason.split(": create ")[0]
+
+
 def topics_unreadable(settings: Settings, timeout: float = 3.0) -> str | None:
     """For a notebook cell that reads topics: None when Kafka answers, else the one line to print
     instead (the cells that read only the tables run as usual)."""
@@ -470,6 +471,4 @@ def topics_unreadable(settings: Settings, timeout: float = 3.0) -> str | None:
         reason = f"cannot ask Kafka at {settings.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}"
     if reason is None:
         return None
-    bootstrap = settings.kafka.bootstrap_servers
-    short = f"Kafka at {bootstrap} is not reachable" if reason.startswith("cannot ") else reason.split(": create ")[0]
-    return f"topics not read: {short} (this cell only; the tables are read as usual)"
+    return f"topics not read: {short_reason(settings, reason)} (this cell only; the tables are read as usual)"

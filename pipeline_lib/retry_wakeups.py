@@ -44,7 +44,6 @@ from datetime import UTC, datetime
 
 from pipeline_lib.config import Settings, Stage
 from pipeline_lib.contracts import H_RETRY_DUE_AT, H_RETRY_TICK
-from pipeline_lib.kafka_options import librdkafka_config
 from pipeline_lib.logs import get_logger
 from pipeline_lib.retry_policy import RetryPolicy
 from pipeline_lib.times import iso_utc, parse_iso
@@ -303,18 +302,9 @@ def wake_up_group() -> str:
 
 def start_wake_ups(settings: Settings, is_active: Callable[[], bool]) -> RetryWakeUps:
     """Start the wake-up thread of the scheduler whose query `is_active` reports on."""
-    from confluent_kafka import Consumer
+    from pipeline_lib.kafka_client import assigned_consumer, make_producer, produce
 
-    from pipeline_lib.kafka_client import CLIENT_LOG, make_producer, produce
-
-    consumer = Consumer(
-        {
-            **librdkafka_config(settings.kafka),
-            "group.id": wake_up_group(),
-            "enable.auto.commit": False,
-            "logger": CLIENT_LOG,
-        }  # type: ignore[dict-item]
-    )
+    consumer = assigned_consumer(settings, wake_up_group())
     longest_wait_ms = int(RetryPolicy.from_settings(settings).longest_wait_seconds * 1000)
     horizon_ms = int(time.time() * 1000) - longest_wait_ms - 60_000
     producer = make_producer(settings, **{"message.timeout.ms": 10_000})

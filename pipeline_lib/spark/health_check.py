@@ -37,8 +37,9 @@ DEAD_LETTER_STAGES = {"retry": Stage.RETRY_SCHEDULER.value, "dlq": Stage.DLQ_TAB
 BATCH_START_SLACK = timedelta(seconds=2)
 
 
-def _stamp(value: str) -> F.Column:
-    return F.lit(value).cast("timestamp")
+def _at(moment: datetime) -> F.Column:
+    """`moment` as a timestamp literal (the form recent_metrics compares batch_time with)."""
+    return F.lit(f"{moment:%Y-%m-%d %H:%M:%S}").cast("timestamp")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -53,7 +54,7 @@ def _metrics_facts(metrics: DataFrame | None, since: datetime) -> dict[str, dict
     facts: dict[str, dict] = {}
     for row in metrics.groupBy("stage").agg(F.max("batch_time").alias("last")).collect():
         facts.setdefault(row["stage"], {})["last_batch_at"] = _utc(row["last"])
-    recent = metrics.filter(F.col("batch_time") >= _stamp(f"{since:%Y-%m-%d %H:%M:%S}"))
+    recent = metrics.filter(F.col("batch_time") >= _at(since))
     for row in recent.select("stage", "batch_time", "lag_max", "breaker_openings").orderBy("batch_time").collect():
         entry = facts.setdefault(row["stage"], {})
         if row["lag_max"] is not None:
@@ -66,7 +67,7 @@ def _dlq_facts(dlq: DataFrame | None, since: datetime) -> dict[str, dict]:
     if dlq is None:
         return {}
     rows = dlq.groupBy("stage").agg(
-        F.count(F.when(F.col("failed_at") >= _stamp(f"{since:%Y-%m-%d %H:%M:%S}"), 1)).alias("recent"),
+        F.count(F.when(F.col("failed_at") >= _at(since), 1)).alias("recent"),
         F.min(F.when(F.col("status") == "open", F.col("failed_at"))).alias("oldest_open"),
     )
     out: dict[str, dict] = {}
@@ -83,9 +84,7 @@ def _latency_p95(attachments: DataFrame | None, since: datetime) -> float | None
         return None
     latency = F.col("recorded_at").cast("double") - F.col("event_produced_at").cast("double")
     done = attachments.filter(
-        (F.col("status") == "completed")
-        & F.col("event_produced_at").isNotNull()
-        & (F.col("recorded_at") >= _stamp(f"{since:%Y-%m-%d %H:%M:%S}"))
+        (F.col("status") == "completed") & F.col("event_produced_at").isNotNull() & (F.col("recorded_at") >= _at(since))
     )
     row = done.agg(F.percentile_approx(latency, 0.95).alias("p95")).first()
     return None if row is None or row["p95"] is None else float(row["p95"])

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pipeline_lib.config import Settings
 from pipeline_lib.contracts import DownloadTask, SourceRef
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.kafka_client import produce, read_at, unreachable_reason
+from pipeline_lib.kafka_client import produce, read_at, short_reason, unreachable_reason
 from pipeline_lib.logs import get_logger
 from pipeline_lib.redaction import redact, truncate
 from pipeline_lib.replay import (
@@ -111,7 +111,7 @@ def replay(
     if unreachable is not None:
         if not dry_run:
             raise PipelineError(f"replay needs Kafka to read each task back and re-publish it: {unreachable}")
-        print(f"dry run without Kafka: {unreachable.split(': check ')[0]}")  # one line, then the rows
+        print(f"dry run without Kafka: {short_reason(settings, unreachable)}")  # one line, then the rows
         plan_replay(rows, lambda source, task_id: "its source record cannot be read: Kafka is not reachable", report)
         return report
     tasks = plan_replay(rows, lambda source, task_id: live_task(settings, source, task_id), report)
