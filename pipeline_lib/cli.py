@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from pipeline_lib.arguments import common_arguments, job_arguments, load_args_settings, run_arguments
@@ -66,10 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--stage", action="append", default=[], help="ingest, download, upload, ...; repeatable")
     dlq.add_argument("--since", help="failed at or after (ISO 8601)")
     dlq.add_argument("--until", help="failed before (ISO 8601)")
-    dlq.add_argument("--status", action="append", default=[], help="for list: open, replayed, resolved")
+    dlq.add_argument("--status", action="append", default=[], help="for list: open, replaying, replayed, resolved")
     dlq.add_argument("--dry-run", action="store_true", help="replay: show what would be replayed, change nothing")
     dlq.add_argument("--force", action="store_true", help="replay: include rows replayed before")
     dlq.add_argument("--note", help="stored on the rows (required for resolve)")
+    dlq.add_argument("--rate", type=float, help="replay: tasks per second in all (default replay.rows_per_second)")
+    dlq.add_argument(
+        "--host-rate", type=float, help="replay: tasks per second to one source host (replay.rows_per_second_per_host)"
+    )
+    dlq.add_argument(
+        "--resume", metavar="REPLAY_ID", help="replay: finish a stopped or cancelled replay (its own selection)"
+    )
+    dlq.add_argument(
+        "--resume-unfinished",
+        action="store_true",
+        help="replay: first finish stopped replays holding rows of the selection (scheduled runs)",
+    )
 
     config = sub.add_parser("config", parents=[common], help="show the resolved settings")
     config.add_argument("action", choices=["show"])
@@ -141,9 +155,9 @@ def _config_show(settings: Settings) -> int:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline_lib.replay import DlqSelection, resolve_note
+    from pipeline_lib.replay import STATUSES, DlqSelection, SelectionError, replay_rate, resolve_note
 
-    default_statuses = ("open", "replayed", "resolved") if args.action == "list" else ("open",)
+    default_statuses = STATUSES if args.action == "list" else ("open",)
     selection = DlqSelection(
         task_ids=tuple(args.task_id),
         trace_ids=tuple(args.trace_id),
@@ -156,6 +170,12 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.action == "resolve":
         resolve_note(args.note)  # before Spark starts: a missing note is a usage error
+    rate = replay_rate(settings, args.rate, args.host_rate)  # a bad rate, too
+    if args.resume and (args.dry_run or args.force or selection != DlqSelection(statuses=default_statuses)):
+        raise SelectionError(
+            "--resume finishes a replay with its own selection: drop the filters, --force and --dry-run "
+            "(`xact-pipeline dlq list --status replaying` shows its rows)"
+        )
     from pipeline_lib.spark import replay as dlq_replay
     from pipeline_lib.spark.session import session_for
 
@@ -171,9 +191,26 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         count = dlq_replay.resolve(spark, settings, selection, args.note)
         print(f"resolved {count} dead letter(s) [{selection.describe()}]")
         return 0
-    report = dlq_replay.replay(spark, settings, selection, dry_run=args.dry_run, force=args.force, note=args.note)
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())  # a cancelled job run: stop, resumable
+    try:
+        report = dlq_replay.replay(
+            spark,
+            settings,
+            selection,
+            dry_run=args.dry_run,
+            force=args.force,
+            note=args.note,
+            rate=rate,
+            resume=args.resume,
+            cancel=cancel,
+            emit=lambda line: print(line, file=sys.stderr, flush=True),
+            resume_unfinished=args.resume_unfinished,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(report.describe())
-    return 0
+    return 130 if report.cancelled else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -739,6 +739,27 @@ class HealthSettings(_Model):
         return self
 
 
+RowsPerSecond = Annotated[float, Range(0, 100_000, "rows per second", above=True)]
+
+
+class ReplaySettings(_Model):
+    """`xact-pipeline dlq replay` (pipeline_lib/replay.py): how fast a replay re-publishes tasks."""
+
+    rows_per_second: RowsPerSecond  # every host together
+    rows_per_second_per_host: RowsPerSecond  # one source host: the download stage fetches at about this pace
+    mark_chunk_rows: Annotated[int, Range(1, 100_000, "rows", whole=True)]  # xact_dlq rows per status commit
+    progress_seconds: Timeout  # a progress line this often
+
+    @model_validator(mode="after")
+    def _host_within_total(self) -> ReplaySettings:
+        if self.rows_per_second_per_host > self.rows_per_second:
+            raise ValueError(
+                f"replay.rows_per_second_per_host ({self.rows_per_second_per_host:g}) must be at most "
+                f"replay.rows_per_second ({self.rows_per_second:g}): one host cannot go faster than all of them"
+            )
+        return self
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -775,6 +796,7 @@ class Settings(_Model):
     logging: LoggingSettings
     metrics: MetricsSettings
     health: HealthSettings
+    replay: ReplaySettings
     local_kafka: LocalKafkaSettings
 
     @property

@@ -136,9 +136,16 @@ def watermarks(consumer, topic: str, partition: int, timeout: float = 10.0) -> t
 
 
 def consume_all(
-    settings: Settings, topic: str, *, max_messages: int | None = None, idle_timeout: float = 10.0
+    settings: Settings,
+    topic: str,
+    *,
+    max_messages: int | None = None,
+    idle_timeout: float = 10.0,
+    since_ms: int | None = None,
 ) -> Iterator[tuple[str | None, bytes | None, dict[str, str]]]:
-    """Read a topic from its beginning up to the end it had when the call started.
+    """Read a topic from its beginning (or, with `since_ms`, from each partition's first record
+    stamped at or after it, found with the broker's time index) up to the end it had when the call
+    started.
 
     Partitions are assigned directly (no consumer group, nothing committed), so the read is
     deterministic; `idle_timeout` only guards against a broker that stops answering.
@@ -148,13 +155,20 @@ def consume_all(
     consumer = assigned_consumer(settings, f"xact-read-{uuid.uuid4().hex[:8]}")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        starts: dict[int, int] = {}
+        if since_ms is not None and partitions:
+            found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=10)
+            starts = {tp.partition: tp.offset for tp in found}
         ends: dict[int, int] = {}
         assignment = []
         for p in partitions:
             low, high = watermarks(consumer, topic, p)
-            if high > low:
+            start = max(low, starts[p]) if since_ms is not None and starts.get(p, -1) >= 0 else low
+            if since_ms is not None and starts.get(p, -1) < 0:
+                continue  # nothing in this partition is that recent
+            if high > start:
                 ends[p] = high
-                assignment.append(TopicPartition(topic, p, low))
+                assignment.append(TopicPartition(topic, p, start))
         consumer.assign(assignment)
         seen = 0
         while ends and (max_messages is None or seen < max_messages):
@@ -184,21 +198,60 @@ def assigned_consumer(settings: Settings, group: str):
     return Consumer({**config, "logger": CLIENT_LOG})  # type: ignore[dict-item]
 
 
-def read_at(settings: Settings, source: SourceRef, timeout: float = 10.0) -> bytes | None:
-    """The value of the record at `source` (topic, partition, offset); None when it is gone (retention)."""
-    from confluent_kafka import TopicPartition
+READ_GAP = 1000  # read_many reads through gaps up to this many offsets rather than seek
 
+
+def read_many(settings: Settings, sources: Iterable[SourceRef], timeout: float = 10.0) -> dict[SourceRef, bytes]:
+    """The values of the records at `sources` (topic, partition, offset) with one consumer; a
+    source that is gone (retention, compaction, a bad offset) is missing from the result.
+
+    Each partition's offsets are read in runs: offsets less than READ_GAP apart are read through
+    in one sequential fetch, a wider gap is a seek, so a replay of 50,000 dead letters costs
+    about one pass over the records they point at, not 50,000 consumers."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    wanted: dict[tuple[str, int], dict[int, SourceRef]] = {}
+    for source in sources:
+        wanted.setdefault((source.topic, source.partition), {})[source.offset] = source
+    found: dict[SourceRef, bytes] = {}
+    if not wanted:
+        return found
     group = f"xact-read-{uuid.uuid4().hex[:8]}"  # assigned, not subscribed: the group commits nothing
     consumer = assigned_consumer(settings, group)
     try:
-        consumer.assign([TopicPartition(source.topic, source.partition, source.offset)])
-        msg = consumer.poll(timeout)
-        if msg is None or msg.error() or msg.offset() != source.offset:
-            return None
-        value = msg.value()
-        return value.encode() if isinstance(value, str) else (value or b"")
+        for (topic, partition), by_offset in sorted(wanted.items()):
+            try:
+                low, high = watermarks(consumer, topic, partition, timeout=timeout)
+            except KafkaException as exc:  # a topic or partition that is gone: its sources are too
+                log.debug("cannot read %s[%d]: %s", topic, partition, exc)
+                continue
+            offsets = sorted(o for o in by_offset if low <= o < high)
+            i = 0
+            while i < len(offsets):
+                j = i
+                while j + 1 < len(offsets) and offsets[j + 1] - offsets[j] <= READ_GAP:
+                    j += 1
+                end = offsets[j]
+                consumer.assign([TopicPartition(topic, partition, offsets[i])])
+                while True:
+                    msg = consumer.poll(timeout)
+                    if msg is None or msg.error():
+                        break
+                    offset = msg.offset() or 0
+                    if offset in by_offset and offsets[i] <= offset <= end:
+                        value = msg.value()
+                        found[by_offset[offset]] = value.encode() if isinstance(value, str) else (value or b"")
+                    if offset >= end:
+                        break
+                i = j + 1
     finally:
         consumer.close()
+    return found
+
+
+def read_at(settings: Settings, source: SourceRef, timeout: float = 10.0) -> bytes | None:
+    """The value of the record at `source` (topic, partition, offset); None when it is gone (retention)."""
+    return read_many(settings, [source], timeout).get(source)
 
 
 def murmur2(data: bytes) -> int:

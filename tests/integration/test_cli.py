@@ -81,6 +81,10 @@ def test_dlq_commands_refuse_a_bad_filter_or_a_resolve_without_note_before_start
     assert out.returncode == 2 and "error: since: 'yesterday' is not an ISO 8601" in out.stderr
     out = cli("dlq", "resolve", "--category", "expired")
     assert out.returncode == 2 and "dlq resolve needs --note" in out.stderr
+    out = cli("dlq", "replay", "--rate", "0")
+    assert out.returncode == 2 and "error: replay rates must be above 0" in out.stderr
+    out = cli("dlq", "replay", "--resume", "replay-1", "--category", "expired")
+    assert out.returncode == 2 and "error: --resume finishes a replay with its own selection" in out.stderr
 
 
 def test_a_missing_table_is_one_error_line_naming_the_command(tmp_path):

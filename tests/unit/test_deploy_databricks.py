@@ -88,6 +88,9 @@ def test_the_bundle_has_a_streaming_job_and_scheduled_replay_maintenance_and_hea
     # The task's exit code is the alert: it runs as the scheduled task, and a failed run notifies.
     assert health["tasks"][0]["python_wheel_task"]["parameters"][:2] == ["health", "--task"]
     assert health["email_notifications"]["on_failure"] == "${var.alert_emails}"
+    # A replay run that timed out (and is retried, or runs tomorrow) leaves rows `replaying`: finish them.
+    (replay,) = [j for j in jobs.values() if j["tasks"][0]["python_wheel_task"]["parameters"][0] == "dlq"]
+    assert replay["tasks"][0]["python_wheel_task"]["parameters"][:3] == ["dlq", "replay", "--resume-unfinished"]
     for job in jobs.values():
         if "schedule" in job:
             assert all(t["max_retries"] >= 1 for t in job["tasks"])  # job-level retries for the batch jobs

@@ -153,6 +153,8 @@ def test_publishing_sends_the_wheel_the_main_files_and_arguments_that_load(stage
         assert parsed.env == "fabric"
         if job == "xact_health":  # the scheduled task: its failed run is the alert
             assert parsed.command == "health" and parsed.task
+        if job == "xact_dlq_replay":  # a stopped run's rows are finished by the next one
+            assert parsed.command == "dlq" and parsed.resume_unfinished
         settings = load_settings("fabric", overrides=parsed.overrides)  # no placeholder left; every key known
         assert settings.kafka.connection_string.vault.startswith("https://") and environment.lower() in (
             settings.kafka.bootstrap_servers
