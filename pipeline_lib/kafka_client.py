@@ -432,6 +432,30 @@ def create_topics(bootstrap: str, partitions: dict[str, int], client_config: dic
     return created
 
 
+def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 60.0) -> list[str]:
+    """Delete the topics of `names` that exist and wait until the broker no longer lists them (a
+    deletion is asynchronous: a topic created again before it finished would be lost with it);
+    returns the names deleted. For the local broker's demo state, never a shared cluster."""
+    admin = _admin(bootstrap)
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [name for name in names if name in existing]
+    if not doomed:
+        return []
+    for name, future in admin.delete_topics(doomed, operation_timeout=30).items():
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:  # the client raises KafkaException, or a timeout
+            raise TopicAdminError(f"could not delete topic {name} on {bootstrap}: {exc}") from exc
+    deadline = time.monotonic() + timeout
+    while set(doomed) & set(admin.list_topics(timeout=10).topics):
+        if time.monotonic() > deadline:
+            raise TopicAdminError(
+                f"topics {', '.join(doomed)} on {bootstrap} were still listed {timeout:g} s after deletion"
+            )
+        time.sleep(0.2)
+    return doomed
+
+
 def unreachable_reason(settings: Settings, topics: Iterable[str] | None = None, timeout: float = 5.0) -> str | None:
     """Why the pipeline cannot use Kafka right now (in one line that says what to check), or None.
 

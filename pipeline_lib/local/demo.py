@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline_lib.config import Settings
-from pipeline_lib.kafka_client import consume_all, create_topics, produce
+from pipeline_lib.kafka_client import consume_all, create_topics, delete_topics, produce
 from pipeline_lib.local.broker import LocalKafka
 from pipeline_lib.local.sample_server import SampleFileServer
 from pipeline_lib.local.samples import sample_event
@@ -120,6 +120,13 @@ def run_demo(settings: Settings) -> int:
     broker = LocalKafka.from_settings(settings)
     we_started_broker = broker.status().state != "running"
     print(f"[1/5] broker: {broker.start().describe()}")
+    checkpoints = Path(settings.storage.resolve(settings.storage.checkpoint_root))
+    if not checkpoints.exists():  # fresh local state (first run, `make clean`): no queries' offsets
+        # The broker keeps its topics across `make clean`. Fresh queries would read them from the
+        # start: earlier runs' events, whose file servers are gone, would fail against this one.
+        dropped = delete_topics(settings.kafka.bootstrap_servers, settings.topic_partitions())
+        if dropped:
+            print(f"      fresh local state: emptied {len(dropped)} topics of earlier runs")
     create_topics(settings.kafka.bootstrap_servers, settings.topic_partitions())
 
     with SampleFileServer() as files:
