@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegralType
 
 from pipeline_lib.config import Settings
 from pipeline_lib.errors import PipelineError
@@ -28,13 +29,20 @@ from pipeline_lib.records import InputRecord
 from pipeline_lib.redaction import redact_payload
 from pipeline_lib.spark.tables import table_or_none
 
+NONE_LABEL = "(none)"  # a dead letter without the value (an ingest one has no host)
+
 
 def dead_by(dlq: DataFrame, column: str, top: int | None = None) -> pd.DataFrame:
-    """Dead letters per value of `column` (category, stage, host, http_status, attempts, status)."""
+    """Dead letters per value of `column` (category, stage, host, http_status, attempts, status).
+    A missing value reads "(none)" for text and <NA> for numbers (whole numbers stay whole: an
+    HTTP status is 404, not 404.0)."""
     counts = dlq.groupBy(column).count().orderBy(F.col("count").desc(), F.col(column))
     if top:
         counts = counts.limit(top)
-    return counts.toPandas().set_index(column)
+    numeric = isinstance(dlq.schema[column].dataType, IntegralType)
+    frame = counts.toPandas()
+    frame[column] = frame[column].astype("Int64") if numeric else frame[column].fillna(NONE_LABEL)
+    return frame.set_index(column)
 
 
 def dead_per_hour(dlq: DataFrame) -> pd.DataFrame:

@@ -3,6 +3,7 @@ of xact_events (read it with spark/tables.py `read_table(spark, settings, "event
 
 from __future__ import annotations
 
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -30,3 +31,32 @@ def refused_attachments(events: DataFrame) -> DataFrame:
             "event_date", "trace_id", "assignment_id", "status_subtype", "attachment_count", "refused", "attachments"
         )
     )
+
+
+def events_arrived(events: DataFrame, every: str = "1 hour") -> pd.DataFrame:
+    """Events per bucket of `every` (a Spark window duration) in which they arrived on
+    xact.events.raw (their Kafka timestamp; when ingest wrote them if that is missing), one column
+    per status subtype: a time series for charts.time_chart."""
+    arrived = F.coalesce(F.col("kafka_timestamp"), F.col("ingested_at"))
+    hourly: pd.DataFrame = (
+        events.groupBy(
+            F.window(arrived, every).start.alias("bucket"),
+            F.coalesce("status_subtype", F.lit("(none)")).alias("subtype"),
+        )
+        .count()
+        .toPandas()
+    )
+    if hourly.empty:
+        return pd.DataFrame()
+    return hourly.pivot_table(index="bucket", columns="subtype", values="count", fill_value=0).sort_index()
+
+
+def attachment_outcomes(events: DataFrame) -> pd.Series:
+    """Attachments the events listed, how many became download tasks, and how many the URL policy
+    refused (listed minus tasks): bars for charts.bar_chart."""
+    row = events.agg(
+        F.coalesce(F.sum("attachment_count"), F.lit(0)).alias("listed"),
+        F.coalesce(F.sum(F.size("task_ids")), F.lit(0)).alias("tasks"),
+    ).first()
+    listed, tasks = (int(row.listed), int(row.tasks)) if row is not None else (0, 0)
+    return pd.Series({"listed": listed, "became tasks": tasks, "refused": max(0, listed - tasks)})

@@ -125,7 +125,9 @@ def run_notebook(name, settings, tmp_path, **parameters):
     )
     nb = json.loads(out.read_text())
     assert out.with_suffix(".html").exists()
-    hours = parameters.get("hours", {"pipeline_health.ipynb": 24, "dlq_analysis.ipynb": 168}.get(name))
+    hours = parameters.get(
+        "hours", {"pipeline_health.ipynb": 24, "dlq_analysis.ipynb": 168, "ingest_overview.ipynb": 24}.get(name)
+    )
     for cell in nb["cells"]:
         if "plot" in cell["metadata"].get("tags", []):
             assert any("image/png" in o.get("data", {}) for o in cell["outputs"]), "".join(cell["source"])

@@ -169,7 +169,9 @@ def test_a_cancelled_replay_resumes_where_it_stopped_and_publishes_each_task_onc
         spark, s, DlqSelection(), dry_run=False, rate=rate, resume_unfinished=True, emit=lines.append
     )
     assert later.replayed == [] and not later.cancelled
-    assert any(line.startswith(f"resumed {first.replay_id}: replayed {first.remaining} dead letter(s)") for line in lines), lines
+    assert any(
+        line.startswith(f"resumed {first.replay_id}: replayed {first.remaining} dead letter(s)") for line in lines
+    ), lines
     sent = published(s, first.replay_id)
     assert len(sent) == 120 and set(Counter(t.task_id for t, _ in sent).values()) == {1}
     assert statuses(spark, s) == {("replayed", 1): 120}

@@ -84,6 +84,9 @@ def dlq(spark):
 def test_dead_letters_per_column_per_hour_and_the_last_dead_task(dlq):
     assert dead_by(dlq, "category")["count"].to_dict() == {"exhausted": 1, "http_permanent": 1, "malformed": 1}
     assert dead_by(dlq, "host", top=1)["count"].to_dict() == {"a.example": 2}
+    assert dead_by(dlq, "host")["count"].to_dict() == {"a.example": 2, "(none)": 1}  # an ingest one has no host
+    statuses = dead_by(dlq, "http_status")
+    assert str(statuses.index.dtype) == "Int64" and 404 in statuses.index.dropna().tolist()  # 404, not 404.0
     hourly = dead_per_hour(dlq)
     assert list(hourly.columns) == ["exhausted", "http_permanent", "malformed"] and len(hourly) == 2
     assert hourly["malformed"].sum() == 1 and last_dead_task(dlq) == "t2"
@@ -143,3 +146,25 @@ def test_latency_percentiles_from_the_event_s_produce_time_to_the_row_s_visibili
     latency = latency_percentiles(spark.createDataFrame(rows))
     (bucket,) = latency.itertuples()
     assert (bucket.p50, bucket.p99, bucket.tasks) == (6.0, 40.0, 5)
+
+
+def test_events_per_hour_by_subtype_and_what_became_of_their_attachments(spark):
+    from pipeline_lib.spark.ingest_report import attachment_outcomes, events_arrived
+
+    def event(at, subtype, listed, tasks):
+        return Row(kafka_timestamp=ts(at), ingested_at=ts(at), status_subtype=subtype,
+                   attachment_count=listed, task_ids=[f"t{i}" for i in range(tasks)])  # fmt: skip
+
+    events = spark.createDataFrame(
+        [
+            event("2026-11-27 10:05:00", "documentsReceived", 2, 2),
+            event("2026-11-27 10:55:00", "documentsReceived", 3, 1),  # 2 refused by the URL policy
+            event("2026-11-27 12:10:00", None, 0, 0),
+        ]
+    )
+    hourly = events_arrived(events, "1 hour")
+    assert list(hourly.columns) == ["(none)", "documentsReceived"] and len(hourly) == 2
+    assert hourly["documentsReceived"].sum() == 2 and hourly["(none)"].sum() == 1
+    assert len(events_arrived(events, "10 minutes")) == 3
+    assert attachment_outcomes(events).to_dict() == {"listed": 5, "became tasks": 3, "refused": 2}
+    assert attachment_outcomes(events.limit(0)).to_dict() == {"listed": 0, "became tasks": 0, "refused": 0}
