@@ -68,7 +68,8 @@ def _dlq_facts(dlq: DataFrame | None, since: datetime) -> dict[str, dict]:
         return {}
     rows = dlq.groupBy("stage").agg(
         F.count(F.when(F.col("failed_at") >= _at(since), 1)).alias("recent"),
-        F.min(F.when(F.col("status") == "open", F.col("failed_at"))).alias("oldest_open"),
+        # A row a stopped replay still holds (`replaying`) is as unfinished as an open one.
+        F.min(F.when(F.col("status").isin("open", "replaying"), F.col("failed_at"))).alias("oldest_open"),
     )
     out: dict[str, dict] = {}
     for r in rows.collect():

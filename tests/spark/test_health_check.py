@@ -47,7 +47,9 @@ def test_generated_tables_give_each_stage_its_verdict_and_the_worst_exit_code(sp
 
     create_table(spark, dlq_table(settings))
     letters = [dead_letter(i, "download", now - timedelta(minutes=i)) for i in range(15)]  # 15/h: warn
-    letters.append(dead_letter(99, "ingest", now - timedelta(hours=30)))  # open for 30 h: warn
+    letters.append(dead_letter(97, "ingest", now - timedelta(hours=20)))  # open for 20 h
+    # Held 30 h by a replay that stopped: not replayed yet, so it counts as open (warn).
+    letters.append(dead_letter(99, "ingest", now - timedelta(hours=30), status="replaying"))
     letters.append(dead_letter(98, "retry", now - timedelta(days=9), status="resolved"))  # resolved: no matter
     spark.createDataFrame(letters, DLQ_SCHEMA).write.format("delta").mode("append").save(dlq_table(settings).path)
 
