@@ -298,7 +298,7 @@ class ReplayReport:
         if self.resumed:
             head = f"resumed {self.replay_id}: {head}; {self.already_published} of them were on Kafka already"
         lines = [head]
-        if self.rate is not None and (self.replayed or self.dry_run):
+        if self.rate is not None and self.replayed:
             took = "would take" if self.dry_run else "planned"
             lines.append(
                 f"  at {self.rate.describe()}: {took} about {format_duration(self.planned_seconds)} ({self.pace})"

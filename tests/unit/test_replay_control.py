@@ -153,6 +153,8 @@ def test_a_report_lists_20_rows_then_counts_and_gives_the_estimate_and_how_to_re
     assert text.splitlines()[0] == "would replay 25 dead letter(s), skipped 0 [hosts=h statuses=open]"
     assert "  at 50 rows/s, 10 per host: would take about 2 s (host h (25 rows at 10/s) sets the pace)" in text
     assert "  ... and 5 more to replay (`dlq list` shows every row)" in text and "d20" not in text
+    nothing = ReplayReport("replay-0", DlqSelection(), dry_run=True, rate=ReplayRate(50, 10))
+    assert nothing.describe() == "would replay 0 dead letter(s), skipped 0 [statuses=open]"  # no estimate of nothing
     report.dry_run, report.cancelled, report.remaining = False, True, 7
     assert text != report.describe() and report.describe().endswith(
         "stopped early: 7 row(s) stay `replaying`; continue with `xact-pipeline dlq replay --resume replay-9`"
