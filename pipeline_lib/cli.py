@@ -155,7 +155,14 @@ def _config_show(settings: Settings) -> int:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline_lib.replay import STATUSES, DlqSelection, SelectionError, replay_rate, resolve_note
+    from pipeline_lib.replay import (
+        STATUSES,
+        DlqSelection,
+        SelectionError,
+        check_replay_id,
+        replay_rate,
+        resolve_note,
+    )
 
     default_statuses = STATUSES if args.action == "list" else ("open",)
     selection = DlqSelection(
@@ -170,10 +177,17 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.action == "resolve":
         resolve_note(args.note)  # before Spark starts: a missing note is a usage error
+    if args.action != "list":
+        selection.check_replayable()
     rate = replay_rate(settings, args.rate, args.host_rate)  # a bad rate, too
-    if args.resume and (args.dry_run or args.force or selection != DlqSelection(statuses=default_statuses)):
+    if args.resume is not None:
+        check_replay_id(args.resume)
+    if args.resume is not None and (
+        args.dry_run or args.force or args.resume_unfinished or selection != DlqSelection(statuses=default_statuses)
+    ):
         raise SelectionError(
-            "--resume finishes a replay with its own selection: drop the filters, --force and --dry-run "
+            "--resume finishes a replay with its own selection: drop the filters, --force, --dry-run and "
+            "--resume-unfinished "
             "(`xact-pipeline dlq list --status replaying` shows its rows)"
         )
     from pipeline_lib.spark import replay as dlq_replay

@@ -142,13 +142,17 @@ def consume_all(
     max_messages: int | None = None,
     idle_timeout: float = 10.0,
     since_ms: int | None = None,
+    complete: bool = False,
 ) -> Iterator[tuple[str | None, bytes | None, dict[str, str]]]:
     """Read a topic from its beginning (or, with `since_ms`, from each partition's first record
     stamped at or after it, found with the broker's time index) up to the end it had when the call
     started.
 
     Partitions are assigned directly (no consumer group, nothing committed), so the read is
-    deterministic; `idle_timeout` only guards against a broker that stops answering.
+    deterministic; `idle_timeout` only guards against a broker that stops answering. With
+    `complete`, a read that could not reach every partition's end (idle, a failed time lookup)
+    raises PipelineError instead of ending early: a caller that decides from what is absent (a
+    replay's resume) must not mistake a slow broker for an empty topic.
     """
     from confluent_kafka import TopicPartition
 
@@ -158,7 +162,12 @@ def consume_all(
         starts: dict[int, int] = {}
         if since_ms is not None and partitions:
             found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=10)
-            starts = {tp.partition: tp.offset for tp in found}
+            failed = [tp for tp in found if tp.error is not None]
+            if failed and complete:
+                raise PipelineError(
+                    f"{topic}: the broker's time index did not answer for {failed[0]}: {failed[0].error}"
+                )
+            starts = {tp.partition: tp.offset for tp in found if tp.error is None}
         ends: dict[int, int] = {}
         assignment = []
         for p in partitions:
@@ -174,6 +183,11 @@ def consume_all(
         while ends and (max_messages is None or seen < max_messages):
             msg = consumer.poll(idle_timeout)
             if msg is None:
+                if complete:
+                    raise PipelineError(
+                        f"{topic}: no record for {idle_timeout:g} s before partitions {sorted(ends)} reached their "
+                        f"ends {ends}; check the broker and try again"
+                    )
                 return
             if msg.error():
                 continue

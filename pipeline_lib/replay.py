@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 import time
 import uuid
 from collections import Counter
@@ -70,6 +71,16 @@ class DlqSelection:
         bad = set(self.statuses) - set(STATUSES)
         if bad:
             raise SelectionError(f"statuses: {', '.join(sorted(bad))} is not one of {', '.join(STATUSES)}")
+
+    def check_replayable(self) -> DlqSelection:
+        """SelectionError when the selection takes rows a replay holds (`replaying`)."""
+        if "replaying" in self.statuses:
+            raise SelectionError(
+                "rows `replaying` belong to a replay that may have published them: finish it with "
+                "`xact-pipeline dlq replay --resume REPLAY_ID` (replay selects open rows, forced also replayed ones; "
+                "resolve takes them once it finished)"
+            )
+        return self
 
     def forced(self) -> DlqSelection:
         """The selection of a forced replay: rows replayed before are selectable again (never rows
@@ -327,8 +338,22 @@ def _listed(lines: list[str], what: str) -> list[str]:
     return [*lines[:SHOWN_ROWS], f"  ... and {len(lines) - SHOWN_ROWS} more {what} (`dlq list` shows every row)"]
 
 
+REPLAY_ID = re.compile(r"replay-[0-9a-f]{12}")
+
+
 def new_replay_id() -> str:
     return f"replay-{uuid.uuid4().hex[:12]}"
+
+
+def check_replay_id(text: str | None) -> str:
+    """A replay id as `--resume` takes it; SelectionError naming the form otherwise (an empty
+    shell variable must not start a new replay of everything)."""
+    if text is None or not REPLAY_ID.fullmatch(text.strip()):
+        raise SelectionError(
+            f"--resume: {text!r} is not a replay id such as replay-1a2b3c4d5e6f "
+            "(`xact-pipeline dlq list --status replaying` shows the ids of unfinished replays)"
+        )
+    return text.strip()
 
 
 def task_from_record(value: bytes | str | None, task_id: str) -> DownloadTask | str:

@@ -100,7 +100,7 @@ DLQ_TABLE_COLUMNS = (
     TableColumn("task_json", "string"),
     TableColumn("payload", "string"),
     TableColumn("error_history_json", "string"),
-    TableColumn("status", "string", required=True, row=False),  # open | replayed | resolved
+    TableColumn("status", "string", required=True, row=False),  # open | replaying | replayed | resolved
     TableColumn("note", "string", row=False),
     TableColumn("replay_id", "string", row=False),  # the latest replay of this row
     TableColumn("replayed_at", "timestamp", row=False),

@@ -15,6 +15,8 @@ resumed, or crashed and was resumed:
 
 from __future__ import annotations
 
+import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +42,7 @@ from pipeline_lib.replay import (
     ReplayRate,
     ReplayReport,
     SelectionError,
+    check_replay_id,
     chunks,
     new_replay_id,
     pace_order,
@@ -49,7 +52,7 @@ from pipeline_lib.replay import (
     resolve_note,
     task_from_record,
 )
-from pipeline_lib.spark.tables import dlq_table, read_table, require_table
+from pipeline_lib.spark.tables import dlq_table, read_table, require_table, retry_on_conflict
 
 log = get_logger("dlq")
 
@@ -170,16 +173,17 @@ def replay(
     """
     rate = rate or replay_rate(settings)
     cancel = cancel or threading.Event()
-    if resume:
-        return _resume(spark, settings, resume, rate, cancel, emit, note)
+    if resume is not None:
+        return _resume(spark, settings, check_replay_id(resume), rate, cancel, emit, note)
+    selection.check_replayable()
     if force:
         selection = selection.forced()
     if resume_unfinished and not dry_run:
         for replay_id in unfinished_replays(spark, settings, selection):
-            finished = _resume(spark, settings, replay_id, rate, cancel, emit, note)
-            emit(finished.describe())
+            finished = _resume(spark, settings, replay_id, rate, cancel, emit, None)  # keeps its own note
             if finished.cancelled:
-                return ReplayReport(new_replay_id(), selection, dry_run, rate=rate, cancelled=True)
+                return finished  # its id is the one to resume
+            emit(finished.describe())
     report = ReplayReport(new_replay_id(), selection, dry_run, rate=rate)
     rows = [_dead_row(r) for r in select_dead_letters(spark, settings, selection).collect()]
     _say_unfinished(spark, settings, selection, emit)
@@ -194,11 +198,21 @@ def replay(
     _estimate(report, tasks)
     if dry_run or not tasks:
         return report
+    if cancel.is_set():  # cancelled while an unfinished replay was resumed: claim nothing new
+        emit(f"cancelled before claiming the rest of the selection: {len(report.replayed)} row(s) stay as they were")
+        report.replayed = []
+        return report
     emit(
         f"replay {report.replay_id}: claiming {len(report.replayed)} row(s) of xact_dlq; if it stops, "
         f"continue with `xact-pipeline dlq replay --resume {report.replay_id}`"
     )
     claimed = _claim(spark, settings, report, note)
+    # A duplicate row rides on its primary's publication: if another replay or a resolve took the
+    # primary meanwhile, the duplicate is given back (open), not left held with nothing to mark it.
+    stranded = [e for e in report.replayed if e.get("duplicate_of") and e["duplicate_of"] not in claimed]
+    if stranded:
+        _release(spark, settings, report.replay_id, _keys(e for e in stranded if e["dlq_id"] in claimed))
+        claimed -= {e["dlq_id"] for e in stranded}
     if len(claimed) < len(report.replayed):  # another replay or a resolve took some meanwhile
         taken = [e for e in report.replayed if e["dlq_id"] not in claimed]
         report.skipped += [
@@ -254,32 +268,34 @@ def _update_rows(
     keys: list[tuple[str, str | None]],
     condition: str,
     updates: dict[str, Column],
-    attempts: int = 5,
 ) -> None:
     """Update the xact_dlq rows with these (dlq_id, failed_date) keys where `condition` holds, in
-    one commit: a MERGE with the keys as a DataFrame, so the plan holds no literal list of ids and
-    reads only the keys' partitions. A commit that lost to a concurrent writer (the dlq-table job
-    inserting dead letters) is tried again: the condition is re-checked each time."""
+    one commit: a MERGE with the keys as a DataFrame, so the plan holds no literal list of ids, and
+    with the keys' partitions named as literals, so it reads (and conflicts with writers of) only
+    those. A commit that lost to a concurrent writer (the dlq-table job inserting dead letters) is
+    tried again: the condition is re-checked each time."""
     if not keys:
         return
-    from delta.exceptions import DeltaConcurrentModificationException
-
+    dates = sorted({date for _, date in keys if date is not None})
+    if not all(_DATE.fullmatch(date) for date in dates):
+        raise PipelineError(f"xact_dlq failed_date values must be YYYY-MM-DD, got {dates[:3]}")
     table = require_table(spark, dlq_table(settings))
     source = spark.createDataFrame(keys, "dlq_id string, failed_date string")
-    for attempt in range(attempts):
-        try:
-            (
-                table.alias("t")
-                .merge(source.alias("s"), "t.failed_date = s.failed_date AND t.dlq_id = s.dlq_id")
-                .whenMatchedUpdate(condition=condition, set={**updates, "updated_at": F.current_timestamp()})
-                .execute()
-            )
-            return
-        except DeltaConcurrentModificationException as exc:
-            if attempt + 1 == attempts:
-                raise
-            log.info("xact_dlq commit conflicted (%s); trying again", type(exc).__name__)
-            time.sleep(0.5 * (attempt + 1))
+    partitions = ", ".join(f"'{date}'" for date in dates) or "NULL"
+    on = f"t.failed_date IN ({partitions}) AND t.failed_date = s.failed_date AND t.dlq_id = s.dlq_id"
+
+    def commit() -> None:
+        (
+            table.alias("t")
+            .merge(source.alias("s"), on)
+            .whenMatchedUpdate(condition=condition, set={**updates, "updated_at": F.current_timestamp()})
+            .execute()
+        )
+
+    retry_on_conflict(commit, "xact_dlq status update")
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _claim(spark: SparkSession, settings: Settings, report: ReplayReport, note: str | None) -> set[str]:
@@ -341,7 +357,9 @@ def _publish(
             riders.setdefault(entry["duplicate_of"], []).append(entry)
     plan = pace_order(list(zip(primaries, tasks, strict=True)), lambda pair: pair[0]["host"], report.rate)
     topic = settings.topics.pending.name
-    producer = make_producer(settings)
+    # Every message is delivered or failed within the flush's wait: none is still in flight when
+    # a chunk is marked, the run stops, or a resume reads the topic.
+    producer = make_producer(settings, **{"message.timeout.ms": int(DELIVERY_TIMEOUT_SECONDS * 1000) - 10_000})
     pacer = Pacer(report.rate, catch_up=True)
     progress = ReplayProgress(report.replay_id, [at for at, _ in plan], emit, settings.replay.progress_seconds)
     marker = ThreadPoolExecutor(1, thread_name_prefix="xact-replay-mark")
@@ -366,6 +384,9 @@ def _publish(
                 f"`xact-pipeline dlq replay --resume {report.replay_id}`"
             )
 
+    # Ctrl-C (a notebook's interrupt) sets `cancel`: pyspark's own SIGINT handler would cancel
+    # every Spark job, the chunk mark in flight with them.
+    previous = _on_sigint(cancel)
     try:
         for chunk in chunks(plan, settings.replay.mark_chunk_rows):
             delivered: list[dict[str, Any]] = []
@@ -386,12 +407,23 @@ def _publish(
         if marking is not None:
             marking.result()
     finally:
+        producer.flush(DELIVERY_TIMEOUT_SECONDS)  # on any way out, nothing left in flight
         marker.shutdown(wait=True)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     report.replayed = confirmed
     report.cancelled = len(confirmed) < len(primaries) + sum(map(len, riders.values()))
     report.remaining = len(primaries) + sum(map(len, riders.values())) - len(confirmed)
     progress.update(sent, final=True)
     log.info("replay %s: %d task(s) re-published to %s", report.replay_id, sent, topic)
+
+
+def _on_sigint(cancel: threading.Event):
+    """Make SIGINT set `cancel` while a replay publishes; the handler it replaced (None off the main
+    thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda *_: cancel.set())
 
 
 def _wait_turn(pacer: Pacer, host: str | None, cancel: threading.Event) -> None:
@@ -426,7 +458,8 @@ def _published_task_ids(settings: Settings, replay_id: str, since_ms: int) -> se
     """Task ids on the pending topic that carry `replay_id`, from `since_ms` on."""
     needle = f'"replay_id":"{replay_id}"'.encode()
     found: set[str] = set()
-    for _, value, _ in consume_all(settings, settings.topics.pending.name, since_ms=since_ms, idle_timeout=10):
+    topic = settings.topics.pending.name
+    for _, value, _ in consume_all(settings, topic, since_ms=since_ms, idle_timeout=30, complete=True):
         if value and needle in value:
             try:
                 task = DownloadTask.decode(value)
@@ -496,6 +529,7 @@ def _resume(
 def resolve(spark: SparkSession, settings: Settings, selection: DlqSelection, note: str) -> int:
     """Mark the selected rows resolved (no replay), with a note saying why; returns how many."""
     note = resolve_note(note)
+    selection.check_replayable()
     keys = [
         (r.dlq_id, r.failed_date)
         for r in select_dead_letters(spark, settings, selection).select("dlq_id", "failed_date").collect()

@@ -69,6 +69,7 @@ from pipeline_lib.spark.tables import (
     dlq_table,
     events_table,
     require_table,
+    retry_on_conflict,
 )
 from pipeline_lib.table_rows import STAGE_ORDER
 
@@ -530,11 +531,15 @@ class DlqBatchWriter:
             if first is None or first[0] is None:
                 return
             since = (date.fromisoformat(first[0]) - timedelta(days=DEDUP_WINDOW_DAYS)).isoformat()
-            (
-                table.alias("t")
-                .merge(unique.alias("s"), f"t.failed_date >= '{since}' AND t.dlq_id = s.dlq_id")
-                .whenNotMatchedInsertAll()
-                .execute()
+            # Insert-only, so trying again after a conflict (a replay marking rows) inserts nothing twice.
+            retry_on_conflict(
+                lambda: (
+                    table.alias("t")
+                    .merge(unique.alias("s"), f"t.failed_date >= '{since}' AND t.dlq_id = s.dlq_id")
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                ),
+                "xact_dlq insert",
             )
         finally:
             unique.unpersist()

@@ -42,6 +42,39 @@ from pipeline_lib.table_rows import ATTACHMENT_COLUMNS, DLQ_TABLE_COLUMNS, Table
 
 log = get_logger("tables")
 
+# Delta's optimistic-concurrency failures: the commit lost to another writer and may be tried
+# again. Matched by class name along the MRO: delta-spark raises its `captured` classes, which do
+# not derive from the ones `delta.exceptions` exports under the same names.
+COMMIT_CONFLICTS = frozenset(
+    {
+        "ConcurrentAppendException",
+        "ConcurrentDeleteReadException",
+        "ConcurrentDeleteDeleteException",
+        "ConcurrentWriteException",
+        "ConcurrentTransactionException",
+        "MetadataChangedException",
+        "ProtocolChangedException",
+    }
+)
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    return any(cls.__name__ in COMMIT_CONFLICTS for cls in type(exc).__mro__)
+
+
+def retry_on_conflict(commit, what: str, attempts: int = 5) -> None:
+    """Run `commit()` (one idempotent Delta write whose conditions are re-checked each time) and
+    try it again, with a growing pause, when it lost to a concurrent writer."""
+    for attempt in range(attempts):
+        try:
+            commit()
+            return
+        except Exception as exc:
+            if not is_commit_conflict(exc) or attempt + 1 == attempts:
+                raise
+            log.info("%s: commit conflicted with another writer (%s); trying again", what, type(exc).__name__)
+            time.sleep(0.5 * (attempt + 1))
+
 
 class TableMissing(PipelineError):
     """A job or a command needs a Delta table that has not been created."""

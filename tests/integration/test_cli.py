@@ -83,7 +83,11 @@ def test_dlq_commands_refuse_a_bad_filter_or_a_resolve_without_note_before_start
     assert out.returncode == 2 and "dlq resolve needs --note" in out.stderr
     out = cli("dlq", "replay", "--rate", "0")
     assert out.returncode == 2 and "error: replay rates must be above 0" in out.stderr
-    out = cli("dlq", "replay", "--resume", "replay-1", "--category", "expired")
+    out = cli("dlq", "replay", "--resume", "")  # an empty shell variable: not a replay of everything
+    assert out.returncode == 2 and "error: --resume: '' is not a replay id" in out.stderr
+    out = cli("dlq", "replay", "--status", "replaying")
+    assert out.returncode == 2 and "belong to a replay that may have published them" in out.stderr
+    out = cli("dlq", "replay", "--resume", "replay-1a2b3c4d5e6f", "--category", "expired")
     assert out.returncode == 2 and "error: --resume finishes a replay with its own selection" in out.stderr
 
 

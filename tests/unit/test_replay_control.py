@@ -21,6 +21,7 @@ from pipeline_lib.replay import (
     ReplayRate,
     ReplayReport,
     SelectionError,
+    check_replay_id,
     format_duration,
     pace_order,
     pace_setter,
@@ -174,6 +175,16 @@ def test_config_refuses_a_host_rate_above_the_total_naming_both_keys():
     refused = r"replay.rows_per_second_per_host \(60\) must be at most replay.rows_per_second"
     with pytest.raises(Exception, match=refused):
         load_settings("local", overrides=["replay.rows_per_second=50", "replay.rows_per_second_per_host=60"])
+
+
+def test_resume_takes_only_a_replay_id_and_no_selection_takes_rows_a_replay_holds():
+    assert check_replay_id(" replay-1a2b3c4d5e6f ") == "replay-1a2b3c4d5e6f"
+    for bad in ("", None, "replay-", "replay-1a2b3c4d5e6f' OR 1=1 --", "x"):
+        with pytest.raises(SelectionError, match="is not a replay id"):
+            check_replay_id(bad)
+    with pytest.raises(SelectionError, match="--resume REPLAY_ID"):
+        DlqSelection(statuses=("open", "replaying")).check_replayable()
+    assert DlqSelection().forced().check_replayable().statuses == ("open", "replayed")
 
 
 def test_a_stored_selection_reads_back_and_a_broken_one_is_everything():
