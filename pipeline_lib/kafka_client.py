@@ -263,11 +263,6 @@ def read_many(settings: Settings, sources: Iterable[SourceRef], timeout: float =
     return found
 
 
-def read_at(settings: Settings, source: SourceRef, timeout: float = 10.0) -> bytes | None:
-    """The value of the record at `source` (topic, partition, offset); None when it is gone (retention)."""
-    return read_many(settings, [source], timeout).get(source)
-
-
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit int."""
     length, seed, m, r = len(data), 0x9747B28C, 0x5BD1E995, 24
