@@ -99,7 +99,7 @@ class DlqSelection:
                 k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__
             }
             return cls(**known)  # type: ignore[arg-type]
-        except (ValueError, TypeError, SelectionError):
+        except (ValueError, TypeError, AttributeError, SelectionError):  # not JSON, not an object, bad values
             return cls()
 
     def describe(self) -> str:

@@ -191,3 +191,4 @@ def test_a_stored_selection_reads_back_and_a_broken_one_is_everything():
     selection = DlqSelection(categories=("expired",), hosts=("h",), since="2026-11-01", statuses=("open", "replayed"))
     assert DlqSelection.from_json(selection.to_json()) == selection
     assert DlqSelection.from_json("not json") == DlqSelection() == DlqSelection.from_json(None)
+    assert DlqSelection.from_json("[1]") == DlqSelection() == DlqSelection.from_json('{"since": "yesterday"}')
